@@ -1,0 +1,129 @@
+#include "common/config.h"
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace ondemand {
+namespace {
+
+using nlohmann::json;
+
+std::string type_name(const json& v) { return v.type_name(); }
+
+void require_type(std::string_view key, const json& v, json::value_t want, std::string_view what) {
+  bool ok = v.type() == want ||
+            (want == json::value_t::number_unsigned && v.type() == json::value_t::number_integer &&
+             v.get<std::int64_t>() >= 0);
+  if (!ok)
+    throw ConfigError(fmt::format("config key \"{}\": expected {}, got {}", key, what, type_name(v)));
+}
+
+std::string as_string(std::string_view key, const json& v) {
+  require_type(key, v, json::value_t::string, "a string");
+  auto s = v.get<std::string>();
+  if (s.empty()) throw ConfigError(fmt::format("config key \"{}\": must not be empty", key));
+  // Values end up in newline-terminated device commands ("dir <path>").
+  if (s.find_first_of(std::string_view("\n\0", 2)) != std::string::npos)
+    throw ConfigError(fmt::format("config key \"{}\": contains a newline or NUL", key));
+  return s;
+}
+
+std::filesystem::path as_abs_path(std::string_view key, const json& v) {
+  std::filesystem::path p = as_string(key, v);
+  if (!p.is_absolute())
+    throw ConfigError(fmt::format("config key \"{}\": \"{}\" is not an absolute path", key, p.string()));
+  return p;
+}
+
+std::uint64_t as_count(std::string_view key, const json& v, std::uint64_t lo, std::uint64_t hi) {
+  require_type(key, v, json::value_t::number_unsigned, "a non-negative integer");
+  auto n = v.get<std::uint64_t>();
+  if (n < lo || n > hi)
+    throw ConfigError(fmt::format("config key \"{}\": {} is outside [{}, {}]", key, n, lo, hi));
+  return n;
+}
+
+bool as_bool(std::string_view key, const json& v) {
+  require_type(key, v, json::value_t::boolean, "true or false");
+  return v.get<bool>();
+}
+
+struct KeySpec {
+  bool required;
+  std::function<void(Config&, std::string_view, const json&)> apply;
+};
+
+const std::map<std::string, KeySpec, std::less<>>& key_table() {
+  static const std::map<std::string, KeySpec, std::less<>> table = {
+      {"cache_dir", {true, [](Config& c, auto k, auto& v) { c.cache_dir = as_abs_path(k, v); }}},
+      {"tag", {true, [](Config& c, auto k, auto& v) {
+         c.tag = as_string(k, v);
+         if (c.tag.find_first_of(" \t") != std::string::npos)
+           throw ConfigError(fmt::format("config key \"{}\": must not contain whitespace", k));
+       }}},
+      {"blob_dir", {true, [](Config& c, auto k, auto& v) { c.blob_dir = as_abs_path(k, v); }}},
+      {"state_dir", {true, [](Config& c, auto k, auto& v) { c.state_dir = as_abs_path(k, v); }}},
+      {"worker_binary", {false, [](Config& c, auto k, auto& v) { c.worker_binary = as_abs_path(k, v); }}},
+      {"max_inflight", {false, [](Config& c, auto k, auto& v) {
+         c.max_inflight = static_cast<std::uint32_t>(as_count(k, v, 1, 4096)); }}},
+      {"io_threads", {false, [](Config& c, auto k, auto& v) {
+         c.io_threads = static_cast<std::uint32_t>(as_count(k, v, 1, 256)); }}},
+      {"fill_window", {false, [](Config& c, auto k, auto& v) {
+         c.fill_window = as_count(k, v, 4096, std::uint64_t{64} << 20);
+         if (c.fill_window % 4096 != 0)
+           throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
+       }}},
+      {"prefetch", {false, [](Config& c, auto k, auto& v) { c.prefetch = as_bool(k, v); }}},
+      {"watchdog_timeout_ms", {false, [](Config& c, auto k, auto& v) {
+         c.watchdog_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+      {"request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
+         c.request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+  };
+  return table;
+}
+
+}  // namespace
+
+Config parse_config(std::string_view json_text) {
+  json doc = json::parse(json_text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/false);
+  if (doc.is_discarded()) {
+    // Re-parse with exceptions only to get the position for the message.
+    try {
+      (void)json::parse(json_text);
+    } catch (const json::parse_error& e) {
+      throw ConfigError(fmt::format("config is not valid JSON: {}", e.what()));
+    }
+    throw ConfigError("config is not valid JSON");
+  }
+  if (!doc.is_object()) throw ConfigError("config must be a JSON object");
+  Config config;
+  const auto& table = key_table();
+  for (const auto& [key, value] : doc.items()) {
+    auto spec = table.find(key);
+    if (spec == table.end()) throw ConfigError(fmt::format("unknown config key \"{}\"", key));
+    spec->second.apply(config, key, value);
+  }
+  for (const auto& [key, spec] : table)
+    if (spec.required && !doc.contains(key))
+      throw ConfigError(fmt::format("missing required config key \"{}\"", key));
+  return config;
+}
+
+Config load_config(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError(fmt::format("cannot read config file {}", file.string()));
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return parse_config(text.str());
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("{}: {}", file.string(), e.what()));
+  }
+}
+
+}  // namespace ondemand

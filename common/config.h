@@ -1,0 +1,38 @@
+// The one configuration file shared by supervisor and worker
+// (`--config FILE`, JSON). Unknown keys and wrong types are errors naming the
+// key: a typo must never silently fall back to a default.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace ondemand {
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Config {
+  // Required.
+  std::filesystem::path cache_dir;   // ext4/xfs/btrfs: cachefiles refuses tmpfs
+  std::string tag;                   // cachefiles cache tag
+  std::filesystem::path blob_dir;    // local backend: blob id -> blob_dir/<id>
+  std::filesystem::path state_dir;   // control socket, worker.pid, shm name
+  // Optional.
+  std::filesystem::path worker_binary;  // default: ondemand-worker beside the supervisor
+  std::uint32_t max_inflight = 64;      // kernel requests being served at once
+  std::uint32_t io_threads = 4;         // blocking backend/pwrite work runs here
+  std::uint64_t fill_window = 1 << 20;  // READ fills the aligned window around the request
+  bool prefetch = false;                // fetch whole blob in the background after OPEN
+  std::uint32_t watchdog_timeout_ms = 5000;  // stale heartbeat => hang; 0 disables
+  std::uint32_t request_timeout_ms = 60000;  // oldest request older => hang; 0 disables
+};
+
+// Parses and validates; throws ConfigError naming the key or the problem.
+Config parse_config(std::string_view json_text);
+Config load_config(const std::filesystem::path& file);
+
+}  // namespace ondemand

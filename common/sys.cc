@@ -1,0 +1,100 @@
+#include "common/sys.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace ondemand::sys {
+namespace {
+
+std::atomic<FaultHook> fault_hook{nullptr};
+
+int injected(const char* name) {
+  auto hook = fault_hook.load(std::memory_order_relaxed);
+  return hook ? hook(name) : 0;
+}
+
+template <typename F>
+Result retry(const char* name, F&& call) {
+  if (int err = injected(name)) return {-1, err};
+  for (;;) {
+    auto rc = static_cast<std::int64_t>(call());
+    if (rc >= 0) return {rc, 0};
+    int err = errno;
+    if (err != EINTR) return {-1, err};
+  }
+}
+
+}  // namespace
+
+void set_fault_hook(FaultHook hook) { fault_hook.store(hook); }
+
+Result read(int fd, void* buf, std::size_t len) {
+  return retry("read", [&] { return ::read(fd, buf, len); });
+}
+Result write(int fd, const void* buf, std::size_t len) {
+  return retry("write", [&] { return ::write(fd, buf, len); });
+}
+Result pread(int fd, void* buf, std::size_t len, std::uint64_t off) {
+  return retry("pread", [&] { return ::pread(fd, buf, len, static_cast<off_t>(off)); });
+}
+Result pwrite(int fd, const void* buf, std::size_t len, std::uint64_t off) {
+  return retry("pwrite", [&] { return ::pwrite(fd, buf, len, static_cast<off_t>(off)); });
+}
+Result ioctl(int fd, unsigned long request, unsigned long arg) {
+  return retry("ioctl", [&] { return ::ioctl(fd, request, arg); });
+}
+
+Result pread_full(int fd, void* buf, std::size_t len, std::uint64_t off) {
+  std::size_t done = 0;
+  auto* p = static_cast<char*>(buf);
+  while (done < len) {
+    auto r = pread(fd, p + done, len - done, off + done);
+    if (!r.ok()) return r;
+    if (r.rc == 0) break;
+    done += static_cast<std::size_t>(r.rc);
+  }
+  return {static_cast<std::int64_t>(done), 0};
+}
+
+Result pwrite_full(int fd, const void* buf, std::size_t len, std::uint64_t off) {
+  std::size_t done = 0;
+  const auto* p = static_cast<const char*>(buf);
+  while (done < len) {
+    auto r = pwrite(fd, p + done, len - done, off + done);
+    if (!r.ok()) return r;
+    if (r.rc == 0) return {-1, EIO};
+    done += static_cast<std::size_t>(r.rc);
+  }
+  return {static_cast<std::int64_t>(done), 0};
+}
+
+OpenResult open(const char* path, int flags, mode_t mode) {
+  auto r = retry("open", [&] { return ::open(path, flags, mode); });
+  if (!r.ok()) return {UniqueFd{}, r.err};
+  return {UniqueFd{static_cast<int>(r.rc)}, 0};
+}
+
+OpenResult openat(int dirfd, const char* path, int flags, mode_t mode) {
+  auto r = retry("openat", [&] { return ::openat(dirfd, path, flags, mode); });
+  if (!r.ok()) return {UniqueFd{}, r.err};
+  return {UniqueFd{static_cast<int>(r.rc)}, 0};
+}
+
+Result write_command(int fd, std::string_view command) {
+  auto r = write(fd, command.data(), command.size());
+  if (r.ok() && static_cast<std::size_t>(r.rc) != command.size()) return {-1, EIO};
+  return r;
+}
+
+std::string errno_name(int err) {
+  const char* name = strerrorname_np(err);
+  return fmt::format("{} ({})", name ? name : std::to_string(err).c_str(), std::strerror(err));
+}
+
+}  // namespace ondemand::sys

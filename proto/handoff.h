@@ -1,0 +1,67 @@
+// The supervisor <-> worker channel ("handoff protocol").
+//
+// Transport: an AF_UNIX SOCK_SEQPACKET socketpair created by the supervisor;
+// the worker inherits its end as fd 3 (--channel-fd). One datagram is one
+// message: a JSON object of at most MAX_MESSAGE_BYTES. A message that carries
+// descriptors (SCM_RIGHTS) announces how many in its "fds" field; the
+// receiver rejects a datagram whose descriptor count differs.
+//
+// Conversation (version 1):
+//   S->W  {"type":"hello","role":"supervisor","proto_min":1,"proto_max":1,"version":"..."}
+//   W->S  {"type":"hello","role":"worker","proto_min":1,"proto_max":1,"version":"...","pid":N}
+//   S->W  {"type":"device","fds":1,"generation":G,"restore":true}   + the /dev/cachefiles fd
+//   W->S  {"type":"serving","generation":G}
+//   S->W  {"type":"stop"}              (graceful stop; the worker drains and exits 0)
+// Both sides answer a message they do not understand with
+//   {"type":"unrecognized","what":"<type or parse error>"}
+// and carry on: an unknown message is never fatal.
+//
+// Changelog:
+//   1  initial: hello, device, serving, stop, unrecognized.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+namespace ondemand::proto {
+
+inline constexpr std::uint32_t HANDOFF_PROTO_MIN = 1;
+#ifdef ONDEMAND_HANDOFF_VERSION_OVERRIDE
+inline constexpr std::uint32_t HANDOFF_PROTO_MAX = ONDEMAND_HANDOFF_VERSION_OVERRIDE;
+#else
+inline constexpr std::uint32_t HANDOFF_PROTO_MAX = 1;
+#endif
+inline constexpr std::size_t MAX_MESSAGE_BYTES = 64 * 1024;
+// SCM_MAX_FD in the kernel: one sendmsg carries at most this many fds.
+inline constexpr std::size_t MAX_FDS_PER_MESSAGE = 253;
+// The worker finds its end of the channel here (set up by the supervisor
+// between fork and exec).
+inline constexpr int WORKER_CHANNEL_FD = 3;
+
+inline constexpr std::string_view VERSION = ONDEMAND_VERSION;
+
+struct DecodedMessage {
+  std::string type;
+  nlohmann::json body;
+  std::size_t announced_fds = 0;
+};
+
+// Returns the message, or an error text naming what was wrong. Never throws.
+struct DecodeError { std::string what; };
+std::variant<DecodedMessage, DecodeError> decode_message(std::string_view bytes);
+
+std::string encode_message(const nlohmann::json& body);
+
+nlohmann::json make_hello(std::string_view role, std::int64_t pid);
+nlohmann::json make_unrecognized(std::string_view what);
+
+// Highest version both ranges contain, or nullopt when they are disjoint.
+std::optional<std::uint32_t> negotiate(std::uint32_t our_min, std::uint32_t our_max,
+                                       std::uint32_t peer_min, std::uint32_t peer_max);
+
+}  // namespace ondemand::proto

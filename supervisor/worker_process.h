@@ -1,0 +1,40 @@
+// Starting a worker process and reaping it, with a pidfd as its handle: a
+// pidfd cannot be confused with a recycled pid, it becomes readable when the
+// process dies, and waitid(P_PIDFD) reaps exactly that child.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+
+namespace ondemand::supervisor {
+
+struct SpawnedWorker {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd channel;  // our end of the handoff channel
+};
+
+// fork + exec `binary` with `args`; the child's end of a fresh SOCK_SEQPACKET
+// pair becomes its fd 3. Only async-signal-safe calls run between fork and
+// exec. Throws std::runtime_error when fork, socketpair or pidfd_open fail;
+// an exec failure shows up as the child exiting with 127.
+SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vector<std::string>& args);
+
+struct ExitStatus {
+  bool exited = false;     // true: normal exit with `code`; false: killed by signal `code`
+  int code = 0;
+};
+
+// Reaps the child behind `pidfd`; nullopt if it has not ended yet.
+std::optional<ExitStatus> try_reap(int pidfd);
+
+// Number of open fds of this process (for leak checks).
+std::size_t count_open_fds();
+
+}  // namespace ondemand::supervisor

@@ -1,0 +1,28 @@
+// Blobs as files in one directory: id -> <blob_dir>/<id>.
+//
+// The directory is opened once and ids are resolved with openat2
+// (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), so even an
+// id that slipped past validate_blob_id, or a symlink planted in blob_dir,
+// cannot open anything outside it. Only regular files are served.
+#pragma once
+
+#include <filesystem>
+
+#include "common/unique_fd.h"
+#include "worker/backends/backend.h"
+
+namespace ondemand::worker {
+
+class LocalBackend final : public Backend {
+ public:
+  // Throws std::runtime_error naming the directory when it cannot be opened.
+  explicit LocalBackend(const std::filesystem::path& blob_dir);
+  OpenedBlob open(std::string_view id) override;
+  std::string describe() const override;
+
+ private:
+  std::filesystem::path dir_path_;
+  UniqueFd dir_;
+};
+
+}  // namespace ondemand::worker

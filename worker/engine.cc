@@ -1,0 +1,234 @@
+#include "worker/engine.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/sys.h"
+#include "worker/blob_id.h"
+
+namespace ondemand::worker {
+namespace asio = boost::asio;
+
+namespace {
+constexpr std::size_t CHUNK = 1 << 20;  // one pread/pwrite pair at most
+
+std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v - v % a; }
+std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
+  const auto rem = v % a;
+  return rem ? v + (a - rem) : v;
+}
+}  // namespace
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+FillRange fill_range(std::uint64_t off, std::uint64_t len, std::uint64_t blob_size,
+                     std::uint64_t window) {
+  window = std::max<std::uint64_t>(align_up(window, PAGE), PAGE);
+  const auto limit = align_up(blob_size, PAGE);
+  if (off >= limit || len == 0) return {};
+  const auto want_end = std::min(limit, off + std::min(len, limit - off));
+  FillRange r;
+  r.start = align_down(off, window);
+  r.end = std::min(limit, align_up(want_end, window));
+  return r;
+}
+
+Engine::Engine(asio::io_context& loop, Backend& backend, Replies& replies, EngineOptions options,
+               proto::WorkerCounters& counters)
+    : loop_(loop),
+      backend_(backend),
+      replies_(replies),
+      options_(options),
+      counters_(counters),
+      pool_(options.io_threads),
+      restore_timer_(loop) {}
+
+Engine::~Engine() { join(); }
+
+void Engine::join() { pool_.join(); }
+
+std::uint64_t Engine::begin_request() {
+  ++inflight_;
+  counters_.inflight.fetch_add(1, std::memory_order_relaxed);
+  const auto token = next_token_++;
+  started_.emplace(token, monotonic_ns());
+  return token;
+}
+
+void Engine::end_request(std::uint64_t token) {
+  --inflight_;
+  counters_.inflight.fetch_sub(1, std::memory_order_relaxed);
+  started_.erase(token);
+  std::uint64_t zero = 0;
+  counters_.first_reply_ns.compare_exchange_strong(zero, monotonic_ns());
+  if (on_done_) on_done_();
+}
+
+std::uint64_t Engine::oldest_request_ns() const {
+  return started_.empty() ? 0 : started_.begin()->second;
+}
+
+void Engine::handle(proto::KernelRequest request, UniqueFd anon_fd) {
+  std::visit(
+      [&](auto&& req) {
+        using T = std::decay_t<decltype(req)>;
+        if constexpr (std::is_same_v<T, proto::OpenRequest>)
+          handle_open(std::move(req), std::move(anon_fd));
+        else if constexpr (std::is_same_v<T, proto::ReadRequest>)
+          handle_read(req);
+        else
+          handle_close(req);
+      },
+      std::move(request));
+}
+
+void Engine::handle_open(proto::OpenRequest&& request, UniqueFd anon_fd) {
+  counters_.opens.fetch_add(1, std::memory_order_relaxed);
+  if (auto why = validate_blob_id(request.cookie_key)) {
+    spdlog::warn("OPEN msg_id={} object_id={} refused: blob id \"{}\": {}", request.msg_id,
+                 request.object_id, escape_id(request.cookie_key), *why);
+    reply_copen(request.msg_id, request.object_id, -EINVAL);
+    return;  // anon_fd closes here; the kernel marks the object closed
+  }
+  const auto token = begin_request();
+  ++opens_pending_;
+  asio::post(pool_, [this, token, request = std::move(request), fd = std::move(anon_fd)]() mutable {
+    auto opened = backend_.open(request.cookie_key);
+    asio::post(loop_, [this, token, request = std::move(request), fd = std::move(fd),
+                       opened = std::move(opened)]() mutable {
+      finish_open(token, std::move(request), std::move(fd), std::move(opened));
+    });
+  });
+}
+
+void Engine::finish_open(std::uint64_t token, proto::OpenRequest request, UniqueFd anon_fd,
+                         OpenedBlob opened) {
+  --opens_pending_;
+  if (!opened.blob) {
+    spdlog::warn("OPEN msg_id={} object_id={} blob \"{}\" refused: {}", request.msg_id,
+                 request.object_id, escape_id(request.cookie_key), sys::errno_name(opened.err));
+    reply_copen(request.msg_id, request.object_id, -opened.err);
+  } else {
+    auto object = std::make_shared<Object>();
+    object->object_id = request.object_id;
+    object->blob_id = request.cookie_key;
+    object->anon_fd = std::move(anon_fd);
+    object->blob = opened.blob;
+    const auto size = static_cast<std::int64_t>(opened.blob->size());
+    // Insert before copen: the kernel may send READs as soon as copen lands.
+    if (auto stale = table_.insert(object))
+      spdlog::warn("OPEN object_id={} replaces a live entry for blob \"{}\"", request.object_id,
+                   escape_id(stale->blob_id));
+    spdlog::debug("OPEN msg_id={} object_id={} blob \"{}\" size={}", request.msg_id,
+                  request.object_id, escape_id(request.cookie_key), size);
+    if (replies_.copen(request.msg_id, size) != 0) table_.erase(request.object_id);
+  }
+  end_request(token);
+  maybe_restore();
+}
+
+void Engine::reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value) {
+  if (value < 0) counters_.open_refused.fetch_add(1, std::memory_order_relaxed);
+  if (int err = replies_.copen(msg_id, value))
+    spdlog::warn("copen msg_id={} object_id={} value={} failed: {}", msg_id, object_id, value,
+                 sys::errno_name(err));
+}
+
+void Engine::handle_read(const proto::ReadRequest& request) {
+  counters_.reads.fetch_add(1, std::memory_order_relaxed);
+  auto object = table_.find(request.object_id);
+  if (!object) {
+    counters_.unknown_object.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("READ msg_id={} object_id={} for an unknown object: asking for restore",
+                 request.msg_id, request.object_id);
+    request_restore();
+    return;
+  }
+  const auto token = begin_request();
+  asio::post(pool_, [this, token, object = std::move(object), request]() {
+    const auto range = fill_range(request.offset, request.length, object->blob->size(),
+                                  options_.fill_window);
+    thread_local std::vector<std::byte> buffer;
+    buffer.resize(std::min<std::uint64_t>(CHUNK, std::max<std::uint64_t>(range.end - range.start, 1)));
+    bool ok = true;
+    std::uint64_t written = 0;
+    for (auto pos = range.start; ok && pos < range.end; pos += CHUNK) {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(CHUNK, range.end - pos));
+      auto span = std::span(buffer.data(), n);
+      if (int err = object->blob->read(pos, span)) {
+        spdlog::warn("READ msg_id={} object_id={} blob \"{}\" off={} len={}: backend read failed: {}",
+                     request.msg_id, request.object_id, escape_id(object->blob_id), pos, n,
+                     sys::errno_name(err));
+        ok = false;
+        break;
+      }
+      auto w = sys::pwrite_full(object->anon_fd.get(), span.data(), n, pos);
+      if (!w.ok()) {
+        spdlog::warn("READ msg_id={} object_id={} pwrite off={} len={} failed: {}", request.msg_id,
+                     request.object_id, pos, n, sys::errno_name(w.err));
+        ok = false;
+        break;
+      }
+      written += n;
+    }
+    counters_.bytes_written.fetch_add(written, std::memory_order_relaxed);
+    // The range may have been partly written; if the requested part is
+    // missing the kernel fails the reader with EIO, which is the truth.
+    const bool covered = ok || written >= (request.offset + request.length) - range.start;
+    if (!covered) counters_.read_failed.fetch_add(1, std::memory_order_relaxed);
+    if (int err = replies_.read_complete(object->anon_fd.get(), request.msg_id))
+      spdlog::warn("READ msg_id={} object_id={} READ_COMPLETE failed: {}", request.msg_id,
+                   request.object_id, sys::errno_name(err));
+    spdlog::trace("READ msg_id={} object_id={} off={} len={} wrote [{}, {})", request.msg_id,
+                  request.object_id, request.offset, request.length, range.start,
+                  range.start + written);
+    asio::post(loop_, [this, token] { end_request(token); });
+  });
+}
+
+void Engine::handle_close(const proto::CloseRequest& request) {
+  counters_.closes.fetch_add(1, std::memory_order_relaxed);
+  if (!table_.erase(request.object_id))
+    spdlog::debug("CLOSE msg_id={} object_id={} for an unknown object (late or duplicate)",
+                  request.msg_id, request.object_id);
+}
+
+void Engine::request_restore() {
+  restore_wanted_ = true;
+  maybe_restore();
+}
+
+void Engine::maybe_restore() {
+  if (!restore_wanted_ || opens_pending_ > 0 || restore_timer_armed_) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto due = last_restore_ + options_.restore_spacing;
+  if (now < due) {
+    restore_timer_armed_ = true;
+    restore_timer_.expires_at(due);
+    restore_timer_.async_wait([this](boost::system::error_code ec) {
+      restore_timer_armed_ = false;
+      if (!ec) maybe_restore();
+    });
+    return;
+  }
+  restore_wanted_ = false;
+  last_restore_ = now;
+  counters_.restores.fetch_add(1, std::memory_order_relaxed);
+  if (int err = replies_.restore())
+    spdlog::error("restore failed: {}", sys::errno_name(err));
+  else
+    spdlog::info("wrote restore to re-queue requests for unknown objects");
+}
+
+}  // namespace ondemand::worker

@@ -1,0 +1,41 @@
+// ondemand-worker: serves cachefiles on-demand requests. Started by
+// ondemand-supervisor, which hands it /dev/cachefiles over fd 3.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "proto/exit_codes.h"
+#include "proto/handoff.h"
+#include "worker/worker.h"
+
+int main(int argc, char** argv) {
+  using ondemand::proto::ExitCode;
+  CLI::App app{"ondemand-worker: serves Linux cachefiles on-demand requests (EROFS over fscache).\n"
+               "Normally started by ondemand-supervisor, which passes /dev/cachefiles over the\n"
+               "channel fd. Exit codes: 0 stopped, 64 usage, 69 handoff failed, 70 internal,\n"
+               "74 device I/O, 75 temporary, 78 configuration."};
+  std::string config_path;
+  int channel_fd = ondemand::proto::WORKER_CHANNEL_FD;
+  app.add_option("--config", config_path, "configuration file (JSON)")->required();
+  app.add_option("--channel-fd", channel_fd, "inherited supervisor channel (SOCK_SEQPACKET)");
+  app.set_version_flag("--version", std::string(ondemand::proto::VERSION));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : static_cast<int>(ExitCode::USAGE);
+  }
+  ondemand::init_logging("worker");
+  try {
+    auto config = ondemand::load_config(config_path);
+    ondemand::worker::Worker worker(std::move(config), ondemand::UniqueFd{channel_fd});
+    return static_cast<int>(worker.run());
+  } catch (const ondemand::ConfigError& e) {
+    spdlog::critical("{}", e.what());
+    return static_cast<int>(ExitCode::CONFIG);
+  } catch (const std::exception& e) {
+    spdlog::critical("internal error: {}", e.what());
+    return static_cast<int>(ExitCode::INTERNAL);
+  }
+}

@@ -1,0 +1,43 @@
+// Objects the kernel has opened with us: object id -> anonymous fd + blob.
+//
+// Entries are shared: a READ in flight holds its Object, so a CLOSE that
+// erases the entry closes the anonymous fd only once the last in-flight READ
+// on it has finished (the fd's release is what tells the kernel the object is
+// closed). Owned by the event loop thread; pool threads only see Objects
+// they were handed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "common/unique_fd.h"
+#include "worker/backends/backend.h"
+
+namespace ondemand::worker {
+
+struct Object {
+  std::uint32_t object_id;
+  std::string blob_id;
+  UniqueFd anon_fd;
+  std::shared_ptr<Blob> blob;
+};
+
+class ObjectTable {
+ public:
+  // Returns the entry it replaced, if any (a duplicate OPEN for a live id
+  // means our table is stale; the old entry is dropped, logged by caller).
+  std::shared_ptr<Object> insert(std::shared_ptr<Object> object);
+  std::shared_ptr<Object> find(std::uint32_t object_id) const;
+  std::shared_ptr<Object> erase(std::uint32_t object_id);
+  std::size_t size() const { return objects_.size(); }
+  template <typename F> void for_each(F&& f) const {
+    for (const auto& [id, obj] : objects_) f(obj);
+  }
+
+ private:
+  std::unordered_map<std::uint32_t, std::shared_ptr<Object>> objects_;
+};
+
+}  // namespace ondemand::worker
