@@ -3,7 +3,9 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include <boost/asio/post.hpp>
@@ -17,6 +19,18 @@ namespace asio = boost::asio;
 
 namespace {
 constexpr std::size_t CHUNK = 1 << 20;  // one pread/pwrite pair at most
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(std::size_t size)
+      : ptr(static_cast<std::byte*>(std::aligned_alloc(PAGE, size))) {
+    if (!ptr) throw std::bad_alloc();
+  }
+  ~AlignedBuffer() { std::free(ptr); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  std::byte* data() { return ptr; }
+  std::byte* ptr;
+};
 
 std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v - v % a; }
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
@@ -159,13 +173,16 @@ void Engine::handle_read(const proto::ReadRequest& request) {
   asio::post(pool_, [this, token, object = std::move(object), request]() {
     const auto range = fill_range(request.offset, request.length, object->blob->size(),
                                   options_.fill_window);
-    thread_local std::vector<std::byte> buffer;
-    buffer.resize(std::min<std::uint64_t>(CHUNK, std::max<std::uint64_t>(range.end - range.start, 1)));
+    // The anonymous fd writes with IOCB_DIRECT into the cache file
+    // (__cachefiles_write), so the memory must be block-aligned as well as
+    // the offset: a malloc'd buffer gets EINVAL.
+    thread_local AlignedBuffer buffer(CHUNK);
     bool ok = true;
     std::uint64_t written = 0;
     for (auto pos = range.start; ok && pos < range.end; pos += CHUNK) {
       const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(CHUNK, range.end - pos));
       auto span = std::span(buffer.data(), n);
+
       if (int err = object->blob->read(pos, span)) {
         spdlog::warn("READ msg_id={} object_id={} blob \"{}\" off={} len={}: backend read failed: {}",
                      request.msg_id, request.object_id, escape_id(object->blob_id), pos, n,
