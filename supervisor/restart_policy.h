@@ -1,9 +1,10 @@
 // When to start the next worker after one died. Pure: the supervisor feeds
 // it the clock and the exits; tests feed it made-up times.
 //
-//   - a worker that reached "serving" made progress: whatever killed it
-//     (a crash, the OOM killer, a chaos test's kill -9), the next one starts
-//     at once, because readers are waiting on it;
+//   - a worker that reached "serving", or that someone else SIGKILLed (an
+//     operator, a chaos test, the OOM killer: never a worker's own crash),
+//     did not fail to start: the next one starts at once, because readers
+//     are waiting on it;
 //   - a worker that died before serving failed to start: consecutive such
 //     failures back off exponentially (the first is immediate) up to
 //     max_backoff;
@@ -41,7 +42,7 @@ class RestartPolicy {
   explicit RestartPolicy(RestartPolicyOptions options = {}) : options_(options) {}
 
   // A worker ended at `now` with `how`; `served` says whether it had
-  // reported "serving".
+  // reported "serving" (or was SIGKILLed by someone else).
   RestartDecision on_exit(proto::ExitClass how, bool served, Clock::time_point now);
   // An operator asked for a restart (ondemandctl restart-worker): unpark.
   void reset();

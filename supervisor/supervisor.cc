@@ -195,6 +195,11 @@ void Supervisor::watch_channel() {
 void Supervisor::on_worker_exit(const ExitStatus& status) {
   auto& state = shm_->state();
   const bool served = worker_ && worker_->serving;
+  // SIGKILL is never self-inflicted: one we did not send came from an
+  // operator, a chaos test or the OOM killer, not from a worker that cannot
+  // start, so it must not earn the next worker a backoff.
+  const bool killed_from_outside =
+      !status.exited && status.code == SIGKILL && !(worker_ && worker_->killed_by_us);
   const auto how = proto::classify_exit(status.exited, status.code);
   const std::string desc = proto::describe_exit(status.exited, status.code);
   if (worker_) {
@@ -210,7 +215,7 @@ void Supervisor::on_worker_exit(const ExitStatus& status) {
     loop_.stop();
     return;
   }
-  const auto decision = policy_.on_exit(how, served, Clock::now());
+  const auto decision = policy_.on_exit(how, served || killed_from_outside, Clock::now());
   state.restarts.fetch_add(1);
   if (decision.parked) {
     state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::PARKED));
