@@ -37,6 +37,8 @@ std::string check_header(const void* mapping, std::size_t mapped_size) {
   return {};
 }
 
+std::string shm_name_for_tag(const std::string& tag) { return "ondemand-" + tag; }
+
 SharedStateMapping::SharedStateMapping(std::unique_ptr<Impl> impl, std::string name)
     : impl_(std::move(impl)),
       state_(static_cast<proto::SharedState*>(impl_->region.get_address())),

@@ -42,6 +42,9 @@ class SharedStateMapping {
   std::string name_;
 };
 
+// The segment name for a cache tag: one supervisor per tag.
+std::string shm_name_for_tag(const std::string& tag);
+
 // Checks a mapped header; returns an error text or empty. Pure, unit-tested.
 std::string check_header(const void* mapping, std::size_t mapped_size);
 

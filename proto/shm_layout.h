@@ -33,7 +33,8 @@ struct WorkerCounters {
   Counter bytes_written;    // bytes pwritten into anonymous fds
   Counter unknown_object;   // READ for an object id not in the table
   Counter bad_messages;     // read() errors and unparsable messages
-  Counter restores;         // `restore` commands written
+  Counter restores;         // `restore` written at worker start (one per generation)
+  Counter restores_repair;  // `restore` written to recover READs for unknown objects
   Counter inflight;         // requests being served now (gauge)
   Counter first_reply_ns;   // CLOCK_MONOTONIC of this generation's first completed request
 };

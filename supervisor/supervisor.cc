@@ -62,7 +62,7 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, BoundCa
     config_.worker_binary = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "ondemand-worker";
   }
   std::filesystem::create_directories(config_.state_dir);
-  shm_.emplace(SharedStateMapping::create("ondemand-" + config_.tag));
+  shm_.emplace(SharedStateMapping::create(shm_name_for_tag(config_.tag)));
 }
 
 Supervisor::~Supervisor() = default;

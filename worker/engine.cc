@@ -241,7 +241,7 @@ void Engine::maybe_restore() {
   }
   restore_wanted_ = false;
   last_restore_ = now;
-  counters_.restores.fetch_add(1, std::memory_order_relaxed);
+  counters_.restores_repair.fetch_add(1, std::memory_order_relaxed);
   if (int err = replies_.restore())
     spdlog::error("restore failed: {}", sys::errno_name(err));
   else

@@ -1,0 +1,353 @@
+#include "tests/chaos/chaos.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include "common/config.h"
+#include "common/shared_state.h"
+#include "common/sys.h"
+
+namespace ondemand::chaos {
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::uint64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
+}
+
+double ns_to_ms(std::uint64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  if (!in) throw std::runtime_error("cannot read " + p.string());
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Shared tallies of one run. Readers update them concurrently.
+struct Tally {
+  std::atomic<std::uint64_t> files{0}, bytes{0}, symlinks{0};
+  std::atomic<std::uint64_t> read_errors{0}, mismatches{0}, mount_errors{0};
+  std::atomic<std::uint64_t> missing_ok{0}, missing_unexpected{0};
+  std::atomic<std::uint64_t> longest_stall_ns{0};
+  std::mutex first_error_mutex;
+  std::string first_error;
+  void error(std::atomic<std::uint64_t>& counter, std::string what) {
+    counter.fetch_add(1);
+    std::lock_guard lock(first_error_mutex);
+    spdlog::error("{}", what);
+    if (first_error.empty()) first_error = std::move(what);
+  }
+  void stall(std::uint64_t ns) {
+    auto cur = longest_stall_ns.load();
+    while (ns > cur && !longest_stall_ns.compare_exchange_weak(cur, ns)) {
+    }
+  }
+};
+
+// Reads one file in 128 KiB pieces, hashing as it goes; records the longest
+// gap between two completed read() calls as a reader stall.
+void verify_file(const fs::path& path, const std::string& want, Tally& tally) {
+  std::uint64_t last = now_ns();
+  auto opened = sys::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!opened.fd) return tally.error(tally.read_errors, fmt::format("open {}: {}", path.string(), sys::errno_name(opened.err)));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  static thread_local std::vector<char> buf(128 * 1024);
+  std::uint64_t total = 0;
+  for (;;) {
+    auto r = sys::read(opened.fd.get(), buf.data(), buf.size());
+    const auto t = now_ns();
+    tally.stall(t - last);
+    last = t;
+    if (!r.ok())
+      return tally.error(tally.read_errors, fmt::format("read {} at {}: {}", path.string(), total, sys::errno_name(r.err)));
+    if (r.rc == 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<std::size_t>(r.rc));
+    total += static_cast<std::uint64_t>(r.rc);
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  std::string hex;
+  for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+  if (hex != want) return tally.error(tally.mismatches, fmt::format("SHA-256 mismatch: {}", path.string()));
+  tally.files.fetch_add(1);
+  tally.bytes.fetch_add(total);
+}
+
+void verify_symlink(const fs::path& path, const std::string& want, Tally& tally) {
+  std::error_code ec;
+  auto target = fs::read_symlink(path, ec);
+  if (ec) return tally.error(tally.read_errors, fmt::format("readlink {}: {}", path.string(), ec.message()));
+  if (target.string() != want) return tally.error(tally.mismatches, fmt::format("symlink target mismatch: {}", path.string()));
+  tally.symlinks.fetch_add(1);
+}
+
+struct Shared {
+  SharedStateMapping shm;
+  fs::path state_dir;
+};
+
+struct KillStats {
+  unsigned kills = 0, proven = 0, recovery_unobserved = 0;
+  std::vector<double> recovery_ms;  // kill -> first request completed by the new worker
+  std::vector<double> serving_ms;   // kill -> new worker serving
+  std::string first_unproven;
+};
+
+bool wait_until(std::chrono::milliseconds limit, const std::function<bool()>& cond) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(200us);
+  }
+  return true;
+}
+
+void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats& stats) {
+  auto& st = shared.shm.state();
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<unsigned> interval(o.kill_min_ms, o.kill_max_ms);
+  while (!done) {
+    // Only a serving worker is killed: that is the worker whose death must
+    // be invisible, and it makes "one restore per kill" an exact proof.
+    auto serving = [&] {
+      return st.worker_state.load() == static_cast<std::uint64_t>(proto::WorkerState::RUNNING) &&
+             st.serving_generation.load() == st.generation.load();
+    };
+    if (!wait_until(30s, serving)) {
+      stats.first_unproven = "no serving worker for 30 s";
+      ++stats.kills;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(interval(rng)));
+    if (done) break;
+    const auto gen = st.generation.load();
+    const auto pid = static_cast<pid_t>(st.worker_pid.load());
+    const auto restores = st.counters.restores.load();
+    if (!serving() || st.generation.load() != gen) continue;
+    const auto t_kill = now_ns();
+    if (::kill(pid, SIGKILL) < 0) continue;
+    ++stats.kills;
+    const bool up = wait_until(30s, [&] { return st.serving_generation.load() > gen; });
+    const auto t_serving = now_ns();
+    const auto new_pid = static_cast<pid_t>(st.worker_pid.load());
+    const auto restores_after = st.counters.restores.load();
+    std::string file_pid;
+    try {
+      file_pid = read_file(shared.state_dir / "worker.pid");
+    } catch (const std::exception&) {
+    }
+    const bool pid_changed = new_pid != pid && std::atoi(file_pid.c_str()) == new_pid;
+    if (up && pid_changed && restores_after == restores + 1) {
+      ++stats.proven;
+      stats.serving_ms.push_back(ns_to_ms(t_serving - t_kill));
+    } else if (stats.first_unproven.empty()) {
+      stats.first_unproven = fmt::format(
+          "kill #{} of pid {} (generation {}): serving again={} pid changed={} (now {}) restores {} -> {}",
+          stats.kills, pid, gen, up, pid_changed, new_pid, restores, restores_after);
+    }
+    const bool replied = wait_until(5s, [&] { return st.counters.first_reply_ns.load() > t_kill; });
+    if (replied)
+      stats.recovery_ms.push_back(ns_to_ms(st.counters.first_reply_ns.load() - t_kill));
+    else
+      ++stats.recovery_unobserved;  // readers idle (between rounds): nothing to complete
+  }
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto idx = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(idx, v.size() - 1)];
+}
+
+void run_round(const Options& o, const Config& config, unsigned round, Tally& tally,
+               const std::vector<std::vector<ManifestEntry>>& manifests) {
+  struct Mounted {
+    fs::path mnt;
+    fs::path link;
+    const std::vector<ManifestEntry>* entries;
+  };
+  std::vector<Mounted> mounted;
+  for (std::size_t i = 0; i < o.images.size(); ++i) {
+    const auto fsid = fmt::format("{}.c{}", o.images[i].name, round);
+    const auto link = config.blob_dir / fsid;
+    std::error_code ec;
+    fs::remove(link, ec);
+    fs::create_hard_link(config.blob_dir / o.images[i].name, link, ec);
+    if (ec) throw std::runtime_error(fmt::format("hard link {}: {}", link.string(), ec.message()));
+    const auto mnt = o.mount_root / fsid;
+    fs::create_directories(mnt);
+    const auto opts = fmt::format("fsid={}", fsid);
+    if (::mount("none", mnt.c_str(), "erofs", MS_RDONLY, opts.c_str()) < 0) {
+      tally.error(tally.mount_errors, fmt::format("mount fsid={}: {}", fsid, sys::errno_name(errno)));
+      fs::remove(link, ec);
+      continue;
+    }
+    mounted.push_back({mnt, link, &manifests[i]});
+  }
+  if (o.missing_blob) {
+    const auto fsid = fmt::format("missing.c{}", round);
+    const auto mnt = o.mount_root / fsid;
+    fs::create_directories(mnt);
+    const auto opts = fmt::format("fsid={}", fsid);
+    if (::mount("none", mnt.c_str(), "erofs", MS_RDONLY, opts.c_str()) == 0) {
+      tally.error(tally.missing_unexpected, fmt::format("mount of missing blob {} succeeded", fsid));
+      ::umount2(mnt.c_str(), 0);
+    } else {
+      tally.missing_ok.fetch_add(1);
+    }
+  }
+  // One queue of work items over all mounted images; readers pull from it.
+  std::vector<std::pair<const Mounted*, const ManifestEntry*>> work;
+  for (const auto& m : mounted)
+    for (const auto& e : *m.entries)
+      if (e.kind != ManifestEntry::DIR) work.emplace_back(&m, &e);
+  std::shuffle(work.begin(), work.end(), std::mt19937_64(o.seed + round));
+  std::atomic<std::size_t> next{0};
+  std::vector<std::thread> threads;
+  for (unsigned r = 0; r < o.readers; ++r)
+    threads.emplace_back([&] {
+      for (std::size_t i; (i = next.fetch_add(1)) < work.size();) {
+        const auto& [m, e] = work[i];
+        const auto path = m->mnt / e->path;
+        if (e->kind == ManifestEntry::FILE)
+          verify_file(path, e->sha256_or_target, tally);
+        else
+          verify_symlink(path, e->sha256_or_target, tally);
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& m : mounted) {
+    if (::umount2(m.mnt.c_str(), 0) < 0)
+      tally.error(tally.mount_errors, fmt::format("umount {}: {}", m.mnt.string(), sys::errno_name(errno)));
+    std::error_code ec;
+    fs::remove(m.link, ec);
+  }
+}
+
+}  // namespace
+
+std::vector<ManifestEntry> parse_manifest(const std::string& text) {
+  std::vector<ManifestEntry> out;
+  std::istringstream in(text);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    std::istringstream words(line);
+    std::string a, b, c;
+    words >> a >> b >> c;
+    if (a == "symlink" && !b.empty() && !c.empty())
+      out.push_back({ManifestEntry::SYMLINK, b, c});
+    else if (a == "dir" && !b.empty())
+      out.push_back({ManifestEntry::DIR, b, ""});
+    else if (a.size() == 64 && !b.empty() && c.empty())
+      out.push_back({ManifestEntry::FILE, b, a});
+    else
+      throw std::runtime_error(fmt::format("manifest line {}: cannot parse \"{}\"", n, line));
+  }
+  return out;
+}
+
+nlohmann::json run(const Options& o) {
+  const auto config = load_config(o.config);
+  Shared shared{SharedStateMapping::attach(shm_name_for_tag(config.tag)), config.state_dir};
+  auto& st = shared.shm.state();
+  std::vector<std::vector<ManifestEntry>> manifests;
+  for (const auto& image : o.images) manifests.push_back(parse_manifest(read_file(image.manifest)));
+
+  const auto restarts0 = st.restarts.load();
+  const auto restores0 = st.counters.restores.load();
+  const auto hangs0 = st.hangs_detected.load();
+  Tally tally;
+  KillStats kills;
+  std::atomic<bool> done{false};
+  std::thread killer_thread;
+  if (o.kill) killer_thread = std::thread([&] { killer(o, shared, done, kills); });
+
+  const auto t0 = std::chrono::steady_clock::now();
+  unsigned round = 0;
+  while (round < o.rounds || (o.kill && kills.kills < o.min_kills)) {
+    if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(o.max_seconds)) {
+      spdlog::warn("time limit of {} s reached after {} rounds", o.max_seconds, round);
+      break;
+    }
+    run_round(o, config, round, tally, manifests);
+    ++round;
+    spdlog::info("round {} done: {} files, {} bytes verified, {} kills so far", round,
+                 tally.files.load(), tally.bytes.load(), kills.kills);
+  }
+  done = true;
+  if (killer_thread.joinable()) killer_thread.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  nlohmann::json report = {
+      {"rounds", round},
+      {"seconds", seconds},
+      {"kills", kills.kills},
+      {"failover_proven", kills.proven},
+      {"files_verified", tally.files.load()},
+      {"symlinks_verified", tally.symlinks.load()},
+      {"bytes_verified", tally.bytes.load()},
+      {"read_errors", tally.read_errors.load()},
+      {"mismatches", tally.mismatches.load()},
+      {"mount_errors", tally.mount_errors.load()},
+      {"longest_reader_stall_ms", ns_to_ms(tally.longest_stall_ns.load())},
+      {"recovery_ms",
+       {{"p50", percentile(kills.recovery_ms, 0.50)},
+        {"p99", percentile(kills.recovery_ms, 0.99)},
+        {"max", percentile(kills.recovery_ms, 1.0)},
+        {"samples", kills.recovery_ms.size()},
+        {"unobserved", kills.recovery_unobserved}}},
+      {"kill_to_serving_ms",
+       {{"p50", percentile(kills.serving_ms, 0.50)},
+        {"p99", percentile(kills.serving_ms, 0.99)},
+        {"max", percentile(kills.serving_ms, 1.0)}}},
+      {"restarts", st.restarts.load() - restarts0},
+      {"restores", st.counters.restores.load() - restores0},
+      {"hangs_detected", st.hangs_detected.load() - hangs0},
+  };
+  if (o.missing_blob) {
+    report["missing_blob_refused"] = tally.missing_ok.load();
+    report["missing_blob_mounted"] = tally.missing_unexpected.load();
+  }
+  if (!tally.first_error.empty()) report["first_error"] = tally.first_error;
+  if (!kills.first_unproven.empty()) report["first_unproven"] = kills.first_unproven;
+  return report;
+}
+
+bool report_ok(const nlohmann::json& r, const Options& o) {
+  bool ok = r["read_errors"] == 0 && r["mismatches"] == 0 && r["mount_errors"] == 0 &&
+            r["kills"] == r["failover_proven"] && r["kills"].get<unsigned>() >= o.min_kills &&
+            r["rounds"].get<unsigned>() >= o.rounds && r["files_verified"].get<std::uint64_t>() > 0;
+  if (o.missing_blob) ok = ok && r["missing_blob_mounted"] == 0;
+  return ok;
+}
+
+}  // namespace ondemand::chaos

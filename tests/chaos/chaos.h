@@ -1,0 +1,61 @@
+// ondemand-chaos: proves that kill -9 of the worker breaks no reader.
+//
+// Each round mounts every image under a fresh fsid (a hard link of the blob
+// named <image>.c<round>, so every read is a cache miss), lets N reader
+// threads SHA-256 every file against the image's manifest, and unmounts.
+// Meanwhile a killer waits for a serving worker, sleeps a random interval
+// and kill -9s it, then proves the failover happened: a new pid, a new
+// generation, and exactly one more start-time `restore` in the shared state.
+// Recovery time is measured from the kill to the first request the new
+// worker completed (shared state first_reply_ns).
+//
+// The last line printed is the JSON report.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ondemand::chaos {
+
+struct ManifestEntry {
+  enum Kind { FILE, SYMLINK, DIR } kind;
+  std::string path;
+  std::string sha256_or_target;  // hex digest for files, target for symlinks
+};
+
+// Parses tests/vm/gen-tree.py's manifest format; throws std::runtime_error
+// naming the line on a malformed entry.
+std::vector<ManifestEntry> parse_manifest(const std::string& text);
+
+struct Image {
+  std::string name;               // blob id in blob_dir
+  std::filesystem::path manifest;
+};
+
+struct Options {
+  std::filesystem::path config;   // the supervisor's config (state_dir, blob_dir, tag)
+  std::vector<Image> images;
+  std::filesystem::path mount_root = "/mnt/chaos";
+  unsigned rounds = 20;
+  unsigned min_kills = 0;         // keep running rounds until this many kills
+  unsigned readers = 4;
+  unsigned kill_min_ms = 5;
+  unsigned kill_max_ms = 200;
+  bool kill = true;
+  bool missing_blob = false;      // also mount a missing blob each round; it must fail
+  std::uint64_t seed = 1;
+  unsigned max_seconds = 1800;    // stop starting rounds after this
+};
+
+// Runs the whole thing; returns the report. Throws on setup errors.
+nlohmann::json run(const Options& options);
+
+// True when the report shows no reader-visible failure and a proven
+// failover for every kill.
+bool report_ok(const nlohmann::json& report, const Options& options);
+
+}  // namespace ondemand::chaos
