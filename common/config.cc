@@ -81,6 +81,21 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
       {"prefetch", {false, [](Config& c, auto k, auto& v) { c.prefetch = as_bool(k, v); }}},
       {"watchdog_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.watchdog_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+      {"control_uids", {false, [](Config& c, auto k, auto& v) {
+         require_type(k, v, json::value_t::array, "an array of uids");
+         for (const auto& uid : v)
+           c.control_uids.push_back(static_cast<std::uint32_t>(as_count(k, uid, 0, 0xfffffffe)));
+       }}},
+      {"restart_backoff_ms", {false, [](Config& c, auto k, auto& v) {
+         c.restart_backoff_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+      {"restart_backoff_max_ms", {false, [](Config& c, auto k, auto& v) {
+         c.restart_backoff_max_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+      {"crash_loop_limit", {false, [](Config& c, auto k, auto& v) {
+         c.crash_loop_limit = static_cast<std::uint32_t>(as_count(k, v, 1, 1'000'000)); }}},
+      {"crash_loop_window_ms", {false, [](Config& c, auto k, auto& v) {
+         c.crash_loop_window_ms = static_cast<std::uint32_t>(as_count(k, v, 1, 86'400'000)); }}},
+      {"park_retry_ms", {false, [](Config& c, auto k, auto& v) {
+         c.park_retry_ms = static_cast<std::uint32_t>(as_count(k, v, 100, 86'400'000)); }}},
       {"request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
   };

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ondemand {
 
@@ -29,6 +30,13 @@ struct Config {
   bool prefetch = false;                // fetch whole blob in the background after OPEN
   std::uint32_t watchdog_timeout_ms = 5000;  // stale heartbeat => hang; 0 disables
   std::uint32_t request_timeout_ms = 60000;  // oldest request older => hang; 0 disables
+  std::vector<std::uint32_t> control_uids;   // besides root, who may use the control socket
+  // Restart policy (supervisor/restart_policy.h) for workers that fail to start.
+  std::uint32_t restart_backoff_ms = 100;      // second consecutive start failure waits this
+  std::uint32_t restart_backoff_max_ms = 5000; // doubling stops here
+  std::uint32_t crash_loop_limit = 10;         // more start failures than this in the window park
+  std::uint32_t crash_loop_window_ms = 30000;
+  std::uint32_t park_retry_ms = 30000;         // a parked supervisor tries again this often
 };
 
 // Parses and validates; throws ConfigError naming the key or the problem.

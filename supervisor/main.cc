@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     auto config = ondemand::load_config(config_path);
     spdlog::info("ondemand-supervisor {} starting with {}", ondemand::proto::VERSION, config_path);
     auto cache = ondemand::supervisor::bind_cache(config);
-    ondemand::supervisor::Supervisor supervisor(std::move(config), config_path, std::move(cache));
+    auto policy = ondemand::supervisor::policy_options_from(config);
+    ondemand::supervisor::Supervisor supervisor(std::move(config), config_path, std::move(cache), policy);
     return supervisor.run();
   } catch (const ondemand::ConfigError& e) {
     spdlog::critical("{}", e.what());

@@ -5,6 +5,16 @@
 
 namespace ondemand::supervisor {
 
+RestartPolicyOptions policy_options_from(const Config& config) {
+  RestartPolicyOptions o;
+  o.base_backoff = std::chrono::milliseconds(config.restart_backoff_ms);
+  o.max_backoff = std::chrono::milliseconds(config.restart_backoff_max_ms);
+  o.crash_limit = config.crash_loop_limit;
+  o.crash_window = std::chrono::milliseconds(config.crash_loop_window_ms);
+  o.park_retry = std::chrono::milliseconds(config.park_retry_ms);
+  return o;
+}
+
 RestartDecision RestartPolicy::on_exit(proto::ExitClass how, bool served, Clock::time_point now) {
   if (how == proto::ExitClass::FATAL_CONFIG) {
     parked_ = true;

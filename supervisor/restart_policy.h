@@ -19,6 +19,7 @@
 #include <chrono>
 #include <deque>
 
+#include "common/config.h"
 #include "proto/exit_codes.h"
 
 namespace ondemand::supervisor {
@@ -30,6 +31,8 @@ struct RestartPolicyOptions {
   unsigned crash_limit = 10;
   std::chrono::milliseconds park_retry{30000};
 };
+
+RestartPolicyOptions policy_options_from(const Config& config);
 
 struct RestartDecision {
   std::chrono::milliseconds delay{0};

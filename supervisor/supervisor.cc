@@ -73,9 +73,15 @@ int Supervisor::run() {
     spdlog::info("received SIG{}: stopping", sigabbrev_np(signo));
     shutdown();
   });
+  control_ = std::make_unique<ControlServer>(
+      loop_, config_.state_dir, std::vector<uid_t>(config_.control_uids.begin(), config_.control_uids.end()),
+      [this](const proto::ControlRequest& request, ControlServer::Reply reply) {
+        handle_control(request, std::move(reply));
+      });
   start_worker();
   check_health();
   loop_.run();
+  control_.reset();
   spdlog::info("supervisor exiting; releasing /dev/cachefiles unbinds the cache");
   return 0;
 }
@@ -287,6 +293,89 @@ void Supervisor::shutdown() {
   shutdown_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) kill_worker("did not stop in time");
   });
+}
+
+}  // namespace ondemand::supervisor
+
+namespace ondemand::supervisor {
+
+namespace {
+const char* state_name(std::uint64_t state) {
+  switch (static_cast<proto::WorkerState>(state)) {
+    case proto::WorkerState::STARTING: return "starting";
+    case proto::WorkerState::RUNNING: return "running";
+    case proto::WorkerState::UPGRADING: return "upgrading";
+    case proto::WorkerState::PARKED: return "parked";
+    case proto::WorkerState::STOPPED: return "stopped";
+  }
+  return "unknown";
+}
+}  // namespace
+
+nlohmann::json Supervisor::status() const {
+  const auto& st = shm_->state();
+  const auto& c = st.counters;
+  nlohmann::json worker = nullptr;
+  if (worker_) {
+    worker = {{"pid", worker_->process.pid},
+              {"generation", worker_->generation},
+              {"serving", worker_->serving},
+              {"uptime_s", std::chrono::duration<double>(Clock::now() - worker_->started).count()}};
+  }
+  return proto::control_ok({
+      {"supervisor_pid", ::getpid()},
+      {"version", std::string(proto::VERSION)},
+      {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
+      {"state", state_name(st.worker_state.load())},
+      {"worker", worker},
+      {"worker_binary", config_.worker_binary.string()},
+      {"generation", st.generation.load()},
+      {"restarts", st.restarts.load()},
+      {"hangs_detected", st.hangs_detected.load()},
+      {"inflight", c.inflight.load()},
+      {"counters",
+       {{"opens", c.opens.load()},
+        {"open_refused", c.open_refused.load()},
+        {"reads", c.reads.load()},
+        {"read_failed", c.read_failed.load()},
+        {"closes", c.closes.load()},
+        {"bytes_written", c.bytes_written.load()},
+        {"unknown_object", c.unknown_object.load()},
+        {"bad_messages", c.bad_messages.load()},
+        {"restores", c.restores.load()},
+        {"restores_repair", c.restores_repair.load()}}},
+  });
+}
+
+void Supervisor::restart_worker() {
+  policy_.reset();
+  if (worker_) {
+    spdlog::info("restart requested: asking worker pid={} to stop", worker_->process.pid);
+    try {
+      send_json(worker_->process.channel.get(), {{"type", "stop"}});
+    } catch (const ChannelError&) {
+      kill_worker("restart requested and the channel is gone");
+    }
+    // Its clean exit restarts it at once (a stopped worker that had served).
+  } else {
+    spdlog::info("restart requested while no worker runs: starting one now");
+    restart_timer_.cancel();
+    start_worker();
+  }
+}
+
+void Supervisor::handle_control(const proto::ControlRequest& request, ControlServer::Reply reply) {
+  if (request.cmd == "status") return reply(status());
+  if (request.cmd == "restart-worker") {
+    if (shutting_down_) return reply(proto::control_error("supervisor is shutting down"));
+    restart_worker();
+    return reply(proto::control_ok({{"message", "worker restart started"}}));
+  }
+  if (request.cmd == "stop") {
+    reply(proto::control_ok({{"message", "stopping"}}));
+    return shutdown();
+  }
+  reply(proto::control_error("unrecognized command \"" + request.cmd + "\""));
 }
 
 }  // namespace ondemand::supervisor

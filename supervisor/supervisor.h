@@ -26,6 +26,7 @@
 #include "common/config.h"
 #include "common/shared_state.h"
 #include "supervisor/cache_device.h"
+#include "supervisor/control_server.h"
 #include "supervisor/restart_policy.h"
 #include "supervisor/worker_process.h"
 
@@ -49,6 +50,9 @@ class Supervisor {
   void kill_worker(const char* why);
   void shutdown();
   void write_pid_file(pid_t pid);
+  void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
+  nlohmann::json status() const;
+  void restart_worker();
 
   Config config_;
   std::filesystem::path config_path_;
@@ -61,6 +65,8 @@ class Supervisor {
   boost::asio::steady_timer shutdown_timer_;
   std::optional<SharedStateMapping> shm_;
   std::unique_ptr<Running> worker_;
+  std::unique_ptr<ControlServer> control_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_death_{};
   bool shutting_down_ = false;
 };

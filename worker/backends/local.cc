@@ -51,7 +51,10 @@ OpenedBlob LocalBackend::open(std::string_view id) {
   if (validate_blob_id(id)) return {nullptr, EINVAL};
   const std::string name(id);
   open_how how{};
-  how.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW;
+  // O_NONBLOCK: a FIFO planted in blob_dir must not block an I/O thread in
+  // open(2); it is refused below as not a regular file. (No effect on the
+  // reads of a regular file.)
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
   long rc;
   do {

@@ -3,7 +3,8 @@
 // The directory is opened once and ids are resolved with openat2
 // (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), so even an
 // id that slipped past validate_blob_id, or a symlink planted in blob_dir,
-// cannot open anything outside it. Only regular files are served.
+// cannot open anything outside it. Only regular files are served (a FIFO or
+// device node is refused without blocking).
 #pragma once
 
 #include <filesystem>

@@ -8,7 +8,10 @@
 . /lib/vmtest.sh
 
 vt_start_supervisor || exit 0
-fd_before=$(ls /proc/"$VT_SUPERVISOR_PID"/fd | wc -l)
+# fds are compared between two moments when a worker is serving: while one
+# is starting the supervisor briefly holds a few more.
+vt_wait_state running 30 || vt_fail chaos "worker not running before the kills"
+fd_before=$(vt_fd_count "$VT_SUPERVISOR_PID")
 
 images=
 for m in "$VT_MANIFEST_DIR"/*.manifest; do
@@ -31,7 +34,8 @@ else
 fi
 
 # Every restart must leave the supervisor with the fds it had.
-fd_after=$(ls /proc/"$VT_SUPERVISOR_PID"/fd | wc -l)
+vt_wait_state running 30 || vt_fail chaos "worker not running after the kills"
+fd_after=$(vt_fd_count "$VT_SUPERVISOR_PID")
 if [ "$fd_before" = "$fd_after" ]; then
     vt_pass supervisor-fds "open fds $fd_before before and $fd_after after the kills"
 else

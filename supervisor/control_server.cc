@@ -1,0 +1,133 @@
+#include "supervisor/control_server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/fd_passing.h"
+#include "common/sys.h"
+
+namespace ondemand::supervisor {
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+constexpr auto CONNECTION_DEADLINE = 5s;
+
+// One accepted connection: waits (bounded) for its request, answers once.
+struct Connection : std::enable_shared_from_this<Connection> {
+  Connection(asio::io_context& loop, UniqueFd fd)
+      : socket(loop, fd.release()), deadline(loop) {}
+  asio::posix::stream_descriptor socket;
+  asio::steady_timer deadline;
+  bool replied = false;
+
+  void send(const nlohmann::json& reply) {
+    if (replied) return;
+    replied = true;
+    deadline.cancel();
+    // Best effort: a peer that went away does not matter.
+    (void)send_message(socket.native_handle(), reply.dump());
+    boost::system::error_code ignored;
+    socket.close(ignored);
+  }
+};
+}  // namespace
+
+ControlServer::ControlServer(asio::io_context& loop, const std::filesystem::path& state_dir,
+                             std::vector<uid_t> allowed_uids, Handler handler)
+    : loop_(loop),
+      path_(state_dir / std::string(proto::CONTROL_SOCKET_NAME)),
+      allowed_uids_(std::move(allowed_uids)),
+      handler_(std::move(handler)) {
+  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
+  if (!fd) throw std::runtime_error("control socket: " + sys::errno_name(errno));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path_.string().size() >= sizeof addr.sun_path)
+    throw std::runtime_error("control socket path too long: " + path_.string());
+  std::strcpy(addr.sun_path, path_.c_str());
+  ::unlink(path_.c_str());
+  // Create it 0600 from the start: no window where others could connect.
+  const mode_t old_mask = ::umask(0177);
+  const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int err = errno;
+  ::umask(old_mask);
+  if (rc < 0) throw std::runtime_error(fmt::format("bind {}: {}", path_.string(), sys::errno_name(err)));
+  if (::listen(fd.get(), 16) < 0)
+    throw std::runtime_error(fmt::format("listen {}: {}", path_.string(), sys::errno_name(errno)));
+  listener_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd.release());
+  spdlog::info("control socket {}", path_.string());
+  accept_next();
+}
+
+ControlServer::~ControlServer() {
+  if (listener_) ::unlink(path_.c_str());
+}
+
+void ControlServer::accept_next() {
+  listener_->async_wait(asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+    if (ec) return;
+    for (;;) {
+      UniqueFd conn{::accept4(listener_->native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)};
+      if (!conn) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+          spdlog::warn("control accept: {}", sys::errno_name(errno));
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        break;
+      }
+      serve(std::move(conn));
+    }
+    accept_next();
+  });
+}
+
+void ControlServer::serve(UniqueFd fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    spdlog::warn("control: SO_PEERCRED failed: {}", sys::errno_name(errno));
+    return;
+  }
+  auto conn = std::make_shared<Connection>(loop_, std::move(fd));
+  const bool allowed = cred.uid == 0 ||
+                       std::find(allowed_uids_.begin(), allowed_uids_.end(), cred.uid) != allowed_uids_.end();
+  if (!allowed) {
+    spdlog::warn("control: refused peer pid={} uid={} (not root, not in control_uids)", cred.pid, cred.uid);
+    conn->send(proto::control_error(fmt::format("uid {} is not allowed", cred.uid)));
+    return;
+  }
+  conn->deadline.expires_after(CONNECTION_DEADLINE);
+  conn->deadline.async_wait([conn](boost::system::error_code ec) {
+    if (!ec) conn->send(proto::control_error("no request within the deadline"));
+  });
+  conn->socket.async_wait(asio::posix::stream_descriptor::wait_read,
+                          [this, conn, cred](boost::system::error_code ec) {
+    if (ec || conn->replied) return;
+    auto received = recv_message(conn->socket.native_handle(), proto::CONTROL_MAX_BYTES, 0);
+    if (received.err || received.peer_closed()) {
+      conn->send(proto::control_error(received.err ? "request rejected: " + sys::errno_name(received.err)
+                                                   : "empty request"));
+      return;
+    }
+    auto parsed = proto::parse_control_request(received.bytes);
+    if (auto* error = std::get_if<std::string>(&parsed)) {
+      spdlog::warn("control: bad request from pid={} uid={}: {}", cred.pid, cred.uid, *error);
+      conn->send(proto::control_error(*error));
+      return;
+    }
+    auto& request = std::get<proto::ControlRequest>(parsed);
+    spdlog::info("control: \"{}\" from pid={} uid={}", request.cmd, cred.pid, cred.uid);
+    handler_(request, [conn](const nlohmann::json& reply) { conn->send(reply); });
+  });
+}
+
+}  // namespace ondemand::supervisor

@@ -1,0 +1,73 @@
+#include "supervisor/ctl.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/fd_passing.h"
+#include "common/sys.h"
+#include "proto/control.h"
+
+namespace ondemand::ctl {
+
+CallResult call(const std::filesystem::path& socket_path, const nlohmann::json& request,
+                std::chrono::milliseconds timeout) {
+  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
+  if (!fd) return {nullptr, "socket: " + sys::errno_name(errno)};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.string().size() >= sizeof addr.sun_path) return {nullptr, "socket path too long"};
+  std::strcpy(addr.sun_path, socket_path.c_str());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    return {nullptr, fmt::format("connect {}: {}", socket_path.string(), sys::errno_name(errno))};
+  if (int err = send_message(fd.get(), request.dump())) return {nullptr, "send: " + sys::errno_name(err)};
+  pollfd p{fd.get(), POLLIN, 0};
+  int rc;
+  do {
+    rc = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  } while (rc < 0 && errno == EINTR);
+  if (rc == 0) return {nullptr, fmt::format("no reply within {} ms", timeout.count())};
+  auto received = recv_message(fd.get(), proto::CONTROL_MAX_BYTES, 0);
+  if (received.err) return {nullptr, "receive: " + sys::errno_name(received.err)};
+  if (received.peer_closed()) return {nullptr, "supervisor closed the connection without a reply"};
+  auto reply = nlohmann::json::parse(received.bytes, nullptr, false);
+  if (reply.is_discarded() || !reply.is_object()) return {nullptr, "reply is not a JSON object"};
+  return {std::move(reply), {}};
+}
+
+std::string format_status(const nlohmann::json& s) {
+  auto num = [&](const nlohmann::json& j, const char* key) -> std::uint64_t {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<std::uint64_t>() : 0;
+  };
+  const auto& c = s.value("counters", nlohmann::json::object());
+  std::string out;
+  out += fmt::format("{:<11} pid {}, version {}, up {:.1f} s\n", "supervisor", num(s, "supervisor_pid"),
+                     s.value("version", "?"), s.value("uptime_s", 0.0));
+  out += fmt::format("{:<11} {}\n", "state", s.value("state", "?"));
+  const auto& w = s.value("worker", nlohmann::json());
+  if (w.is_object())
+    out += fmt::format("{:<11} pid {}, generation {}, up {:.1f} s, {}\n", "worker", num(w, "pid"),
+                       num(w, "generation"), w.value("uptime_s", 0.0),
+                       w.value("serving", false) ? "serving" : "not serving yet");
+  else
+    out += fmt::format("{:<11} none\n", "worker");
+  out += fmt::format("{:<11} {}\n", "binary", s.value("worker_binary", "?"));
+  out += fmt::format("{:<11} restarts {}, hangs detected {}, in flight {}\n", "health", num(s, "restarts"),
+                     num(s, "hangs_detected"), num(s, "inflight"));
+  out += fmt::format("{:<11} opens {} (refused {}), reads {} (failed {}), closes {}\n", "requests",
+                     num(c, "opens"), num(c, "open_refused"), num(c, "reads"), num(c, "read_failed"),
+                     num(c, "closes"));
+  out += fmt::format("{:<11} {:.1f} MiB written to the cache\n", "data",
+                     static_cast<double>(num(c, "bytes_written")) / (1 << 20));
+  out += fmt::format("{:<11} {} at worker start, {} repair; unknown objects {}, bad messages {}\n",
+                     "restores", num(c, "restores"), num(c, "restores_repair"), num(c, "unknown_object"),
+                     num(c, "bad_messages"));
+  return out;
+}
+
+}  // namespace ondemand::ctl
