@@ -35,7 +35,7 @@ struct WorkerCounters {
   Counter bad_messages;     // read() errors and unparsable messages
   Counter restores;         // `restore` written at worker start (one per generation)
   Counter restores_repair;  // `restore` written to recover READs for unknown objects
-  Counter inflight;         // requests being served now (gauge)
+  Counter inflight;         // requests being served now (gauge, reset by each new worker)
   Counter first_reply_ns;   // CLOCK_MONOTONIC of this generation's first completed request
 };
 

@@ -98,7 +98,10 @@ proto::ExitCode Worker::run() {
     }
   }
   auto& counters = state->counters;
+  // Per-generation values: a dead predecessor's in-flight requests were
+  // re-queued by the kernel, not finished, so its gauge must not carry over.
   counters.first_reply_ns.store(0);
+  counters.inflight.store(0);
 
   std::unique_ptr<Backend> backend;
   try {

@@ -1,0 +1,18 @@
+#!/bin/bash
+# The whole test suite, as CI runs it (.ci/run) and as the README tells a
+# person to: installs dependencies, builds, runs every ctest test (unit
+# tests, parser fuzzing, VM tests on the real kernel). Exit 0 only if all pass.
+#
+# Env: BUILD_DIR (default build/ci), CTEST_ARGS (extra ctest arguments, e.g.
+# "-L unit" while developing; CI passes none).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+build=${BUILD_DIR:-$root/build/ci}
+
+deploy/install-deps.sh
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc)"
+cd "$build"
+# shellcheck disable=SC2086
+ctest --output-on-failure --no-tests=error ${CTEST_ARGS:-}
