@@ -7,7 +7,7 @@
 namespace ondemand::proto {
 
 namespace {
-constexpr std::array<std::string_view, 3> COMMANDS = {"status", "restart-worker", "stop"};
+constexpr std::array<std::string_view, 4> COMMANDS = {"status", "restart-worker", "stop", "upgrade"};
 }
 
 std::variant<ControlRequest, std::string> parse_control_request(std::string_view bytes) {

@@ -13,9 +13,12 @@
 //   status          -> worker, state, counters (see make_status in supervisor)
 //   restart-worker  -> graceful stop of the worker, then a fresh one (unparks)
 //   stop            -> supervisor stops its worker and exits (unbinds the cache)
+//   upgrade [binary] -> rolling upgrade to `binary` (absolute path; default the
+//                      configured worker); replies once the new worker serves,
+//                      or with ok=false once the old one is serving again
 //
 // Changelog:
-//   1  status, restart-worker, stop.
+//   1  status, restart-worker, stop, upgrade.
 #pragma once
 
 #include <string>

@@ -6,18 +6,49 @@
 // descriptors (SCM_RIGHTS) announces how many in its "fds" field; the
 // receiver rejects a datagram whose descriptor count differs.
 //
-// Conversation (version 1):
+// Conversation, start of a worker (version 1):
 //   S->W  {"type":"hello","role":"supervisor","proto_min":1,"proto_max":1,"version":"..."}
 //   W->S  {"type":"hello","role":"worker","proto_min":1,"proto_max":1,"version":"...","pid":N}
-//   S->W  {"type":"device","fds":1,"generation":G,"restore":true}   + the /dev/cachefiles fd
+//   S->W  {"type":"device","fds":1,"generation":G,"rdev":R,"shm":"name","restore":true,"standby":false}
+//                                                + the /dev/cachefiles fd
 //   W->S  {"type":"serving","generation":G}
 //   S->W  {"type":"stop"}              (graceful stop; the worker drains and exits 0)
+//
+// Rolling upgrade, old worker A, new worker B (started with "standby":true:
+// it holds the device but does not read it). The supervisor creates a
+// socketpair and gives one end to each:
+//   S->B  {"type":"handover-peer","fds":1}           + B's end
+//   S->A  {"type":"handover","fds":1,"drain_ms":D}   + A's end
+//   A stops reading the device, finishes its in-flight requests (within D),
+//   then on the peer socket:
+//   A->B  {"type":"hello",...}  B->A {"type":"hello",...}
+//   A->B  {"type":"objects","fds":n,"objects":[{"object_id":I,"blob_id":"..."},...]}
+//                                 + n anonymous fds, n <= 253, repeated
+//   A->B  {"type":"objects-done","count":N}
+//   A->S  {"type":"handed-over","objects":N}; A exits 0.
+//   B starts reading (no restore: nothing was left in flight) and says
+//   "serving". If A fails to drain in time the supervisor kills it, reaps it,
+//   and only then sends
+//   S->B  {"type":"takeover"}   B writes `restore`, then reads and serves.
+//   If B dies first, the supervisor sends A {"type":"resume"} and A reads again.
+//
+// Supervisor restart: the worker listens on <state_dir>/worker.sock. A new
+// supervisor connects there; if the worker's channel to its old supervisor
+// is closed it answers
+//   W->S  {"type":"adopt","fds":1,"pid":N,"generation":G,"rdev":R,"version":"..."}
+//                                                + its /dev/cachefiles fd
+// after the usual hello both ways, and that connection becomes its channel.
+// A worker that still has a live supervisor refuses:
+//   W->S  {"type":"refused","why":"..."}
+//
 // Both sides answer a message they do not understand with
 //   {"type":"unrecognized","what":"<type or parse error>"}
 // and carry on: an unknown message is never fatal.
 //
 // Changelog:
-//   1  initial: hello, device, serving, stop, unrecognized.
+//   1  initial: hello, device, serving, stop, handover, handover-peer,
+//      objects, objects-done, handed-over, takeover, resume, adopt, refused,
+//      unrecognized.
 #pragma once
 
 #include <cstdint>

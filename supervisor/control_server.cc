@@ -100,19 +100,22 @@ void ControlServer::serve(UniqueFd fd) {
   auto conn = std::make_shared<Connection>(loop_, std::move(fd));
   const bool allowed = cred.uid == 0 ||
                        std::find(allowed_uids_.begin(), allowed_uids_.end(), cred.uid) != allowed_uids_.end();
-  if (!allowed) {
-    spdlog::warn("control: refused peer pid={} uid={} (not root, not in control_uids)", cred.pid, cred.uid);
-    conn->send(proto::control_error(fmt::format("uid {} is not allowed", cred.uid)));
-    return;
-  }
   conn->deadline.expires_after(CONNECTION_DEADLINE);
   conn->deadline.async_wait([conn](boost::system::error_code ec) {
     if (!ec) conn->send(proto::control_error("no request within the deadline"));
   });
   conn->socket.async_wait(asio::posix::stream_descriptor::wait_read,
-                          [this, conn, cred](boost::system::error_code ec) {
+                          [this, conn, cred, allowed](boost::system::error_code ec) {
     if (ec || conn->replied) return;
     auto received = recv_message(conn->socket.native_handle(), proto::CONTROL_MAX_BYTES, 0);
+    // A refused peer is answered only after its request is read: closing a
+    // unix socket with unread data resets the connection, and the peer then
+    // gets ECONNRESET instead of the reason.
+    if (!allowed) {
+      spdlog::warn("control: refused peer pid={} uid={} (not root, not in control_uids)", cred.pid, cred.uid);
+      conn->send(proto::control_error(fmt::format("uid {} is not allowed", cred.uid)));
+      return;
+    }
     if (received.err || received.peer_closed()) {
       conn->send(proto::control_error(received.err ? "request rejected: " + sys::errno_name(received.err)
                                                    : "empty request"));

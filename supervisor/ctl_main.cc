@@ -1,5 +1,6 @@
 // ondemandctl: drives a running ondemand-supervisor over its control socket.
 #include <cstdio>
+#include <algorithm>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +29,11 @@ int main(int argc, char** argv) {
   status->add_flag("--json", json, "print the raw JSON reply");
   app.add_subcommand("restart-worker", "gracefully restart the worker (also leaves the parked state)");
   app.add_subcommand("stop", "stop the worker and the supervisor (unbinds the cache: mounts die)");
+  std::string binary;
+  auto* upgrade = app.add_subcommand(
+      "upgrade", "rolling upgrade: start a new worker, hand it the open objects, retire the old one;\n"
+                 "returns once the new worker serves (exit 0) or the old one still serves (exit 1)");
+  upgrade->add_option("--binary", binary, "absolute path of the new worker binary (default: worker_binary)");
 
   try {
     app.parse(argc, argv);
@@ -45,8 +51,16 @@ int main(int argc, char** argv) {
     }
   }
   const std::string cmd = app.get_subcommands().front()->get_name();
-  auto result = ctl::call(dir / std::string(proto::CONTROL_SOCKET_NAME),
-                          {{"v", proto::CONTROL_VERSION}, {"cmd", cmd}},
+  nlohmann::json request = {{"v", proto::CONTROL_VERSION}, {"cmd", cmd}};
+  if (cmd == "upgrade") {
+    if (!binary.empty()) {
+      std::error_code ec;
+      auto abs = std::filesystem::absolute(binary, ec);
+      request["binary"] = abs.string();
+    }
+    timeout_ms = std::max(timeout_ms, 60000u);  // the supervisor bounds an upgrade well below this
+  }
+  auto result = ctl::call(dir / std::string(proto::CONTROL_SOCKET_NAME), request,
                           std::chrono::milliseconds(timeout_ms));
   if (result.reply.is_null()) {
     std::fprintf(stderr, "ondemandctl: supervisor not reachable: %s\n", result.error.c_str());
@@ -61,6 +75,9 @@ int main(int argc, char** argv) {
     std::cout << ctl::format_status(result.reply);
   else if (json)
     std::cout << result.reply.dump() << "\n";
+  else if (cmd == "upgrade")
+    std::cout << "upgraded: worker pid " << result.reply.value("pid", 0) << ", generation "
+              << result.reply.value("generation", 0) << ", version " << result.reply.value("version", "?") << "\n";
   else
     std::cout << result.reply.value("message", "ok") << "\n";
   return ctl::OK;

@@ -1,5 +1,7 @@
 // ondemand-supervisor: binds /dev/cachefiles in on-demand mode, holds that
 // fd for its whole life, and keeps an ondemand-worker serving from it.
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -8,6 +10,8 @@
 #include "common/shared_state.h"
 #include "proto/exit_codes.h"
 #include "proto/handoff.h"
+#include "common/systemd.h"
+#include "supervisor/adopt.h"
 #include "supervisor/cache_device.h"
 #include "supervisor/supervisor.h"
 
@@ -16,8 +20,12 @@ int main(int argc, char** argv) {
   CLI::App app{"ondemand-supervisor: binds /dev/cachefiles (cachefiles on-demand mode), holds the\n"
                "fd for its whole life and keeps an ondemand-worker serving from it, restarting\n"
                "it when it dies or hangs. Runs in the foreground and logs to stderr.\n"
-               "Exit codes: 0 stopped by SIGTERM/SIGINT, 64 usage, 78 configuration,\n"
-               "74 cannot open or bind /dev/cachefiles, 70 internal error."};
+               "At start it adopts a worker that outlived a previous supervisor (found through\n"
+               "<state_dir>/worker.sock), else takes the bound device from systemd's fd store,\n"
+               "else opens and binds /dev/cachefiles.\n"
+               "Exit codes: 0 stopped by SIGTERM/SIGINT or ondemandctl stop, 64 usage,\n"
+               "69 a running worker refused adoption (another supervisor?), 70 internal error,\n"
+               "74 cannot open or bind /dev/cachefiles, 78 configuration."};
   std::string config_path;
   app.add_option("--config", config_path, "configuration file (JSON); see deploy/ondemand.json")
       ->required();
@@ -32,13 +40,34 @@ int main(int argc, char** argv) {
   try {
     auto config = ondemand::load_config(config_path);
     spdlog::info("ondemand-supervisor {} starting with {}", ondemand::proto::VERSION, config_path);
-    auto cache = ondemand::supervisor::bind_cache(config);
-    auto policy = ondemand::supervisor::policy_options_from(config);
-    ondemand::supervisor::Supervisor supervisor(std::move(config), config_path, std::move(cache), policy);
+    namespace sv = ondemand::supervisor;
+    auto policy = sv::policy_options_from(config);
+    // 1. A worker that outlived its supervisor holds the device: adopt it.
+    if (auto adopted = sv::try_adopt(config.state_dir)) {
+      sv::Supervisor supervisor(std::move(config), config_path, std::move(*adopted), policy);
+      return supervisor.run();
+    }
+    // 2. Under systemd the bound device may wait in the fd store.
+    if (auto stored = ondemand::systemd::take_listen_fd("cachefiles")) {
+      struct stat st{};
+      if (::fstat(stored->get(), &st) == 0 && S_ISCHR(st.st_mode)) {
+        spdlog::info("cache still bound: /dev/cachefiles fd came back from systemd's fd store");
+        sv::Supervisor supervisor(std::move(config), config_path, sv::BoundCache{std::move(*stored), st.st_rdev},
+                                  policy);
+        return supervisor.run();
+      }
+      spdlog::warn("fd store entry \"cachefiles\" is not a character device; binding afresh");
+    }
+    // 3. Fresh start.
+    auto cache = sv::bind_cache(config);
+    sv::Supervisor supervisor(std::move(config), config_path, std::move(cache), policy);
     return supervisor.run();
   } catch (const ondemand::ConfigError& e) {
     spdlog::critical("{}", e.what());
     return static_cast<int>(ExitCode::CONFIG);
+  } catch (const ondemand::supervisor::AdoptError& e) {
+    spdlog::critical("{}", e.what());
+    return static_cast<int>(ExitCode::HANDOFF_FAILED);
   } catch (const ondemand::supervisor::DeviceError& e) {
     spdlog::critical("{}", e.what());
     return static_cast<int>(ExitCode::DEVICE_LOST);

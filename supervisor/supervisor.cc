@@ -1,5 +1,6 @@
 #include "supervisor/supervisor.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -13,6 +14,7 @@
 #include "common/channel.h"
 #include "common/fd_passing.h"
 #include "common/sys.h"
+#include "common/systemd.h"
 #include "proto/exit_codes.h"
 #include "proto/handoff.h"
 
@@ -25,6 +27,8 @@ namespace {
 constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEALTH_PERIOD = 100ms;
 constexpr auto STOP_GRACE = 15s;
+constexpr auto UPGRADE_DRAIN = 5s;         // outgoing worker must finish in-flight requests
+constexpr auto UPGRADE_SERVE_LIMIT = 15s;  // incoming worker must serve after that
 
 std::uint64_t monotonic_ns() {
   timespec ts{};
@@ -32,20 +36,39 @@ std::uint64_t monotonic_ns() {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
 }
 
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+const char* state_name(std::uint64_t state) {
+  switch (static_cast<proto::WorkerState>(state)) {
+    case proto::WorkerState::STARTING: return "starting";
+    case proto::WorkerState::RUNNING: return "running";
+    case proto::WorkerState::UPGRADING: return "upgrading";
+    case proto::WorkerState::PARKED: return "parked";
+    case proto::WorkerState::STOPPED: return "stopped";
+  }
+  return "unknown";
 }
 }  // namespace
 
 struct Supervisor::Running {
-  SpawnedWorker process;
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd channel;
   std::uint64_t generation = 0;
-  Clock::time_point started;
+  std::string version = "?";
+  std::filesystem::path binary;
+  Clock::time_point started = Clock::now();
+  bool handshake_ok = false;
   bool serving = false;
   bool killed_by_us = false;
-  std::unique_ptr<asio::posix::stream_descriptor> pidfd_watch;
+  bool adopted = false;
+  bool handed_over = false;   // outgoing worker said "handed-over"
+  bool handover_sent = false; // we asked it to hand over
+  std::unique_ptr<asio::posix::stream_descriptor> exit_watch;
   std::unique_ptr<asio::posix::stream_descriptor> channel_watch;
 };
+
+// ---- construction ----
 
 Supervisor::Supervisor(Config config, std::filesystem::path config_path, BoundCache cache,
                        RestartPolicyOptions policy)
@@ -56,16 +79,46 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, BoundCa
       signals_(loop_, SIGTERM, SIGINT),
       restart_timer_(loop_),
       health_timer_(loop_),
-      shutdown_timer_(loop_) {
-  if (config_.worker_binary.empty()) {
-    // Default: ondemand-worker installed beside ondemand-supervisor.
-    config_.worker_binary = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "ondemand-worker";
-  }
-  std::filesystem::create_directories(config_.state_dir);
-  shm_.emplace(SharedStateMapping::create(shm_name_for_tag(config_.tag)));
+      shutdown_timer_(loop_),
+      upgrade_timer_(loop_) {
+  init_shared_state();
+}
+
+Supervisor::Supervisor(Config config, std::filesystem::path config_path, AdoptedWorker adopted,
+                       RestartPolicyOptions policy)
+    : Supervisor(std::move(config), std::move(config_path),
+                 BoundCache{std::move(adopted.device), adopted.rdev}, policy) {
+  auto w = std::make_unique<Running>();
+  w->pid = adopted.pid;
+  w->pidfd = std::move(adopted.pidfd);
+  w->channel = std::move(adopted.channel);
+  w->generation = adopted.generation;
+  w->version = adopted.version;
+  w->binary = "(adopted)";
+  w->handshake_ok = true;
+  w->serving = adopted.serving;
+  w->adopted = true;
+  ::fcntl(w->channel.get(), F_SETFL, ::fcntl(w->channel.get(), F_GETFL) | O_NONBLOCK);
+  spdlog::info("adopted running worker pid={} generation={} version {} ({})", w->pid, w->generation, w->version,
+               w->serving ? "serving" : "not serving");
+  auto& st = shm_->state();
+  st.worker_pid.store(static_cast<std::uint64_t>(w->pid));
+  if (st.generation.load() < w->generation) st.generation.store(w->generation);
+  st.worker_state.store(static_cast<std::uint64_t>(w->serving ? proto::WorkerState::RUNNING
+                                                               : proto::WorkerState::STARTING));
+  write_pid_file(w->pid);
+  worker_ = std::move(w);
 }
 
 Supervisor::~Supervisor() = default;
+
+void Supervisor::init_shared_state() {
+  if (config_.worker_binary.empty())  // default: ondemand-worker beside us
+    config_.worker_binary = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "ondemand-worker";
+  std::filesystem::create_directories(config_.state_dir);
+  // Keep counters across supervisor restarts: attach when the segment exists.
+  shm_.emplace(SharedStateMapping::open_or_create(shm_name_for_tag(config_.tag)));
+}
 
 int Supervisor::run() {
   signals_.async_wait([this](boost::system::error_code ec, int signo) {
@@ -78,7 +131,17 @@ int Supervisor::run() {
       [this](const proto::ControlRequest& request, ControlServer::Reply reply) {
         handle_control(request, std::move(reply));
       });
-  start_worker();
+  // Under systemd the bound device also goes to the fd store, so a restart
+  // with no live worker still finds the cache.
+  const int device[] = {cache_.fd.get()};
+  systemd::notify("FDSTORE=1\nFDNAME=cachefiles", device);
+  if (worker_) {
+    watch_exit(worker_.get());
+    watch_channel(worker_.get());
+    if (worker_->serving) on_serving(worker_.get());
+  } else {
+    start_worker();
+  }
   check_health();
   loop_.run();
   control_.reset();
@@ -96,138 +159,235 @@ void Supervisor::write_pid_file(pid_t pid) {
   std::filesystem::rename(tmp, path);
 }
 
+// ---- spawning ----
+
+std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::path& binary, bool standby,
+                                                        std::string* why) {
+  auto& state = shm_->state();
+  auto w = std::make_unique<Running>();
+  w->generation = state.generation.fetch_add(1) + 1;
+  w->binary = binary;
+  try {
+    auto p = spawn_worker(binary, {"--config", config_path_.string()});
+    w->pid = p.pid;
+    w->pidfd = std::move(p.pidfd);
+    w->channel = std::move(p.channel);
+  } catch (const std::exception& e) {
+    *why = fmt::format("cannot spawn {}: {}", binary.string(), e.what());
+    return nullptr;
+  }
+  spdlog::info("spawned worker pid={} generation={} binary={}{}", w->pid, w->generation, binary.string(),
+               standby ? " (standby for an upgrade)" : "");
+  // Handshake, bounded. A worker that dies meanwhile makes it throw.
+  try {
+    auto hello = receive_message(w->channel.get(), HANDSHAKE_TIMEOUT);
+    if (hello.message.type != "hello") throw ChannelError("expected hello, got " + hello.message.type);
+    const auto& h = hello.message.body;
+    w->version = h.value("version", std::string("?"));
+    auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX, h.value("proto_min", 0u),
+                                    h.value("proto_max", 0u));
+    send_json(w->channel.get(), proto::make_hello("supervisor", ::getpid()));
+    if (!version)
+      throw ChannelError(fmt::format("no common handoff protocol version (worker {}..{}, us {}..{})",
+                                     h.value("proto_min", 0u), h.value("proto_max", 0u), proto::HANDOFF_PROTO_MIN,
+                                     proto::HANDOFF_PROTO_MAX));
+    const int fds[] = {cache_.fd.get()};
+    send_json(w->channel.get(),
+              {{"type", "device"},
+               {"fds", 1},
+               {"generation", w->generation},
+               {"rdev", static_cast<std::uint64_t>(cache_.rdev)},
+               {"shm", shm_->name()},
+               {"restore", !standby},
+               {"standby", standby}},
+              fds);
+    w->handshake_ok = true;
+    spdlog::info("handed /dev/cachefiles to worker pid={} (version {}, handoff protocol {})", w->pid, w->version,
+                 *version);
+  } catch (const ChannelError& e) {
+    *why = fmt::format("handshake with worker pid={} failed: {}", w->pid, e.what());
+    spdlog::error("{}", *why);
+  }
+  ::fcntl(w->channel.get(), F_SETFL, ::fcntl(w->channel.get(), F_GETFL) | O_NONBLOCK);
+  return w;
+}
+
 void Supervisor::start_worker() {
   if (shutting_down_) return;
   auto& state = shm_->state();
-  const auto generation = state.generation.fetch_add(1) + 1;
   state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::STARTING));
-  auto running = std::make_unique<Running>();
-  running->generation = generation;
-  running->started = Clock::now();
-  try {
-    running->process = spawn_worker(config_.worker_binary, {"--config", config_path_.string()});
-  } catch (const std::exception& e) {
-    spdlog::error("cannot spawn worker {}: {}", config_.worker_binary.string(), e.what());
-    on_worker_exit(ExitStatus{true, static_cast<int>(proto::ExitCode::TEMPORARY)});
+  std::string why;
+  auto w = spawn(config_.worker_binary, /*standby=*/false, &why);
+  if (!w) {
+    spdlog::error("{}", why);
+    worker_.reset();
+    on_current_exit(ExitStatus{true, static_cast<int>(proto::ExitCode::TEMPORARY)});
     return;
   }
-  const pid_t pid = running->process.pid;
-  state.worker_pid.store(static_cast<std::uint64_t>(pid));
-  write_pid_file(pid);
-  spdlog::info("spawned worker pid={} generation={} binary={}", pid, generation,
-               config_.worker_binary.string());
-  worker_ = std::move(running);
-  watch_worker();
-
-  // Handshake, bounded. A worker that dies meanwhile makes it throw; its
-  // death is then handled by the pidfd watch like any other.
-  const int channel = worker_->process.channel.get();
-  try {
-    auto hello = receive_message(channel, HANDSHAKE_TIMEOUT);
-    if (hello.message.type != "hello") throw ChannelError("expected hello, got " + hello.message.type);
-    const auto& h = hello.message.body;
-    auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX,
-                                    h.value("proto_min", 0u), h.value("proto_max", 0u));
-    send_json(channel, proto::make_hello("supervisor", ::getpid()));
-    if (!version) throw ChannelError("no common handoff protocol version");
-    const int fds[] = {cache_.fd.get()};
-    send_json(channel,
-              {{"type", "device"},
-               {"fds", 1},
-               {"generation", generation},
-               {"rdev", static_cast<std::uint64_t>(cache_.rdev)},
-               {"shm", shm_->name()},
-               {"restore", true}},
-              fds);
-    spdlog::info("handed /dev/cachefiles to worker pid={} (version {}, handoff protocol {})", pid,
-                 h.value("version", std::string("?")), *version);
-  } catch (const ChannelError& e) {
-    spdlog::error("handshake with worker pid={} failed: {}", pid, e.what());
-    kill_worker("handshake failed");
-    return;
-  }
-  watch_channel();
+  state.worker_pid.store(static_cast<std::uint64_t>(w->pid));
+  write_pid_file(w->pid);
+  worker_ = std::move(w);
+  watch_exit(worker_.get());
+  if (!worker_->handshake_ok) return kill(worker_.get(), "handshake failed");
+  watch_channel(worker_.get());
 }
 
-void Supervisor::watch_worker() {
-  auto* w = worker_.get();
-  w->pidfd_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->process.pidfd.get()));
-  w->pidfd_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                             [this, w](boost::system::error_code ec) {
-                               if (ec || worker_.get() != w) return;
-                               if (auto status = try_reap(w->process.pidfd.get()))
-                                 on_worker_exit(*status);
-                               else
-                                 watch_worker();
-                             });
-}
+// ---- watching ----
 
-void Supervisor::watch_channel() {
-  auto* w = worker_.get();
-  if (!w->channel_watch)
-    w->channel_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->process.channel.get()));
-  w->channel_watch->async_wait(asio::posix::stream_descriptor::wait_read,
-                               [this, w](boost::system::error_code ec) {
-    if (ec || worker_.get() != w) return;
-    auto received = recv_message(w->process.channel.get(), proto::MAX_MESSAGE_BYTES,
-                                 proto::MAX_FDS_PER_MESSAGE);
-    if (received.peer_closed() || (received.err && received.err != EAGAIN)) return;  // death follows
-    if (received.err == EAGAIN) return watch_channel();
-    auto decoded = proto::decode_message(received.bytes);
-    auto* msg = std::get_if<proto::DecodedMessage>(&decoded);
-    if (msg && msg->type == "serving") {
-      w->serving = true;
-      shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
-      if (last_death_ != Clock::time_point{})
-        spdlog::info("worker pid={} generation={} serving, {:.1f} ms after the previous worker died",
-                     w->process.pid, w->generation, ms_since(last_death_));
-      else
-        spdlog::info("worker pid={} generation={} serving", w->process.pid, w->generation);
-    } else if (msg && msg->type == "unrecognized") {
-      spdlog::warn("worker pid={} did not recognize our message: {}", w->process.pid,
-                   msg->body.value("what", std::string("?")));
-    } else {
-      const std::string what = msg ? msg->type : std::get<proto::DecodeError>(decoded).what;
-      spdlog::warn("unrecognized message from worker pid={}: {}", w->process.pid, what);
-      try {
-        send_json(w->process.channel.get(), proto::make_unrecognized(what));
-      } catch (const ChannelError&) {
-      }
-    }
-    watch_channel();
+void Supervisor::watch_exit(Running* w) {
+  w->exit_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->pidfd.get()));
+  w->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, w](boost::system::error_code ec) {
+    if (ec || (worker_.get() != w && incoming_.get() != w)) return;
+    if (auto status = try_reap(w->pidfd.get()))
+      on_exit(w, *status);
+    else
+      watch_exit(w);
   });
 }
 
-void Supervisor::on_worker_exit(const ExitStatus& status) {
+void Supervisor::watch_channel(Running* w) {
+  if (!w->channel_watch)
+    w->channel_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->channel.get()));
+  w->channel_watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, w](boost::system::error_code ec) {
+    if (ec || (worker_.get() != w && incoming_.get() != w)) return;
+    for (;;) {
+      auto received = recv_message(w->channel.get(), proto::MAX_MESSAGE_BYTES, proto::MAX_FDS_PER_MESSAGE);
+      if (received.err == EAGAIN) break;
+      if (received.peer_closed() || received.err) return;  // its death follows through the pidfd
+      auto decoded = proto::decode_message(received.bytes);
+      if (auto* msg = std::get_if<proto::DecodedMessage>(&decoded)) {
+        on_message(w, *msg);
+      } else {
+        const auto& what = std::get<proto::DecodeError>(decoded).what;
+        spdlog::warn("unrecognized message from worker pid={}: {}", w->pid, what);
+        try {
+          send_json(w->channel.get(), proto::make_unrecognized(what));
+        } catch (const ChannelError&) {
+        }
+      }
+      if (worker_.get() != w && incoming_.get() != w) return;
+    }
+    watch_channel(w);
+  });
+}
+
+void Supervisor::on_message(Running* w, const proto::DecodedMessage& msg) {
+  if (msg.type == "serving") {
+    w->serving = true;
+    return on_serving(w);
+  }
+  if (msg.type == "handed-over") {
+    w->handed_over = true;
+    spdlog::info("worker pid={} handed over {} objects", w->pid, msg.body.value("objects", 0));
+    return;
+  }
+  if (msg.type == "unrecognized") {
+    spdlog::warn("worker pid={} did not recognize our message: {}", w->pid, msg.body.value("what", std::string("?")));
+    return;
+  }
+  spdlog::warn("unrecognized message \"{}\" from worker pid={}", msg.type, w->pid);
+  try {
+    send_json(w->channel.get(), proto::make_unrecognized(msg.type));
+  } catch (const ChannelError&) {
+  }
+}
+
+void Supervisor::on_serving(Running* w) {
+  auto& st = shm_->state();
+  if (last_death_ != Clock::time_point{} && w == worker_.get())
+    spdlog::info("worker pid={} generation={} serving, {:.1f} ms after the previous worker died", w->pid,
+                 w->generation, ms_since(last_death_));
+  else
+    spdlog::info("worker pid={} generation={} serving", w->pid, w->generation);
+  if (!ready_notified_) {
+    // READY only once a worker serves: until then mounts would hang.
+    ready_notified_ = systemd::notify("READY=1\nSTATUS=serving");
+  }
+  if (w == incoming_.get()) {
+    if (!worker_) {  // the outgoing worker is already gone: upgrade done
+      worker_ = std::move(incoming_);
+      st.worker_pid.store(static_cast<std::uint64_t>(worker_->pid));
+      write_pid_file(worker_->pid);
+      finish_upgrade(true, "");
+    }
+    return;  // otherwise finished when the outgoing worker is reaped
+  }
+  if (!incoming_) st.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+}
+
+void Supervisor::on_exit(Running* w, const ExitStatus& status) {
+  const std::string desc = status.known ? proto::describe_exit(status.exited, status.code)
+                                        : std::string("ended (adopted, exit status unknown)");
+  const bool outgoing = w == worker_.get();
+  spdlog::log(shutting_down_ || w->handed_over ? spdlog::level::info : spdlog::level::warn,
+              "worker pid={} generation={} {} after {:.0f} ms ({}{})", w->pid, w->generation, desc,
+              ms_since(w->started), w->serving ? "had been serving" : "never served",
+              incoming_ ? (outgoing ? ", outgoing in an upgrade" : ", incoming in an upgrade") : "");
+  if (outgoing) return on_current_exit(status);
+
+  // The incoming worker of an upgrade died.
+  incoming_.reset();
+  if (upgrade_reply_) finish_upgrade(false, fmt::format("the new worker {} before serving", desc));
+  if (worker_ && worker_->handover_sent && !worker_->handed_over) {
+    spdlog::info("asking worker pid={} to resume reading", worker_->pid);
+    try {
+      send_json(worker_->channel.get(), {{"type", "resume"}});
+    } catch (const ChannelError&) {
+    }
+    shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+  } else if (!worker_ || worker_->handed_over) {
+    // Nobody is left to serve: a regular restart (with restore).
+    if (worker_) kill(worker_.get(), "its successor died after the handover");
+    else start_worker();
+  }
+}
+
+void Supervisor::on_current_exit(const ExitStatus& status) {
   auto& state = shm_->state();
-  const bool served = worker_ && worker_->serving;
+  const bool served = worker_ && (worker_->serving || worker_->adopted);
+  const bool handed_over = worker_ && worker_->handed_over;
   // SIGKILL is never self-inflicted: one we did not send came from an
   // operator, a chaos test or the OOM killer, not from a worker that cannot
   // start, so it must not earn the next worker a backoff.
-  const bool killed_from_outside =
-      !status.exited && status.code == SIGKILL && !(worker_ && worker_->killed_by_us);
-  const auto how = proto::classify_exit(status.exited, status.code);
-  const std::string desc = proto::describe_exit(status.exited, status.code);
-  if (worker_) {
-    spdlog::log(shutting_down_ ? spdlog::level::info : spdlog::level::warn,
-                "worker pid={} generation={} {} after {:.0f} ms ({})", worker_->process.pid,
-                worker_->generation, desc, ms_since(worker_->started),
-                served ? "had been serving" : "never served");
-  }
+  const bool killed_from_outside = status.known && !status.exited && status.code == SIGKILL &&
+                                   !(worker_ && worker_->killed_by_us);
+  const auto how = status.known ? proto::classify_exit(status.exited, status.code) : proto::ExitClass::CRASHED;
   last_death_ = Clock::now();
-  worker_.reset();  // closes pidfd and channel; the process is reaped
+  worker_.reset();  // closes pidfd and channel; the process is reaped (or was not ours)
   if (shutting_down_) {
+    if (incoming_) return kill(incoming_.get(), "supervisor stopping");
     state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::STOPPED));
     loop_.stop();
     return;
+  }
+  if (incoming_) {
+    // Upgrade: the outgoing worker is gone for good, so the incoming one may
+    // read now. If it received the object table it starts by itself;
+    // otherwise it must restore what the outgoing worker left pending.
+    if (incoming_->serving) {
+      worker_ = std::move(incoming_);
+      state.worker_pid.store(static_cast<std::uint64_t>(worker_->pid));
+      write_pid_file(worker_->pid);
+      return finish_upgrade(true, "");
+    }
+    if (!handed_over) {
+      spdlog::info("outgoing worker gone without a handover: incoming worker pid={} takes over with restore",
+                   incoming_->pid);
+      try {
+        send_json(incoming_->channel.get(), {{"type", "takeover"}});
+      } catch (const ChannelError& e) {
+        spdlog::error("takeover message failed: {}", e.what());
+      }
+    }
+    return;  // on_serving completes the upgrade; upgrade_timer_ bounds it
   }
   const auto decision = policy_.on_exit(how, served || killed_from_outside, Clock::now());
   state.restarts.fetch_add(1);
   if (decision.parked) {
     state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::PARKED));
-    spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} s",
+    spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms",
                   how == proto::ExitClass::FATAL_CONFIG ? "configuration error" : "crash loop",
-                  std::chrono::duration_cast<std::chrono::seconds>(decision.delay).count());
+                  decision.delay.count());
   } else if (decision.delay.count() > 0) {
     spdlog::warn("restarting worker in {} ms (start failures back off)", decision.delay.count());
   } else {
@@ -239,12 +399,12 @@ void Supervisor::on_worker_exit(const ExitStatus& status) {
   });
 }
 
-void Supervisor::kill_worker(const char* why) {
-  if (!worker_ || worker_->killed_by_us) return;
-  worker_->killed_by_us = true;
-  spdlog::warn("killing worker pid={} generation={}: {}", worker_->process.pid, worker_->generation, why);
+void Supervisor::kill(Running* w, const char* why) {
+  if (!w || w->killed_by_us) return;
+  w->killed_by_us = true;
+  spdlog::warn("killing worker pid={} generation={}: {}", w->pid, w->generation, why);
   // pidfd_send_signal: cannot hit a recycled pid.
-  if (::syscall(SYS_pidfd_send_signal, worker_->process.pidfd.get(), SIGKILL, nullptr, 0) < 0)
+  if (::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0) < 0)
     spdlog::error("pidfd_send_signal: {}", sys::errno_name(errno));
 }
 
@@ -252,7 +412,8 @@ void Supervisor::check_health() {
   health_timer_.expires_after(HEALTH_PERIOD);
   health_timer_.async_wait([this](boost::system::error_code ec) {
     if (ec) return;
-    if (worker_ && worker_->serving && !worker_->killed_by_us && !shutting_down_) {
+    // During an upgrade the upgrade's own deadlines bound everything.
+    if (worker_ && worker_->serving && !worker_->killed_by_us && !shutting_down_ && !incoming_) {
       auto& state = shm_->state();
       const auto now = monotonic_ns();
       const auto beat = state.heartbeat_ns.load();
@@ -261,13 +422,12 @@ void Supervisor::check_health() {
       std::string why;
       if (config_.watchdog_timeout_ms && beat && now > beat && ms(now - beat) > config_.watchdog_timeout_ms)
         why = fmt::format("heartbeat stale for {} ms (limit {} ms)", ms(now - beat), config_.watchdog_timeout_ms);
-      else if (config_.request_timeout_ms && oldest && now > oldest &&
-               ms(now - oldest) > config_.request_timeout_ms)
+      else if (config_.request_timeout_ms && oldest && now > oldest && ms(now - oldest) > config_.request_timeout_ms)
         why = fmt::format("a request has been in flight for {} ms (limit {} ms)", ms(now - oldest),
                           config_.request_timeout_ms);
       if (!why.empty()) {
         state.hangs_detected.fetch_add(1);
-        kill_worker(why.c_str());
+        kill(worker_.get(), why.c_str());
       }
     }
     check_health();
@@ -279,55 +439,47 @@ void Supervisor::shutdown() {
   shutting_down_ = true;
   restart_timer_.cancel();
   health_timer_.cancel();
+  upgrade_timer_.cancel();
+  if (upgrade_reply_) finish_upgrade(false, "supervisor stopping");
+  if (incoming_) kill(incoming_.get(), "supervisor stopping");
   if (!worker_) {
-    loop_.stop();
+    if (!incoming_) loop_.stop();
     return;
   }
-  spdlog::info("asking worker pid={} to stop", worker_->process.pid);
+  spdlog::info("asking worker pid={} to stop", worker_->pid);
   try {
-    send_json(worker_->process.channel.get(), {{"type", "stop"}});
+    send_json(worker_->channel.get(), {{"type", "stop"}});
   } catch (const ChannelError&) {
-    ::syscall(SYS_pidfd_send_signal, worker_->process.pidfd.get(), SIGTERM, nullptr, 0);
+    ::syscall(SYS_pidfd_send_signal, worker_->pidfd.get(), SIGTERM, nullptr, 0);
   }
   shutdown_timer_.expires_after(STOP_GRACE);
   shutdown_timer_.async_wait([this](boost::system::error_code ec) {
-    if (!ec) kill_worker("did not stop in time");
+    if (!ec) kill(worker_.get(), "did not stop in time");
   });
 }
 
-}  // namespace ondemand::supervisor
-
-namespace ondemand::supervisor {
-
-namespace {
-const char* state_name(std::uint64_t state) {
-  switch (static_cast<proto::WorkerState>(state)) {
-    case proto::WorkerState::STARTING: return "starting";
-    case proto::WorkerState::RUNNING: return "running";
-    case proto::WorkerState::UPGRADING: return "upgrading";
-    case proto::WorkerState::PARKED: return "parked";
-    case proto::WorkerState::STOPPED: return "stopped";
-  }
-  return "unknown";
-}
-}  // namespace
+// ---- control ----
 
 nlohmann::json Supervisor::status() const {
   const auto& st = shm_->state();
   const auto& c = st.counters;
-  nlohmann::json worker = nullptr;
-  if (worker_) {
-    worker = {{"pid", worker_->process.pid},
-              {"generation", worker_->generation},
-              {"serving", worker_->serving},
-              {"uptime_s", std::chrono::duration<double>(Clock::now() - worker_->started).count()}};
-  }
+  auto describe = [](const Running* w) -> nlohmann::json {
+    if (!w) return nullptr;
+    return {{"pid", w->pid},
+            {"generation", w->generation},
+            {"version", w->version},
+            {"binary", w->binary.string()},
+            {"serving", w->serving},
+            {"adopted", w->adopted},
+            {"uptime_s", std::chrono::duration<double>(Clock::now() - w->started).count()}};
+  };
   return proto::control_ok({
       {"supervisor_pid", ::getpid()},
       {"version", std::string(proto::VERSION)},
       {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
       {"state", state_name(st.worker_state.load())},
-      {"worker", worker},
+      {"worker", describe(worker_.get())},
+      {"incoming_worker", describe(incoming_.get())},
       {"worker_binary", config_.worker_binary.string()},
       {"generation", st.generation.load()},
       {"restarts", st.restarts.load()},
@@ -350,11 +502,11 @@ nlohmann::json Supervisor::status() const {
 void Supervisor::restart_worker() {
   policy_.reset();
   if (worker_) {
-    spdlog::info("restart requested: asking worker pid={} to stop", worker_->process.pid);
+    spdlog::info("restart requested: asking worker pid={} to stop", worker_->pid);
     try {
-      send_json(worker_->process.channel.get(), {{"type", "stop"}});
+      send_json(worker_->channel.get(), {{"type", "stop"}});
     } catch (const ChannelError&) {
-      kill_worker("restart requested and the channel is gone");
+      kill(worker_.get(), "restart requested and the channel is gone");
     }
     // Its clean exit restarts it at once (a stopped worker that had served).
   } else {
@@ -366,16 +518,97 @@ void Supervisor::restart_worker() {
 
 void Supervisor::handle_control(const proto::ControlRequest& request, ControlServer::Reply reply) {
   if (request.cmd == "status") return reply(status());
+  if (shutting_down_) return reply(proto::control_error("supervisor is shutting down"));
   if (request.cmd == "restart-worker") {
-    if (shutting_down_) return reply(proto::control_error("supervisor is shutting down"));
+    if (incoming_) return reply(proto::control_error("an upgrade is in progress"));
     restart_worker();
     return reply(proto::control_ok({{"message", "worker restart started"}}));
+  }
+  if (request.cmd == "upgrade") {
+    std::filesystem::path binary = config_.worker_binary;
+    if (auto b = request.body.find("binary"); b != request.body.end()) {
+      if (!b->is_string() || b->get<std::string>().empty() || b->get<std::string>()[0] != '/')
+        return reply(proto::control_error("\"binary\" must be an absolute path"));
+      binary = b->get<std::string>();
+    }
+    return start_upgrade(binary, std::move(reply));
   }
   if (request.cmd == "stop") {
     reply(proto::control_ok({{"message", "stopping"}}));
     return shutdown();
   }
   reply(proto::control_error("unrecognized command \"" + request.cmd + "\""));
+}
+
+// ---- rolling upgrade ----
+
+void Supervisor::start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply) {
+  if (incoming_ || upgrade_reply_) return reply(proto::control_error("an upgrade is already in progress"));
+  if (!worker_ || !worker_->serving) return reply(proto::control_error("no serving worker to upgrade from"));
+  spdlog::info("upgrade: worker pid={} ({}) -> {}", worker_->pid, worker_->version, binary.string());
+  std::string why;
+  auto incoming = spawn(binary, /*standby=*/true, &why);
+  if (!incoming) return reply(proto::control_error("upgrade failed, old worker still serves: " + why));
+  incoming_ = std::move(incoming);
+  watch_exit(incoming_.get());
+  if (!incoming_->handshake_ok) {
+    kill(incoming_.get(), "handshake failed");
+    return reply(proto::control_error("upgrade failed, old worker still serves: " + why));
+  }
+  watch_channel(incoming_.get());
+  upgrade_reply_ = std::move(reply);
+  shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::UPGRADING));
+
+  // Give each side one end of a fresh socketpair: the objects travel
+  // worker to worker, never through us.
+  auto pair = make_seqpacket_pair();
+  if (pair.err) {
+    kill(incoming_.get(), "socketpair failed");
+    return;  // its death reports the failure
+  }
+  try {
+    const int b_end[] = {pair.b.get()};
+    send_json(incoming_->channel.get(), {{"type", "handover-peer"}, {"fds", 1}}, b_end);
+    const int a_end[] = {pair.a.get()};
+    send_json(worker_->channel.get(),
+              {{"type", "handover"}, {"fds", 1}, {"drain_ms", std::chrono::milliseconds(UPGRADE_DRAIN).count()}},
+              a_end);
+    worker_->handover_sent = true;
+  } catch (const ChannelError& e) {
+    spdlog::error("upgrade: handover messages failed: {}", e.what());
+    kill(incoming_.get(), "handover could not start");
+    return;
+  }
+  // Bound 1: the outgoing worker drains and exits, or is killed (the
+  // incoming one then restores). Bound 2: the incoming one serves.
+  upgrade_timer_.expires_after(UPGRADE_DRAIN + 1s);
+  upgrade_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    if (worker_ && incoming_) kill(worker_.get(), "did not hand over within the drain bound");
+    upgrade_timer_.expires_after(UPGRADE_SERVE_LIMIT);
+    upgrade_timer_.async_wait([this](boost::system::error_code ec2) {
+      if (!ec2 && incoming_ && !incoming_->serving) kill(incoming_.get(), "did not serve in time after the handover");
+    });
+  });
+}
+
+void Supervisor::finish_upgrade(bool ok, const std::string& message) {
+  upgrade_timer_.cancel();
+  if (ok) shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+  if (!upgrade_reply_) return;
+  auto reply = std::move(upgrade_reply_);
+  upgrade_reply_ = nullptr;
+  if (ok) {
+    spdlog::info("upgrade done: worker pid={} generation={} version {} serves", worker_->pid, worker_->generation,
+                 worker_->version);
+    reply(proto::control_ok({{"message", "upgraded"},
+                             {"pid", worker_->pid},
+                             {"generation", worker_->generation},
+                             {"version", worker_->version}}));
+  } else {
+    spdlog::error("upgrade failed: {}", message);
+    reply(proto::control_error("upgrade failed, old worker still serves: " + message));
+  }
 }
 
 }  // namespace ondemand::supervisor

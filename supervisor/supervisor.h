@@ -1,4 +1,4 @@
-// ondemand-supervisor's top object. Tiny on purpose: it holds the bound
+// ondemand-supervisor's top object. Small on purpose: it holds the bound
 // /dev/cachefiles fd for its whole life and keeps exactly one worker serving
 // from it. It never reads a kernel request, never touches blob data and never
 // holds an object's anonymous fd.
@@ -11,6 +11,11 @@
 //      policy, spawn the next one. Only a reaped worker is certainly not
 //      reading the device any more, and the next worker's `restore` relies
 //      on that.
+// Rolling upgrade (ondemandctl upgrade): a second, "incoming" worker starts
+// in standby, the current one hands it its objects over a socketpair and
+// exits; see proto/handoff.h for the conversation and its failure paths.
+// Supervisor restart: a worker that outlived its supervisor is adopted
+// (supervisor/adopt.h) instead of binding the device again.
 #pragma once
 
 #include <chrono>
@@ -25,6 +30,8 @@
 
 #include "common/config.h"
 #include "common/shared_state.h"
+#include "proto/handoff.h"
+#include "supervisor/adopt.h"
 #include "supervisor/cache_device.h"
 #include "supervisor/control_server.h"
 #include "supervisor/restart_policy.h"
@@ -34,25 +41,38 @@ namespace ondemand::supervisor {
 
 class Supervisor {
  public:
+  // Fresh start: `cache` was just bound (or came back from systemd's fd store).
   Supervisor(Config config, std::filesystem::path config_path, BoundCache cache,
              RestartPolicyOptions policy = {});
+  // Restart: take over a running worker and its device fd.
+  Supervisor(Config config, std::filesystem::path config_path, AdoptedWorker adopted,
+             RestartPolicyOptions policy = {});
   ~Supervisor();
-  // Runs until SIGTERM/SIGINT; returns the process exit code.
+  // Runs until SIGTERM/SIGINT or `ondemandctl stop`; returns the exit code.
   int run();
 
  private:
   struct Running;
+  enum class Slot { CURRENT, INCOMING };
+
+  void init_shared_state();
+  std::unique_ptr<Running> spawn(const std::filesystem::path& binary, bool standby, std::string* why);
   void start_worker();
-  void watch_worker();
-  void watch_channel();
-  void on_worker_exit(const ExitStatus& status);
+  void watch_exit(Running* w);
+  void watch_channel(Running* w);
+  void on_message(Running* w, const proto::DecodedMessage& msg);
+  void on_exit(Running* w, const ExitStatus& status);
+  void on_current_exit(const ExitStatus& status);
+  void on_serving(Running* w);
   void check_health();
-  void kill_worker(const char* why);
+  void kill(Running* w, const char* why);
   void shutdown();
   void write_pid_file(pid_t pid);
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
   nlohmann::json status() const;
   void restart_worker();
+  void start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply);
+  void finish_upgrade(bool ok, const std::string& message);
 
   Config config_;
   std::filesystem::path config_path_;
@@ -63,12 +83,16 @@ class Supervisor {
   boost::asio::steady_timer restart_timer_;
   boost::asio::steady_timer health_timer_;
   boost::asio::steady_timer shutdown_timer_;
+  boost::asio::steady_timer upgrade_timer_;
   std::optional<SharedStateMapping> shm_;
-  std::unique_ptr<Running> worker_;
+  std::unique_ptr<Running> worker_;    // the one serving (or starting)
+  std::unique_ptr<Running> incoming_;  // an upgrade's successor, in standby
   std::unique_ptr<ControlServer> control_;
+  ControlServer::Reply upgrade_reply_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_death_{};
   bool shutting_down_ = false;
+  bool ready_notified_ = false;
 };
 
 }  // namespace ondemand::supervisor

@@ -68,12 +68,20 @@ std::optional<ExitStatus> try_reap(int pidfd) {
     int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG);
     if (rc == 0) break;
     if (errno == EINTR) continue;
-    // ECHILD: already reaped (should not happen: we are the only reaper).
-    return ExitStatus{true, 127};
+    // ECHILD: not our child (adopted from a previous supervisor). The
+    // caller saw the pidfd readable, so the process has exited.
+    return ExitStatus{false, 0, false};
   }
   if (info.si_pid == 0) return std::nullopt;
   if (info.si_code == CLD_EXITED) return ExitStatus{true, info.si_status};
   return ExitStatus{false, info.si_status};
+}
+
+UniqueFd open_pidfd(pid_t pid) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) throw std::runtime_error(fmt::format("pidfd_open({}): {}", pid, sys::errno_name(errno)));
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return UniqueFd{fd};
 }
 
 std::size_t count_open_fds() {

@@ -29,10 +29,17 @@ SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vecto
 struct ExitStatus {
   bool exited = false;     // true: normal exit with `code`; false: killed by signal `code`
   int code = 0;
+  bool known = true;       // false: not our child (adopted), so the status is unknown
 };
 
-// Reaps the child behind `pidfd`; nullopt if it has not ended yet.
+// Reaps the child behind `pidfd`; nullopt if it has not ended yet. For a
+// process that is not our child (a worker adopted from a previous
+// supervisor) call it only once the pidfd is readable: it then reports an
+// unknown status, the process having exited (and its fds closed).
 std::optional<ExitStatus> try_reap(int pidfd);
+
+// pidfd for an existing process (an adopted worker). Throws on failure.
+UniqueFd open_pidfd(pid_t pid);
 
 // Number of open fds of this process (for leak checks).
 std::size_t count_open_fds();

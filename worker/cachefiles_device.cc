@@ -38,6 +38,12 @@ void CachefilesDevice::on_capacity() {
   }
 }
 
+void CachefilesDevice::resume_reading() {
+  stopped_ = false;
+  paused_ = false;
+  asio::post(loop_, [this] { drain(); });
+}
+
 void CachefilesDevice::stop_reading() {
   stopped_ = true;
   boost::system::error_code ignored;

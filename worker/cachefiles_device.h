@@ -31,6 +31,8 @@ class CachefilesDevice final : public Replies {
   void start(Engine& engine);
   // Stops taking new requests; those already read are still answered.
   void stop_reading();
+  // Reads again after stop_reading() (an upgrade that was called off).
+  void resume_reading();
   // Call when a request finished: resumes a drain paused at max_inflight.
   void on_capacity();
   int fd() { return device_.native_handle(); }

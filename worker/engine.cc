@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -31,6 +32,47 @@ struct AlignedBuffer {
   std::byte* data() { return ptr; }
   std::byte* ptr;
 };
+
+// Whether READs of this object must fill the whole blob rather than a
+// window. Linux 6.12 (and mainline as of late 2025) hangs readers of
+// compressed EROFS images over fscache when one compressed-data bio finds
+// the cache file partly filled: erofs_fscache_read_io_async() then issues a
+// fscache_read() for the cached head and another, after an on-demand READ,
+// for the rest, and erofs_fscache_bio_endio() ends the bio once per
+// fscache_read(); z_erofs_endio() unlocks the bio's folios a second time,
+// which re-locks them (folio_unlock toggles PG_locked), and the reader
+// sleeps in folio_wait_bit forever. A window fill leaves exactly that
+// layout (data up to the window's end, a hole after it), and a bio spans
+// up to 1 MiB of adjacent pclusters, so no window size is safe. Filling the
+// whole blob at its first READ (the superblock read during mount) leaves no
+// hole for such a bio to meet. Only the compressed path (z_erofs bios) is
+// affected: plain and chunk-based data complete per fscache_read safely.
+// Recognised by the EROFS superblock at 1024: magic, and feature_incompat
+// ZERO_PADDING (0x1, set by mkfs.erofs for lz4) or COMPR_CFGS (0x2).
+// Limitation: compressed data in an extra device blob (no superblock there)
+// is not recognised.
+bool fill_whole_blob(Object& object) {
+  int known = object.fill_whole.load(std::memory_order_relaxed);
+  if (known >= 0) return known == 1;
+  constexpr std::uint64_t SB_OFFSET = 1024;
+  constexpr std::uint32_t EROFS_MAGIC = 0xE0F5E1E2;
+  constexpr std::uint32_t COMPRESSION_FEATURES = 0x1 | 0x2;
+  std::array<std::byte, 128> sb{};
+  bool whole = false;
+  if (object.blob->size() >= SB_OFFSET + sb.size() && object.blob->read(SB_OFFSET, sb) == 0) {
+    auto le32 = [&](std::size_t at) {
+      std::uint32_t v = 0;
+      for (int i = 3; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint32_t>(sb[at + i]);
+      return v;
+    };
+    whole = le32(0) == EROFS_MAGIC && (le32(80) & COMPRESSION_FEATURES) != 0;
+  }
+  if (whole)
+    spdlog::info("blob \"{}\" is a compressed EROFS image: READs fill all {} bytes of it",
+                 escape_id(object.blob_id), object.blob->size());
+  object.fill_whole.store(whole ? 1 : 0, std::memory_order_relaxed);
+  return whole;
+}
 
 std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v - v % a; }
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
@@ -172,7 +214,8 @@ void Engine::handle_read(const proto::ReadRequest& request) {
   const auto token = begin_request();
   asio::post(pool_, [this, token, object = std::move(object), request]() {
     const auto range = fill_range(request.offset, request.length, object->blob->size(),
-                                  options_.fill_window);
+                                  fill_whole_blob(*object) ? align_up(object->blob->size(), PAGE)
+                                                           : options_.fill_window);
     // The anonymous fd writes with IOCB_DIRECT into the cache file
     // (__cachefiles_write), so the memory must be block-aligned as well as
     // the offset: a malloc'd buffer gets EINVAL.
@@ -219,6 +262,33 @@ void Engine::handle_close(const proto::CloseRequest& request) {
   if (!table_.erase(request.object_id))
     spdlog::debug("CLOSE msg_id={} object_id={} for an unknown object (late or duplicate)",
                   request.msg_id, request.object_id);
+}
+
+std::vector<std::shared_ptr<Object>> Engine::export_objects() {
+  std::vector<std::shared_ptr<Object>> out;
+  table_.for_each([&](const std::shared_ptr<Object>& o) { out.push_back(o); });
+  for (const auto& o : out) table_.erase(o->object_id);
+  return out;
+}
+
+bool Engine::import_object(std::uint32_t object_id, const std::string& blob_id, UniqueFd anon_fd) {
+  if (auto why = validate_blob_id(blob_id)) {
+    spdlog::warn("handover: object_id={} has an invalid blob id \"{}\": {}", object_id, escape_id(blob_id), *why);
+    return false;
+  }
+  auto opened = backend_.open(blob_id);
+  if (!opened.blob) {
+    spdlog::warn("handover: object_id={} blob \"{}\" cannot be opened: {}; dropping it (the kernel will reopen)",
+                 object_id, escape_id(blob_id), sys::errno_name(opened.err));
+    return false;
+  }
+  auto object = std::make_shared<Object>();
+  object->object_id = object_id;
+  object->blob_id = blob_id;
+  object->anon_fd = std::move(anon_fd);
+  object->blob = std::move(opened.blob);
+  table_.insert(std::move(object));
+  return true;
 }
 
 void Engine::request_restore() {

@@ -26,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -84,6 +85,15 @@ class Engine {
   std::uint64_t oldest_request_ns() const;
   // Blocks until pool jobs finish; used at shutdown after inflight() == 0.
   void join();
+
+  // Upgrade handover. export_objects() empties the table and returns its
+  // objects (call only with nothing in flight); import_object() adds one
+  // received from the previous worker, opening its blob synchronously (the
+  // incoming worker does this before it reads its first request). Returns
+  // false, dropping the fd, when the blob cannot be opened: the kernel then
+  // sees the object closed and reopens it on the next READ.
+  std::vector<std::shared_ptr<Object>> export_objects();
+  bool import_object(std::uint32_t object_id, const std::string& blob_id, UniqueFd anon_fd);
 
  private:
   struct Pending;

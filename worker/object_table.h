@@ -7,6 +7,7 @@
 // they were handed.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +23,10 @@ struct Object {
   std::string blob_id;
   UniqueFd anon_fd;
   std::shared_ptr<Blob> blob;
+  // Set by the first READ job (engine.cc, fill_whole_blob): -1 not known
+  // yet, 1 the blob is a compressed EROFS image and every READ fills all of
+  // it, 0 READs fill their window.
+  std::atomic<int> fill_whole{-1};
 };
 
 class ObjectTable {

@@ -1,219 +1,459 @@
 #include "worker/worker.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
-#include <cstdlib>
-#include <optional>
+#include <cstring>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/channel.h"
 #include "common/fd_passing.h"
-#include "common/shared_state.h"
 #include "common/sys.h"
 #include "worker/backends/local.h"
-#include "worker/cachefiles_device.h"
-#include "worker/engine.h"
 
 namespace ondemand::worker {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 namespace {
-
 constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEARTBEAT_PERIOD = 100ms;
 constexpr auto DRAIN_LIMIT = 10s;
+constexpr auto PEER_TIMEOUT = 5s;
+constexpr std::string_view WORKER_SOCKET = "worker.sock";
 
-struct Handoff {
-  UniqueFd device;
-  std::uint64_t generation = 0;
-  std::string shm_name;
-  bool restore = true;
-};
+std::uint32_t negotiate_or_throw(const nlohmann::json& hello, std::string_view peer) {
+  auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX,
+                                  hello.value("proto_min", 0u), hello.value("proto_max", 0u));
+  if (!version)
+    throw ChannelError(fmt::format("no common handoff protocol version with the {} ({}..{}, we speak {}..{})",
+                                   peer, hello.value("proto_min", 0u), hello.value("proto_max", 0u),
+                                   proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX));
+  spdlog::info("{} {} speaks handoff protocol {}..{}; using {}", peer,
+               hello.value("version", std::string("?")), hello.value("proto_min", 0u),
+               hello.value("proto_max", 0u), *version);
+  return *version;
+}
 
-Handoff handshake(int channel) {
-  send_json(channel, proto::make_hello("worker", ::getpid()));
-  auto hello = receive_message(channel, HANDSHAKE_TIMEOUT);
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+}  // namespace
+
+Worker::Worker(Config config, UniqueFd channel)
+    : config_(std::move(config)), channel_(std::move(channel)) {}
+
+Worker::~Worker() {
+  if (!listener_path_.empty()) {
+    // Remove our socket only if it is still ours (an upgrade's successor
+    // replaces the path with its own).
+    struct stat path_st{}, fd_st{};
+    if (listener_ && ::stat(listener_path_.c_str(), &path_st) == 0 &&
+        ::fstat(listener_->native_handle(), &fd_st) == 0 && path_st.st_ino == fd_st.st_ino)
+      ::unlink(listener_path_.c_str());
+  }
+}
+
+Worker::Handoff Worker::handshake() {
+  send_json(channel_.get(), proto::make_hello("worker", ::getpid()));
+  auto hello = receive_message(channel_.get(), HANDSHAKE_TIMEOUT);
   if (hello.message.type != "hello")
     throw ChannelError("expected hello, got \"" + hello.message.type + "\"");
-  const auto& h = hello.message.body;
-  auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX,
-                                  h.value("proto_min", 0u), h.value("proto_max", 0u));
-  if (!version) throw ChannelError("no common handoff protocol version with the supervisor");
-  spdlog::info("supervisor {} speaks handoff protocol {}..{}; using {}",
-               h.value("version", std::string("?")), h.value("proto_min", 0u),
-               h.value("proto_max", 0u), *version);
+  negotiate_or_throw(hello.message.body, "supervisor");
 
-  auto device = receive_message(channel, HANDSHAKE_TIMEOUT);
+  auto device = receive_message(channel_.get(), HANDSHAKE_TIMEOUT);
   if (device.message.type != "device" || device.fds.size() != 1)
     throw ChannelError("expected \"device\" with one fd, got \"" + device.message.type + "\"");
   const auto& d = device.message.body;
   Handoff out;
   out.device = std::move(device.fds[0]);
   out.generation = d.value("generation", std::uint64_t{0});
+  out.rdev = d.value("rdev", std::uint64_t{0});
   out.shm_name = d.value("shm", std::string());
   out.restore = d.value("restore", true);
+  out.standby = d.value("standby", false);
 
   struct stat st{};
   if (::fstat(out.device.get(), &st) < 0)
     throw ChannelError("fstat on the received device fd: " + sys::errno_name(errno));
-  const auto expected_rdev = d.value("rdev", std::uint64_t{0});
-  if (!S_ISCHR(st.st_mode) || st.st_rdev != expected_rdev)
+  if (!S_ISCHR(st.st_mode) || st.st_rdev != out.rdev)
     throw ChannelError("received fd is not the announced /dev/cachefiles character device");
   return out;
 }
 
-}  // namespace
-
-Worker::Worker(Config config, UniqueFd channel)
-    : config_(std::move(config)), channel_(std::move(channel)) {}
-
 proto::ExitCode Worker::run() {
   Handoff handoff;
   try {
-    handoff = handshake(channel_.get());
+    handoff = handshake();
   } catch (const ChannelError& e) {
     spdlog::error("handoff from the supervisor failed: {}", e.what());
     return proto::ExitCode::HANDOFF_FAILED;
   }
+  generation_ = handoff.generation;
+  rdev_ = handoff.rdev;
 
-  std::optional<SharedStateMapping> shm;
-  proto::SharedState local_state{};
-  proto::SharedState* state = &local_state;
   if (!handoff.shm_name.empty()) {
     try {
-      shm.emplace(SharedStateMapping::attach(handoff.shm_name));
-      state = &shm->state();
+      shm_.emplace(SharedStateMapping::attach(handoff.shm_name));
+      state_ = &shm_->state();
     } catch (const SharedStateError& e) {
       spdlog::error("{}", e.what());
       return proto::ExitCode::HANDOFF_FAILED;
     }
   }
-  auto& counters = state->counters;
-  // Per-generation values: a dead predecessor's in-flight requests were
-  // re-queued by the kernel, not finished, so its gauge must not carry over.
-  counters.first_reply_ns.store(0);
-  counters.inflight.store(0);
-
-  std::unique_ptr<Backend> backend;
   try {
-    backend = std::make_unique<LocalBackend>(config_.blob_dir);
+    backend_ = std::make_unique<LocalBackend>(config_.blob_dir);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return proto::ExitCode::CONFIG;
   }
 
-  asio::io_context loop(1);
   EngineOptions options;
   options.max_inflight = config_.max_inflight;
   options.io_threads = config_.io_threads;
   options.fill_window = config_.fill_window;
   options.prefetch = config_.prefetch;
-  CachefilesDevice device(loop, std::move(handoff.device), counters);
-  Engine engine(loop, *backend, device, options, counters);
+  device_ = std::make_unique<CachefilesDevice>(loop_, std::move(handoff.device), state_->counters);
+  engine_ = std::make_unique<Engine>(loop_, *backend_, *device_, options, state_->counters);
+  engine_->on_request_done([this] { on_request_done(); });
 
-  if (handoff.restore) {
-    if (int err = device.restore()) {
-      spdlog::error("writing restore failed: {}", sys::errno_name(err));
-      return proto::ExitCode::DEVICE_LOST;
+  signals_.add(SIGTERM);
+  signals_.add(SIGINT);
+  signals_.async_wait([this](boost::system::error_code ec, int signo) {
+    if (!ec) stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
+  set_nonblocking(channel_.get());
+  watch_channel();
+  heartbeat();
+
+  if (handoff.standby) {
+    spdlog::info("generation {} in standby for an upgrade: holding the device, not reading it", generation_);
+  } else {
+    start_reading(handoff.restore);
+  }
+  loop_.run();
+  engine_->join();
+  spdlog::info("stopped: {} opens, {} reads, {} bytes written so far in all generations",
+               state_->counters.opens.load(), state_->counters.reads.load(),
+               state_->counters.bytes_written.load());
+  return proto::ExitCode::OK;
+}
+
+void Worker::start_reading(bool restore) {
+  auto& counters = state_->counters;
+  // Per-generation values: a dead predecessor's in-flight requests were
+  // re-queued by the kernel, not finished, so its gauge must not carry over.
+  counters.first_reply_ns.store(0);
+  counters.inflight.store(engine_->inflight());
+  if (restore) {
+    if (int err = device_->restore()) {
+      spdlog::critical("writing restore failed: {}", sys::errno_name(err));
+      std::exit(static_cast<int>(proto::ExitCode::DEVICE_LOST));
     }
     counters.restores.fetch_add(1, std::memory_order_relaxed);
   }
-  spdlog::info("generation {} serving with backend {} (restore={}, max_inflight={}, io_threads={}, fill_window={})",
-               handoff.generation, backend->describe(), handoff.restore, options.max_inflight,
-               options.io_threads, options.fill_window);
+  spdlog::info("generation {} serving with backend {} (restore={}, objects={}, max_inflight={}, io_threads={}, fill_window={})",
+               generation_, backend_->describe(), restore, engine_->objects(), config_.max_inflight,
+               config_.io_threads, config_.fill_window);
+  reading_ = true;
+  device_->start(*engine_);
+  listen_for_supervisor();
+  report_serving();
+}
 
-  // Graceful stop: stop reading, answer what was read, then leave. Requests
-  // still queued in the kernel wait for the next worker.
-  bool stopping = false;
-  asio::steady_timer drain_deadline(loop);
-  auto stop = [&](std::string_view why) {
-    if (stopping) return;
-    stopping = true;
-    spdlog::info("stopping ({}): {} requests in flight", why, engine.inflight());
-    device.stop_reading();
-    drain_deadline.expires_after(DRAIN_LIMIT);
-    drain_deadline.async_wait([&](boost::system::error_code ec) {
-      if (ec) return;
-      spdlog::warn("{} requests still in flight after {}s; leaving them to the next worker",
-                   engine.inflight(), DRAIN_LIMIT.count());
-      loop.stop();
-    });
-    if (engine.inflight() == 0) loop.stop();
-  };
-  engine.on_request_done([&] {
-    device.on_capacity();
-    if (stopping && engine.inflight() == 0) loop.stop();
-  });
-  device.start(engine);
-
-  asio::signal_set signals(loop, SIGTERM, SIGINT);
-  signals.async_wait([&](boost::system::error_code ec, int signo) {
-    if (!ec) stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
-  });
-
-  asio::steady_timer heartbeat(loop);
-  std::function<void()> beat = [&] {
-    state->heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
-    state->oldest_request_ns.store(engine.oldest_request_ns(), std::memory_order_relaxed);
-    heartbeat.expires_after(HEARTBEAT_PERIOD);
-    heartbeat.async_wait([&](boost::system::error_code ec) {
-      if (!ec) beat();
-    });
-  };
-  beat();
-
-  // The channel: "stop" asks for a graceful stop; EOF means the supervisor
-  // died, which is no reason to stop serving.
-  ::fcntl(channel_.get(), F_SETFL, ::fcntl(channel_.get(), F_GETFL) | O_NONBLOCK);
-  asio::posix::stream_descriptor channel(loop, ::dup(channel_.get()));
-  std::function<void()> watch_channel = [&] {
-    channel.async_wait(asio::posix::stream_descriptor::wait_read, [&](boost::system::error_code ec) {
-      if (ec) return;
-      auto received = recv_message(channel.native_handle(), proto::MAX_MESSAGE_BYTES,
-                                   proto::MAX_FDS_PER_MESSAGE);
-      if (received.err == EAGAIN) return watch_channel();
-      if (received.peer_closed() || received.err) {
-        spdlog::warn("supervisor channel closed ({}); serving on without a supervisor",
-                     received.err ? sys::errno_name(received.err) : "EOF");
-        return;
-      }
-      auto decoded = proto::decode_message(received.bytes);
-      if (auto* msg = std::get_if<proto::DecodedMessage>(&decoded); msg && msg->type == "stop") {
-        stop("asked by the supervisor");
-      } else {
-        const std::string what = msg ? msg->type : std::get<proto::DecodeError>(decoded).what;
-        spdlog::warn("unrecognized message from the supervisor: {}", what);
-        try {
-          send_json(channel.native_handle(), proto::make_unrecognized(what));
-        } catch (const ChannelError&) {
-        }
-      }
-      watch_channel();
-    });
-  };
-  watch_channel();
-
-  state->serving_generation.store(handoff.generation);
+void Worker::report_serving() {
+  state_->serving_generation.store(generation_);
   try {
-    send_json(channel_.get(), {{"type", "serving"}, {"generation", handoff.generation}});
+    send_json(channel_.get(), {{"type", "serving"}, {"generation", generation_}});
   } catch (const ChannelError& e) {
     spdlog::warn("could not tell the supervisor we serve: {}", e.what());
   }
+}
 
-  loop.run();
-  engine.join();
-  spdlog::info("stopped: served {} opens, {} reads, {} bytes written in all generations",
-               counters.opens.load(), counters.reads.load(), counters.bytes_written.load());
-  return proto::ExitCode::OK;
+void Worker::heartbeat() {
+  state_->heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+  state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
+  heartbeat_timer_.expires_after(HEARTBEAT_PERIOD);
+  heartbeat_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) heartbeat();
+  });
+}
+
+// Graceful stop: stop reading, answer what was read, then leave. Requests
+// still queued in the kernel wait for the next worker.
+void Worker::stop(std::string_view why) {
+  if (stopping_) return;
+  stopping_ = true;
+  spdlog::info("stopping ({}): {} requests in flight", why, engine_->inflight());
+  device_->stop_reading();
+  drain_deadline_.expires_after(DRAIN_LIMIT);
+  drain_deadline_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    spdlog::warn("{} requests still in flight after {} s; leaving them to the next worker",
+                 engine_->inflight(), DRAIN_LIMIT.count());
+    loop_.stop();
+  });
+  if (engine_->inflight() == 0) loop_.stop();
+}
+
+void Worker::on_request_done() {
+  if (!stopping_ && !handing_over_) device_->on_capacity();
+  if (engine_->inflight() != 0) return;
+  if (handing_over_) return send_objects();
+  if (stopping_) loop_.stop();
+}
+
+// ---- the channel to the supervisor ----
+
+void Worker::watch_channel() {
+  channel_watch_ = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(channel_.get()));
+  auto* watch = channel_watch_.get();
+  struct Waiter {
+    Worker* self;
+    asio::posix::stream_descriptor* watch;
+    void operator()() const {
+      watch->async_wait(asio::posix::stream_descriptor::wait_read,
+                        [self = self, watch = watch](boost::system::error_code ec) {
+        if (ec || self->channel_watch_.get() != watch) return;
+        for (;;) {
+          auto received = recv_message(self->channel_.get(), proto::MAX_MESSAGE_BYTES,
+                                       proto::MAX_FDS_PER_MESSAGE);
+          if (received.err == EAGAIN) break;
+          if (received.peer_closed() || received.err) {
+            self->supervisor_gone_ = true;
+            spdlog::warn("supervisor channel closed ({}); serving on, a new supervisor can adopt us via {}",
+                         received.err ? sys::errno_name(received.err) : "EOF", self->listener_path_);
+            return;
+          }
+          auto decoded = proto::decode_message(received.bytes);
+          if (auto* msg = std::get_if<proto::DecodedMessage>(&decoded)) {
+            if (msg->announced_fds != received.fds.size()) {
+              spdlog::warn("supervisor message \"{}\" announced {} fds, carried {}: ignored", msg->type,
+                           msg->announced_fds, received.fds.size());
+              continue;
+            }
+            self->on_channel_message(*msg, std::move(received.fds));
+          } else {
+            const auto& what = std::get<proto::DecodeError>(decoded).what;
+            spdlog::warn("unrecognized message from the supervisor: {}", what);
+            try {
+              send_json(self->channel_.get(), proto::make_unrecognized(what));
+            } catch (const ChannelError&) {
+            }
+          }
+          if (self->channel_watch_.get() != watch) return;  // replaced meanwhile
+        }
+        Waiter{self, watch}();
+      });
+    }
+  };
+  Waiter{this, watch}();
+}
+
+void Worker::on_channel_message(const proto::DecodedMessage& msg, std::vector<UniqueFd> fds) {
+  if (msg.type == "stop") return stop("asked by the supervisor");
+  if (msg.type == "handover" && fds.size() == 1)
+    return hand_over(std::move(fds[0]), std::chrono::milliseconds(msg.body.value("drain_ms", 5000u)));
+  if (msg.type == "handover-peer" && fds.size() == 1) return receive_objects(std::move(fds[0]));
+  if (msg.type == "takeover") {
+    if (reading_) return;
+    spdlog::info("takeover: the previous worker is gone; restoring and serving");
+    return start_reading(/*restore=*/true);
+  }
+  if (msg.type == "resume") {
+    if (!handing_over_) return;
+    spdlog::info("upgrade called off: reading the device again");
+    handing_over_ = false;
+    handover_peer_.reset();
+    device_->resume_reading();
+    listen_for_supervisor();
+    return;
+  }
+  if (msg.type == "unrecognized") {
+    spdlog::warn("supervisor did not recognize our message: {}", msg.body.value("what", std::string("?")));
+    return;
+  }
+  spdlog::warn("unrecognized message \"{}\" from the supervisor", msg.type);
+  try {
+    send_json(channel_.get(), proto::make_unrecognized(msg.type));
+  } catch (const ChannelError&) {
+  }
+}
+
+// ---- upgrade: outgoing side ----
+
+void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
+  if (handing_over_ || stopping_) return;
+  spdlog::info("handover: stopping reads, draining {} in-flight requests (bound {} ms)", engine_->inflight(),
+               drain.count());
+  handing_over_ = true;
+  handover_peer_ = std::move(peer);
+  device_->stop_reading();
+  listener_.reset();  // a new supervisor must find the successor, not us
+  // No deadline of our own: the supervisor kills us if we do not finish in
+  // time and lets the successor restore.
+  if (engine_->inflight() == 0) send_objects();
+}
+
+void Worker::send_objects() {
+  if (!handing_over_ || !handover_peer_) return;
+  const int peer = handover_peer_.get();
+  auto objects = engine_->export_objects();
+  try {
+    send_json(peer, proto::make_hello("worker", ::getpid()));
+    auto hello = receive_message(peer, PEER_TIMEOUT);
+    if (hello.message.type != "hello") throw ChannelError("expected hello from the successor");
+    negotiate_or_throw(hello.message.body, "successor");
+    for (std::size_t i = 0; i < objects.size(); i += proto::MAX_FDS_PER_MESSAGE) {
+      const auto n = std::min(proto::MAX_FDS_PER_MESSAGE, objects.size() - i);
+      nlohmann::json list = nlohmann::json::array();
+      std::vector<int> fds;
+      for (std::size_t j = i; j < i + n; ++j) {
+        list.push_back({{"object_id", objects[j]->object_id}, {"blob_id", objects[j]->blob_id}});
+        fds.push_back(objects[j]->anon_fd.get());
+      }
+      send_json(peer, {{"type", "objects"}, {"fds", n}, {"objects", list}}, fds);
+    }
+    send_json(peer, {{"type", "objects-done"}, {"count", objects.size()}});
+    spdlog::info("handover: sent {} objects to the successor", objects.size());
+    send_json(channel_.get(), {{"type", "handed-over"}, {"objects", objects.size()}});
+  } catch (const ChannelError& e) {
+    // Our copies of the fds close when we exit; the successor restores.
+    spdlog::error("handover to the successor failed: {}", e.what());
+  }
+  objects.clear();  // close our copies now: the successor owns the objects
+  handover_peer_.reset();
+  stopping_ = true;
+  loop_.stop();
+}
+
+// ---- upgrade: incoming side ----
+
+void Worker::receive_objects(UniqueFd peer_fd) {
+  if (reading_) {
+    spdlog::warn("handover-peer while already serving: ignored");
+    return;
+  }
+  // Blocking but bounded: in standby nothing else needs this thread, and the
+  // outgoing worker's drain is bounded by the supervisor's kill.
+  auto peer = std::make_shared<UniqueFd>(std::move(peer_fd));
+  auto watch = std::make_shared<asio::posix::stream_descriptor>(loop_, ::dup(peer->get()));
+  watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, peer, watch](boost::system::error_code ec) {
+    if (ec || reading_) return;
+    std::size_t imported = 0, received_total = 0;
+    try {
+      auto hello = receive_message(peer->get(), PEER_TIMEOUT);
+      if (hello.message.type != "hello") throw ChannelError("expected hello from the predecessor");
+      negotiate_or_throw(hello.message.body, "predecessor");
+      send_json(peer->get(), proto::make_hello("worker", ::getpid()));
+      for (;;) {
+        auto msg = receive_message(peer->get(), PEER_TIMEOUT);
+        if (msg.message.type == "objects-done") break;
+        if (msg.message.type != "objects") throw ChannelError("unexpected \"" + msg.message.type + "\"");
+        const auto& list = msg.message.body.at("objects");
+        if (!list.is_array() || list.size() != msg.fds.size())
+          throw ChannelError("objects list does not match the fds carried");
+        for (std::size_t i = 0; i < list.size(); ++i) {
+          ++received_total;
+          if (engine_->import_object(list[i].at("object_id").get<std::uint32_t>(),
+                                     list[i].at("blob_id").get<std::string>(), std::move(msg.fds[i])))
+            ++imported;
+        }
+      }
+    } catch (const std::exception& e) {
+      // Partial is fine: what we hold stays open; the rest closed with the
+      // predecessor. The supervisor sends "takeover" once it is reaped.
+      spdlog::error("handover from the predecessor incomplete after {} objects: {}", received_total, e.what());
+      return;
+    }
+    spdlog::info("handover: received {} objects ({} imported); serving without restore", received_total, imported);
+    start_reading(/*restore=*/false);
+  });
+}
+
+// ---- adoption by a new supervisor ----
+
+void Worker::listen_for_supervisor() {
+  if (listener_) return;
+  const auto path = config_.state_dir / std::string(WORKER_SOCKET);
+  const auto tmp = config_.state_dir / fmt::format("{}.{}", WORKER_SOCKET, ::getpid());
+  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (!fd || tmp.string().size() >= sizeof addr.sun_path) {
+    spdlog::error("cannot create {}: adoption by a new supervisor will not work", path.string());
+    return;
+  }
+  std::strcpy(addr.sun_path, tmp.c_str());
+  ::unlink(tmp.c_str());
+  const mode_t old_mask = ::umask(0177);
+  const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::umask(old_mask);
+  // Bind under a private name, then rename over the well-known one: an
+  // upgrade's successor replaces its predecessor's socket atomically.
+  if (rc < 0 || ::listen(fd.get(), 4) < 0 || ::rename(tmp.c_str(), path.c_str()) < 0) {
+    spdlog::error("cannot listen on {}: {}; adoption by a new supervisor will not work", path.string(),
+                  sys::errno_name(errno));
+    ::unlink(tmp.c_str());
+    return;
+  }
+  listener_path_ = path.string();
+  listener_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd.release());
+  accept_supervisor();
+}
+
+void Worker::accept_supervisor() {
+  auto* listener = listener_.get();
+  listener->async_wait(asio::posix::stream_descriptor::wait_read, [this, listener](boost::system::error_code ec) {
+    if (ec || listener_.get() != listener) return;
+    UniqueFd conn{::accept4(listener->native_handle(), nullptr, nullptr, SOCK_CLOEXEC)};
+    if (conn) adopt(std::move(conn));
+    if (listener_.get() == listener) accept_supervisor();
+  });
+}
+
+void Worker::adopt(UniqueFd conn) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+      (cred.uid != 0 && cred.uid != ::getuid())) {
+    spdlog::warn("worker.sock: refused peer uid={}", cred.uid);
+    return;
+  }
+  try {
+    if (!supervisor_gone_ || handing_over_ || stopping_) {
+      send_json(conn.get(), {{"type", "refused"},
+                             {"why", supervisor_gone_ ? "worker is stopping" : "worker still has a supervisor"}});
+      spdlog::warn("refused adoption by pid={}: {}", cred.pid,
+                   supervisor_gone_ ? "stopping" : "our supervisor is alive");
+      return;
+    }
+    auto hello = receive_message(conn.get(), PEER_TIMEOUT);
+    if (hello.message.type != "hello") throw ChannelError("expected hello");
+    negotiate_or_throw(hello.message.body, "adopting supervisor");
+    send_json(conn.get(), proto::make_hello("worker", ::getpid()));
+    const int fds[] = {device_->fd()};
+    send_json(conn.get(),
+              {{"type", "adopt"},
+               {"fds", 1},
+               {"pid", ::getpid()},
+               {"generation", generation_},
+               {"rdev", rdev_},
+               {"version", std::string(proto::VERSION)},
+               {"serving", reading_}},
+              fds);
+  } catch (const ChannelError& e) {
+    spdlog::warn("adoption by pid={} failed: {}", cred.pid, e.what());
+    return;
+  }
+  spdlog::info("adopted by a new supervisor pid={}", cred.pid);
+  channel_ = std::move(conn);
+  set_nonblocking(channel_.get());
+  supervisor_gone_ = false;
+  watch_channel();
 }
 
 }  // namespace ondemand::worker

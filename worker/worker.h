@@ -1,35 +1,103 @@
 // ondemand-worker's top object: handshake with the supervisor, receive the
-// device fd, restore, serve until told to stop.
+// device fd, restore, serve until told to stop; hand the object table over
+// on upgrade; let a new supervisor adopt it when the old one died.
 //
 // Startup, as steps:
 //   1. hello both ways on the channel; agree on a protocol version;
 //   2. receive "device" with the /dev/cachefiles fd and check it is the
 //      character device the supervisor announced (fstat st_rdev);
 //   3. attach the shared state and open the backend;
-//   4. write `restore`: the supervisor only starts us once every previous
-//      worker is reaped, so nothing else can hold a request we re-queue;
-//   5. say "serving" and run the event loop.
+//   4. unless started as an upgrade's standby: write `restore` (the
+//      supervisor starts us only once every previous worker is reaped, so
+//      nothing else can hold a request we re-queue) and read;
+//   5. say "serving", listen on <state_dir>/worker.sock for a future
+//      supervisor, and run the event loop.
 // The worker keeps its own reference to the device: if the supervisor dies
-// the worker finishes, and keeps serving, on its own.
+// the worker serves on, and a new supervisor can adopt it.
 #pragma once
 
-#include <filesystem>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/config.h"
+#include "common/shared_state.h"
 #include "common/unique_fd.h"
 #include "proto/exit_codes.h"
+#include "proto/handoff.h"
+#include "worker/backends/backend.h"
+#include "worker/cachefiles_device.h"
+#include "worker/engine.h"
 
 namespace ondemand::worker {
 
 class Worker {
  public:
   Worker(Config config, UniqueFd channel);
+  ~Worker();
   // Returns the exit code for main(). Throws ConfigError on bad config.
   proto::ExitCode run();
 
  private:
+  struct Handoff {
+    UniqueFd device;
+    std::uint64_t generation = 0;
+    std::uint64_t rdev = 0;
+    std::string shm_name;
+    bool restore = true;
+    bool standby = false;
+  };
+  Handoff handshake();
+  void start_reading(bool restore);
+  void stop(std::string_view why);
+  void on_request_done();
+  void heartbeat();
+  void report_serving();
+
+  void watch_channel();
+  void on_channel_message(const proto::DecodedMessage& msg, std::vector<UniqueFd> fds);
+
+  // Upgrade, as the outgoing worker (A).
+  void hand_over(UniqueFd peer, std::chrono::milliseconds drain);
+  void send_objects();
+  // Upgrade, as the incoming worker (B).
+  void receive_objects(UniqueFd peer);
+
+  // Adoption by a new supervisor.
+  void listen_for_supervisor();
+  void accept_supervisor();
+  void adopt(UniqueFd connection);
+
   Config config_;
   UniqueFd channel_;
+  boost::asio::io_context loop_{1};
+  std::optional<SharedStateMapping> shm_;
+  proto::SharedState local_state_{};
+  proto::SharedState* state_ = &local_state_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<CachefilesDevice> device_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> channel_watch_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> listener_;
+  std::string listener_path_;
+  boost::asio::signal_set signals_{loop_};
+  boost::asio::steady_timer heartbeat_timer_{loop_};
+  boost::asio::steady_timer drain_deadline_{loop_};
+  std::uint64_t generation_ = 0;
+  std::uint64_t rdev_ = 0;
+  bool reading_ = false;
+  bool stopping_ = false;
+  bool supervisor_gone_ = false;
+  // Set while handing over: the peer socket, waiting for in-flight == 0.
+  UniqueFd handover_peer_;
+  bool handing_over_ = false;
 };
 
 }  // namespace ondemand::worker

@@ -1,0 +1,67 @@
+#include "supervisor/adopt.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/channel.h"
+#include "common/sys.h"
+#include "proto/handoff.h"
+#include "supervisor/worker_process.h"
+
+namespace ondemand::supervisor {
+using namespace std::chrono_literals;
+
+std::optional<AdoptedWorker> try_adopt(const std::filesystem::path& state_dir) {
+  const auto path = state_dir / "worker.sock";
+  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (!fd || path.string().size() >= sizeof addr.sun_path) return std::nullopt;
+  std::strcpy(addr.sun_path, path.c_str());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+    if (errno != ENOENT && errno != ECONNREFUSED)
+      spdlog::warn("{}: {}; starting without adoption", path.string(), sys::errno_name(errno));
+    return std::nullopt;
+  }
+  try {
+    send_json(fd.get(), proto::make_hello("supervisor", ::getpid()));
+    auto first = receive_message(fd.get(), 5s);
+    if (first.message.type == "refused")
+      throw AdoptError(fmt::format("a worker is running on {} and refuses adoption: {}", path.string(),
+                                   first.message.body.value("why", std::string("?"))));
+    if (first.message.type != "hello") throw ChannelError("expected hello, got " + first.message.type);
+    auto adopt = receive_message(fd.get(), 5s);
+    if (adopt.message.type != "adopt" || adopt.fds.size() != 1)
+      throw ChannelError("expected \"adopt\" with the device fd, got " + adopt.message.type);
+    const auto& a = adopt.message.body;
+    AdoptedWorker w;
+    w.pid = a.value("pid", -1);
+    w.generation = a.value("generation", std::uint64_t{0});
+    w.rdev = static_cast<dev_t>(a.value("rdev", std::uint64_t{0}));
+    w.version = a.value("version", std::string("?"));
+    w.serving = a.value("serving", false);
+    w.device = std::move(adopt.fds[0]);
+    struct stat st{};
+    if (::fstat(w.device.get(), &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != w.rdev)
+      throw ChannelError("the adopted worker's fd is not the announced /dev/cachefiles");
+    w.pidfd = open_pidfd(w.pid);
+    w.channel = std::move(fd);
+    return w;
+  } catch (const AdoptError&) {
+    throw;
+  } catch (const ChannelError& e) {
+    throw AdoptError(fmt::format("adopting the worker behind {} failed: {}", path.string(), e.what()));
+  } catch (const std::runtime_error& e) {
+    throw AdoptError(fmt::format("adopting the worker behind {} failed: {}", path.string(), e.what()));
+  }
+}
+
+}  // namespace ondemand::supervisor
