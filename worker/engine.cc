@@ -235,8 +235,11 @@ void Engine::handle_read(const proto::ReadRequest& request) {
       }
       auto w = sys::pwrite_full(object->anon_fd.get(), span.data(), n, pos);
       if (!w.ok()) {
-        spdlog::warn("READ msg_id={} object_id={} pwrite off={} len={} failed: {}", request.msg_id,
-                     request.object_id, pos, n, sys::errno_name(w.err));
+        // ENOBUFS: cachefiles_has_space() found cache_dir below its free
+        // space threshold (or the object lost its cache file).
+        spdlog::warn("READ msg_id={} object_id={} pwrite off={} len={} failed: {}{}", request.msg_id,
+                     request.object_id, pos, n, sys::errno_name(w.err),
+                     w.err == ENOBUFS ? " (cache_dir full?)" : "");
         ok = false;
         break;
       }

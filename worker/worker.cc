@@ -424,15 +424,16 @@ void Worker::adopt(UniqueFd conn) {
     return;
   }
   try {
-    if (!supervisor_gone_ || handing_over_ || stopping_) {
-      send_json(conn.get(), {{"type", "refused"},
-                             {"why", supervisor_gone_ ? "worker is stopping" : "worker still has a supervisor"}});
-      spdlog::warn("refused adoption by pid={}: {}", cred.pid,
-                   supervisor_gone_ ? "stopping" : "our supervisor is alive");
-      return;
-    }
+    // Read the hello first in every case, so a refusal reaches the peer as a
+    // reply rather than as a broken pipe on its own hello.
     auto hello = receive_message(conn.get(), PEER_TIMEOUT);
     if (hello.message.type != "hello") throw ChannelError("expected hello");
+    if (!supervisor_gone_ || handing_over_ || stopping_) {
+      const char* why = supervisor_gone_ ? "worker is stopping or handing over" : "worker still has a live supervisor";
+      send_json(conn.get(), {{"type", "refused"}, {"why", why}});
+      spdlog::warn("refused adoption by pid={}: {}", cred.pid, why);
+      return;
+    }
     negotiate_or_throw(hello.message.body, "adopting supervisor");
     send_json(conn.get(), proto::make_hello("worker", ::getpid()));
     const int fds[] = {device_->fd()};

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdio>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -52,6 +54,10 @@ struct Tally {
   std::atomic<std::uint64_t> read_errors{0}, mismatches{0}, mount_errors{0};
   std::atomic<std::uint64_t> missing_ok{0}, missing_unexpected{0};
   std::atomic<std::uint64_t> longest_stall_ns{0};
+  std::mutex gaps_mutex;
+  std::vector<std::uint32_t> gaps_us;  // every read gap, for the normal latency
+  FILE* stall_log = nullptr;
+  std::uint64_t stall_log_ns = 0;
   std::mutex first_error_mutex;
   std::string first_error;
   void error(std::atomic<std::uint64_t>& counter, std::string what) {
@@ -61,6 +67,17 @@ struct Tally {
     if (first_error.empty()) first_error = std::move(what);
   }
   void stall(std::uint64_t ns) {
+    {
+      std::lock_guard lock(gaps_mutex);
+      gaps_us.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>(ns / 1000, UINT32_MAX)));
+      if (stall_log && ns >= stall_log_ns) {
+        timespec ts{};
+        ::clock_gettime(CLOCK_BOOTTIME, &ts);
+        std::fprintf(stall_log, "%ld.%03ld %.3f\n", static_cast<long>(ts.tv_sec), ts.tv_nsec / 1'000'000L,
+                     static_cast<double>(ns) / 1e6);
+        std::fflush(stall_log);
+      }
+    }
     auto cur = longest_stall_ns.load();
     while (ns > cur && !longest_stall_ns.compare_exchange_weak(cur, ns)) {
     }
@@ -243,11 +260,28 @@ void run_round(const Options& o, const Config& config, unsigned round, Tally& ta
     });
   for (auto& t : threads) t.join();
   for (const auto& m : mounted) {
-    if (::umount2(m.mnt.c_str(), 0) < 0)
+    if (::umount2(m.mnt.c_str(), 0) < 0) {
       tally.error(tally.mount_errors, fmt::format("umount {}: {}", m.mnt.string(), sys::errno_name(errno)));
+      continue;
+    }
     std::error_code ec;
     fs::remove(m.link, ec);
+    // Every round adds a whole image to the cache and nothing culls in
+    // on-demand mode: drop the unmounted volume ("I" + volume key
+    // "erofs,<fsid>") or a long run fills cache_dir and cachefiles refuses
+    // writes with ENOBUFS.
+    const auto volume = config.cache_dir / "cache" / ("Ierofs," + m.link.filename().string());
+    fs::remove_all(volume, ec);
+    if (ec) spdlog::warn("cannot remove cache volume {}: {}", volume.string(), ec.message());
   }
+}
+
+nlohmann::json read_gap_summary(Tally& tally) {
+  std::lock_guard lock(tally.gaps_mutex);
+  std::vector<double> ms;
+  ms.reserve(tally.gaps_us.size());
+  for (auto us : tally.gaps_us) ms.push_back(us / 1000.0);
+  return {{"p50", percentile(ms, 0.50)}, {"p99", percentile(ms, 0.99)}, {"count", ms.size()}};
 }
 
 }  // namespace
@@ -286,6 +320,13 @@ nlohmann::json run(const Options& o) {
   const auto restores0 = st.counters.restores.load();
   const auto hangs0 = st.hangs_detected.load();
   Tally tally;
+  std::unique_ptr<FILE, decltype(&std::fclose)> stall_log(nullptr, &std::fclose);
+  if (!o.stall_log.empty()) {
+    stall_log.reset(std::fopen(o.stall_log.c_str(), "w"));
+    if (!stall_log) throw std::runtime_error("cannot write " + o.stall_log.string());
+    tally.stall_log = stall_log.get();
+    tally.stall_log_ns = std::uint64_t{o.stall_log_ms} * 1'000'000;
+  }
   KillStats kills;
   std::atomic<bool> done{false};
   std::thread killer_thread;
@@ -293,7 +334,13 @@ nlohmann::json run(const Options& o) {
 
   const auto t0 = std::chrono::steady_clock::now();
   unsigned round = 0;
-  while (round < o.rounds || (o.kill && kills.kills < o.min_kills)) {
+  auto more = [&] {
+    if (round < o.rounds) return true;
+    if (o.kill && kills.kills < o.min_kills) return true;
+    std::error_code ec;
+    return !o.until_file.empty() && !fs::exists(o.until_file, ec);
+  };
+  while (more()) {
     if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(o.max_seconds)) {
       spdlog::warn("time limit of {} s reached after {} rounds", o.max_seconds, round);
       break;
@@ -319,6 +366,7 @@ nlohmann::json run(const Options& o) {
       {"mismatches", tally.mismatches.load()},
       {"mount_errors", tally.mount_errors.load()},
       {"longest_reader_stall_ms", ns_to_ms(tally.longest_stall_ns.load())},
+      {"read_gap_ms", read_gap_summary(tally)},
       {"recovery_ms",
        {{"p50", percentile(kills.recovery_ms, 0.50)},
         {"p99", percentile(kills.recovery_ms, 0.99)},

@@ -49,6 +49,15 @@ struct Options {
   bool missing_blob = false;      // also mount a missing blob each round; it must fail
   std::uint64_t seed = 1;
   unsigned max_seconds = 1800;    // stop starting rounds after this
+  // Keep starting rounds (beyond `rounds`) until this file exists: lets a
+  // scenario keep reads going while it upgrades or restarts things.
+  std::filesystem::path until_file;
+  // Every gap between two completed read() calls of one reader that is at
+  // least stall_log_ms long is logged here as "<CLOCK_BOOTTIME s> <gap ms>",
+  // so a scenario can attribute stalls to its own events (/proc/uptime is
+  // CLOCK_BOOTTIME too).
+  std::filesystem::path stall_log;
+  unsigned stall_log_ms = 20;
 };
 
 // Runs the whole thing; returns the report. Throws on setup errors.

@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   app.add_flag("--missing-blob", o.missing_blob, "also mount a missing blob each round; it must fail");
   app.add_option("--seed", o.seed, "random seed");
   app.add_option("--max-seconds", o.max_seconds, "stop starting rounds after this");
+  app.add_option("--until-file", o.until_file, "after --rounds, keep starting rounds until this file exists");
+  app.add_option("--stall-log", o.stall_log, "log read gaps >= --stall-log-ms as \"<boottime s> <gap ms>\"");
+  app.add_option("--stall-log-ms", o.stall_log_ms, "threshold for --stall-log");
   CLI11_PARSE(app, argc, argv);
   ondemand::init_logging("chaos");
   try {
