@@ -79,6 +79,7 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
            throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
        }}},
       {"prefetch", {false, [](Config& c, auto k, auto& v) { c.prefetch = as_bool(k, v); }}},
+      {"spare_worker", {false, [](Config& c, auto k, auto& v) { c.spare_worker = as_bool(k, v); }}},
       {"watchdog_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.watchdog_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
       {"control_uids", {false, [](Config& c, auto k, auto& v) {

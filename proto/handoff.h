@@ -14,6 +14,13 @@
 //   W->S  {"type":"serving","generation":G}
 //   S->W  {"type":"stop"}              (graceful stop; the worker drains and exits 0)
 //
+// Warm spare: a worker started with "standby":true,"spare":true holds the
+// device without reading it. When the serving worker dies and is reaped,
+//   S->W  {"type":"takeover","generation":G}  the spare writes `restore` and
+//                                      serves as generation G (assigned now)
+// (milliseconds, where starting a process takes tens to hundreds). A spare
+// whose supervisor dies exits: only a supervisor can promote it.
+//
 // Rolling upgrade, old worker A, new worker B (started with "standby":true:
 // it holds the device but does not read it). The supervisor creates a
 // socketpair and gives one end to each:
@@ -46,9 +53,9 @@
 // and carry on: an unknown message is never fatal.
 //
 // Changelog:
-//   1  initial: hello, device, serving, stop, handover, handover-peer,
-//      objects, objects-done, handed-over, takeover, resume, adopt, refused,
-//      unrecognized.
+//   1  initial: hello, device (standby, spare), serving, stop, handover,
+//      handover-peer, objects, objects-done, handed-over, takeover, resume,
+//      adopt, refused, unrecognized.
 #pragma once
 
 #include <cstdint>

@@ -42,13 +42,18 @@ int main(int argc, char** argv) {
     spdlog::info("ondemand-supervisor {} starting with {}", ondemand::proto::VERSION, config_path);
     namespace sv = ondemand::supervisor;
     auto policy = sv::policy_options_from(config);
+    // Claim what systemd passed (fd store) before anything else, even when a
+    // worker is adopted below: otherwise fd 3 stays open and inheritable next
+    // to the adopted copy, and LISTEN_* leak into every worker's environment.
+    auto stored = ondemand::systemd::take_listen_fd("cachefiles");
     // 1. A worker that outlived its supervisor holds the device: adopt it.
     if (auto adopted = sv::try_adopt(config.state_dir)) {
+      stored.reset();  // the same device; systemd keeps its own copy
       sv::Supervisor supervisor(std::move(config), config_path, std::move(*adopted), policy);
       return supervisor.run();
     }
     // 2. Under systemd the bound device may wait in the fd store.
-    if (auto stored = ondemand::systemd::take_listen_fd("cachefiles")) {
+    if (stored) {
       struct stat st{};
       if (::fstat(stored->get(), &st) == 0 && S_ISCHR(st.st_mode)) {
         spdlog::info("cache still bound: /dev/cachefiles fd came back from systemd's fd store");

@@ -8,6 +8,7 @@
 
 #include <fstream>
 
+#include <boost/asio/post.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -59,7 +60,12 @@ struct Supervisor::Running {
   std::filesystem::path binary;
   Clock::time_point started = Clock::now();
   bool handshake_ok = false;
+  bool standby = false;
+  bool spare = false;
   bool serving = false;
+  // Called once the handshake completed (the device fd was handed over).
+  std::function<void()> on_ready;
+  std::unique_ptr<asio::steady_timer> handshake_timer;
   bool killed_by_us = false;
   bool adopted = false;
   bool handed_over = false;   // outgoing worker said "handed-over"
@@ -80,7 +86,8 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, BoundCa
       restart_timer_(loop_),
       health_timer_(loop_),
       shutdown_timer_(loop_),
-      upgrade_timer_(loop_) {
+      upgrade_timer_(loop_),
+      spare_timer_(loop_) {
   init_shared_state();
 }
 
@@ -145,7 +152,8 @@ int Supervisor::run() {
   check_health();
   loop_.run();
   control_.reset();
-  spdlog::info("supervisor exiting; releasing /dev/cachefiles unbinds the cache");
+  spdlog::info("supervisor exiting; the cache stays bound only if another reference to /dev/cachefiles "
+               "exists (systemd's fd store)");
   return 0;
 }
 
@@ -162,11 +170,13 @@ void Supervisor::write_pid_file(pid_t pid) {
 // ---- spawning ----
 
 std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::path& binary, bool standby,
-                                                        std::string* why) {
+                                                        std::string* why, bool spare) {
   auto& state = shm_->state();
   auto w = std::make_unique<Running>();
   w->generation = state.generation.fetch_add(1) + 1;
   w->binary = binary;
+  w->standby = standby;
+  w->spare = spare;
   try {
     auto p = spawn_worker(binary, {"--config", config_path_.string()});
     w->pid = p.pid;
@@ -176,16 +186,26 @@ std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::pa
     *why = fmt::format("cannot spawn {}: {}", binary.string(), e.what());
     return nullptr;
   }
+  ::fcntl(w->channel.get(), F_SETFL, ::fcntl(w->channel.get(), F_GETFL) | O_NONBLOCK);
   spdlog::info("spawned worker pid={} generation={} binary={}{}", w->pid, w->generation, binary.string(),
-               standby ? " (standby for an upgrade)" : "");
-  // Handshake, bounded. A worker that dies meanwhile makes it throw.
+               spare ? " (spare)" : standby ? " (standby for an upgrade)" : "");
+  // The handshake runs on the event loop (on_message): a starting worker,
+  // however slow, never stops us noticing another one's death. Bounded here.
+  auto* raw = w.get();
+  w->handshake_timer = std::make_unique<asio::steady_timer>(loop_, HANDSHAKE_TIMEOUT);
+  w->handshake_timer->async_wait([this, raw](boost::system::error_code ec) {
+    if (!ec && ours(raw) && !raw->handshake_ok) kill(raw, "no handshake within the bound");
+  });
+  return w;
+}
+
+// The worker's hello arrived: agree on a version, hand over the device.
+void Supervisor::complete_handshake(Running* w, const proto::DecodedMessage& hello) {
+  const auto& h = hello.body;
+  w->version = h.value("version", std::string("?"));
+  auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX, h.value("proto_min", 0u),
+                                  h.value("proto_max", 0u));
   try {
-    auto hello = receive_message(w->channel.get(), HANDSHAKE_TIMEOUT);
-    if (hello.message.type != "hello") throw ChannelError("expected hello, got " + hello.message.type);
-    const auto& h = hello.message.body;
-    w->version = h.value("version", std::string("?"));
-    auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX, h.value("proto_min", 0u),
-                                    h.value("proto_max", 0u));
     send_json(w->channel.get(), proto::make_hello("supervisor", ::getpid()));
     if (!version)
       throw ChannelError(fmt::format("no common handoff protocol version (worker {}..{}, us {}..{})",
@@ -198,18 +218,19 @@ std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::pa
                {"generation", w->generation},
                {"rdev", static_cast<std::uint64_t>(cache_.rdev)},
                {"shm", shm_->name()},
-               {"restore", !standby},
-               {"standby", standby}},
+               {"restore", !w->standby},
+               {"standby", w->standby},
+               {"spare", w->spare}},
               fds);
-    w->handshake_ok = true;
-    spdlog::info("handed /dev/cachefiles to worker pid={} (version {}, handoff protocol {})", w->pid, w->version,
-                 *version);
   } catch (const ChannelError& e) {
-    *why = fmt::format("handshake with worker pid={} failed: {}", w->pid, e.what());
-    spdlog::error("{}", *why);
+    spdlog::error("handshake with worker pid={} failed: {}", w->pid, e.what());
+    return kill(w, "handshake failed");  // its death is handled like any other
   }
-  ::fcntl(w->channel.get(), F_SETFL, ::fcntl(w->channel.get(), F_GETFL) | O_NONBLOCK);
-  return w;
+  w->handshake_ok = true;
+  w->handshake_timer.reset();
+  spdlog::info("handed /dev/cachefiles to worker pid={} (version {}, handoff protocol {})", w->pid, w->version,
+               *version);
+  if (w->on_ready) std::exchange(w->on_ready, nullptr)();
 }
 
 void Supervisor::start_worker() {
@@ -228,7 +249,6 @@ void Supervisor::start_worker() {
   write_pid_file(w->pid);
   worker_ = std::move(w);
   watch_exit(worker_.get());
-  if (!worker_->handshake_ok) return kill(worker_.get(), "handshake failed");
   watch_channel(worker_.get());
 }
 
@@ -237,7 +257,7 @@ void Supervisor::start_worker() {
 void Supervisor::watch_exit(Running* w) {
   w->exit_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->pidfd.get()));
   w->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, w](boost::system::error_code ec) {
-    if (ec || (worker_.get() != w && incoming_.get() != w)) return;
+    if (ec || !ours(w)) return;
     if (auto status = try_reap(w->pidfd.get()))
       on_exit(w, *status);
     else
@@ -249,7 +269,7 @@ void Supervisor::watch_channel(Running* w) {
   if (!w->channel_watch)
     w->channel_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->channel.get()));
   w->channel_watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, w](boost::system::error_code ec) {
-    if (ec || (worker_.get() != w && incoming_.get() != w)) return;
+    if (ec || !ours(w)) return;
     for (;;) {
       auto received = recv_message(w->channel.get(), proto::MAX_MESSAGE_BYTES, proto::MAX_FDS_PER_MESSAGE);
       if (received.err == EAGAIN) break;
@@ -265,13 +285,18 @@ void Supervisor::watch_channel(Running* w) {
         } catch (const ChannelError&) {
         }
       }
-      if (worker_.get() != w && incoming_.get() != w) return;
+      if (!ours(w)) return;
     }
     watch_channel(w);
   });
 }
 
 void Supervisor::on_message(Running* w, const proto::DecodedMessage& msg) {
+  if (!w->handshake_ok) {
+    if (msg.type == "hello") return complete_handshake(w, msg);
+    spdlog::error("worker pid={} sent \"{}\" before its hello", w->pid, msg.type);
+    return kill(w, "protocol violation during the handshake");
+  }
   if (msg.type == "serving") {
     w->serving = true;
     return on_serving(w);
@@ -313,11 +338,37 @@ void Supervisor::on_serving(Running* w) {
     return;  // otherwise finished when the outgoing worker is reaped
   }
   if (!incoming_) st.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+  if (w == worker_.get()) {
+    spare_failures_ = 0;
+    asio::post(loop_, [this] { maybe_spawn_spare(); });
+  }
 }
 
 void Supervisor::on_exit(Running* w, const ExitStatus& status) {
   const std::string desc = status.known ? proto::describe_exit(status.exited, status.code)
                                         : std::string("ended (adopted, exit status unknown)");
+  if (w == spare_.get() || !(w == worker_.get() || w == incoming_.get())) {
+    const bool was_spare = w == spare_.get();
+    spdlog::log(was_spare && !shutting_down_ ? spdlog::level::warn : spdlog::level::info,
+                "{} worker pid={} generation={} {}", was_spare ? "spare" : "retired", w->pid, w->generation, desc);
+    if (was_spare) {
+      spare_.reset();
+      if (!shutting_down_) {
+        // A spare that cannot start must not spin: retry slowly, and at the
+        // park cadence once it keeps failing.
+        const auto delay = ++spare_failures_ >= 3 ? std::chrono::milliseconds(config_.park_retry_ms)
+                                                   : std::chrono::milliseconds(5000);
+        spare_timer_.expires_after(delay);
+        spare_timer_.async_wait([this](boost::system::error_code ec) {
+          if (!ec) maybe_spawn_spare();
+        });
+      }
+    } else {
+      std::erase_if(retired_, [w](const auto& r) { return r.get() == w; });
+    }
+    finish_shutdown_if_done();
+    return;
+  }
   const bool outgoing = w == worker_.get();
   spdlog::log(shutting_down_ || w->handed_over ? spdlog::level::info : spdlog::level::warn,
               "worker pid={} generation={} {} after {:.0f} ms ({}{})", w->pid, w->generation, desc,
@@ -327,6 +378,7 @@ void Supervisor::on_exit(Running* w, const ExitStatus& status) {
 
   // The incoming worker of an upgrade died.
   incoming_.reset();
+  if (shutting_down_) return finish_shutdown_if_done();
   if (upgrade_reply_) finish_upgrade(false, fmt::format("the new worker {} before serving", desc));
   if (worker_ && worker_->handover_sent && !worker_->handed_over) {
     spdlog::info("asking worker pid={} to resume reading", worker_->pid);
@@ -357,8 +409,7 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   if (shutting_down_) {
     if (incoming_) return kill(incoming_.get(), "supervisor stopping");
     state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::STOPPED));
-    loop_.stop();
-    return;
+    return finish_shutdown_if_done();
   }
   if (incoming_) {
     // Upgrade: the outgoing worker is gone for good, so the incoming one may
@@ -393,10 +444,81 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   } else {
     spdlog::info("restarting worker now");
   }
+  if (!decision.parked && decision.delay.count() == 0 && promote_spare()) return;
   restart_timer_.expires_after(decision.delay);
   restart_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) start_worker();
   });
+}
+
+// The loop ends once every worker we started is reaped.
+void Supervisor::finish_shutdown_if_done() {
+  if (shutting_down_ && !worker_ && !incoming_ && !spare_ && retired_.empty()) loop_.stop();
+}
+
+bool Supervisor::ours(const Running* w) const {
+  if (w == worker_.get() || w == incoming_.get() || w == spare_.get()) return true;
+  for (const auto& r : retired_)
+    if (r.get() == w) return true;
+  return false;
+}
+
+void Supervisor::maybe_spawn_spare() {
+  if (!config_.spare_worker || spare_ || !worker_ || !worker_->serving || incoming_ || shutting_down_ ||
+      policy_.parked())
+    return;
+  // The spare runs what the serving worker runs (after an upgrade, the new
+  // binary); an adopted worker's binary is unknown, so the configured one.
+  const auto binary = worker_->adopted ? config_.worker_binary : worker_->binary;
+  std::string why;
+  auto spare = spawn(binary, /*standby=*/true, &why, /*spare=*/true);
+  if (!spare) {
+    spdlog::warn("no spare worker: {}", why);
+    return;
+  }
+  spare_ = std::move(spare);
+  watch_exit(spare_.get());
+  watch_channel(spare_.get());
+}
+
+// Failover without a process start: the spare already holds the device and
+// only waits for "takeover" to restore and read. Called once the previous
+// worker is reaped.
+bool Supervisor::promote_spare() {
+  if (!spare_ || !spare_->handshake_ok || spare_->killed_by_us) return false;
+  // Record who serves before it can serve: observers (pid file, status,
+  // ondemand-chaos) must never see the new generation with the old pid.
+  auto& state = shm_->state();
+  state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::STARTING));
+  state.worker_pid.store(static_cast<std::uint64_t>(spare_->pid));
+  write_pid_file(spare_->pid);
+  // Generations number workers in the order they start serving: the spare
+  // may have been spawned before the worker that just died.
+  spare_->generation = state.generation.fetch_add(1) + 1;
+  try {
+    send_json(spare_->channel.get(), {{"type", "takeover"}, {"generation", spare_->generation}});
+  } catch (const ChannelError& e) {
+    spdlog::warn("spare worker pid={} unreachable ({}); starting a fresh worker", spare_->pid, e.what());
+    kill(spare_.get(), "unreachable spare");
+    retired_.push_back(std::move(spare_));
+    return false;
+  }
+  worker_ = std::move(spare_);
+  worker_->started = Clock::now();
+  spdlog::info("promoted spare worker pid={} generation={}: restoring and serving", worker_->pid,
+               worker_->generation);
+  return true;
+}
+
+void Supervisor::retire(std::unique_ptr<Running> w, const char* why) {
+  if (!w) return;
+  spdlog::info("retiring worker pid={} generation={}: {}", w->pid, w->generation, why);
+  try {
+    send_json(w->channel.get(), {{"type", "stop"}});
+  } catch (const ChannelError&) {
+    kill(w.get(), why);
+  }
+  retired_.push_back(std::move(w));
 }
 
 void Supervisor::kill(Running* w, const char* why) {
@@ -440,12 +562,11 @@ void Supervisor::shutdown() {
   restart_timer_.cancel();
   health_timer_.cancel();
   upgrade_timer_.cancel();
+  spare_timer_.cancel();
   if (upgrade_reply_) finish_upgrade(false, "supervisor stopping");
   if (incoming_) kill(incoming_.get(), "supervisor stopping");
-  if (!worker_) {
-    if (!incoming_) loop_.stop();
-    return;
-  }
+  if (spare_) retire(std::move(spare_), "supervisor stopping");
+  if (!worker_) return finish_shutdown_if_done();
   spdlog::info("asking worker pid={} to stop", worker_->pid);
   try {
     send_json(worker_->channel.get(), {{"type", "stop"}});
@@ -480,6 +601,7 @@ nlohmann::json Supervisor::status() const {
       {"state", state_name(st.worker_state.load())},
       {"worker", describe(worker_.get())},
       {"incoming_worker", describe(incoming_.get())},
+      {"spare_worker", describe(spare_.get())},
       {"worker_binary", config_.worker_binary.string()},
       {"generation", st.generation.load()},
       {"restarts", st.restarts.load()},
@@ -546,21 +668,25 @@ void Supervisor::start_upgrade(const std::filesystem::path& binary, ControlServe
   if (incoming_ || upgrade_reply_) return reply(proto::control_error("an upgrade is already in progress"));
   if (!worker_ || !worker_->serving) return reply(proto::control_error("no serving worker to upgrade from"));
   spdlog::info("upgrade: worker pid={} ({}) -> {}", worker_->pid, worker_->version, binary.string());
+  spare_timer_.cancel();
+  retire(std::move(spare_), "spare of the old binary, before an upgrade");
   std::string why;
   auto incoming = spawn(binary, /*standby=*/true, &why);
   if (!incoming) return reply(proto::control_error("upgrade failed, old worker still serves: " + why));
   incoming_ = std::move(incoming);
-  watch_exit(incoming_.get());
-  if (!incoming_->handshake_ok) {
-    kill(incoming_.get(), "handshake failed");
-    return reply(proto::control_error("upgrade failed, old worker still serves: " + why));
-  }
-  watch_channel(incoming_.get());
   upgrade_reply_ = std::move(reply);
   shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::UPGRADING));
+  incoming_->on_ready = [this] { begin_handover(); };
+  watch_exit(incoming_.get());
+  watch_channel(incoming_.get());
+  // If it dies or fails its handshake instead, on_exit reports the failure.
+}
 
-  // Give each side one end of a fresh socketpair: the objects travel
-  // worker to worker, never through us.
+// The incoming worker holds the device in standby: give each side one end
+// of a fresh socketpair; the objects travel worker to worker, never
+// through us.
+void Supervisor::begin_handover() {
+  if (!incoming_ || !worker_) return;
   auto pair = make_seqpacket_pair();
   if (pair.err) {
     kill(incoming_.get(), "socketpair failed");
@@ -594,7 +720,9 @@ void Supervisor::start_upgrade(const std::filesystem::path& binary, ControlServe
 
 void Supervisor::finish_upgrade(bool ok, const std::string& message) {
   upgrade_timer_.cancel();
-  if (ok) shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+  asio::post(loop_, [this] { maybe_spawn_spare(); });
+  if (ok || (worker_ && worker_->serving))
+    shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
   if (!upgrade_reply_) return;
   auto reply = std::move(upgrade_reply_);
   upgrade_reply_ = nullptr;

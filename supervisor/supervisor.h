@@ -20,8 +20,10 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -56,7 +58,14 @@ class Supervisor {
   enum class Slot { CURRENT, INCOMING };
 
   void init_shared_state();
-  std::unique_ptr<Running> spawn(const std::filesystem::path& binary, bool standby, std::string* why);
+  std::unique_ptr<Running> spawn(const std::filesystem::path& binary, bool standby, std::string* why,
+                                 bool spare = false);
+  bool ours(const Running* w) const;
+  void complete_handshake(Running* w, const proto::DecodedMessage& hello);
+  void begin_handover();
+  void maybe_spawn_spare();
+  bool promote_spare();
+  void retire(std::unique_ptr<Running> w, const char* why);
   void start_worker();
   void watch_exit(Running* w);
   void watch_channel(Running* w);
@@ -67,6 +76,7 @@ class Supervisor {
   void check_health();
   void kill(Running* w, const char* why);
   void shutdown();
+  void finish_shutdown_if_done();
   void write_pid_file(pid_t pid);
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
   nlohmann::json status() const;
@@ -87,6 +97,10 @@ class Supervisor {
   std::optional<SharedStateMapping> shm_;
   std::unique_ptr<Running> worker_;    // the one serving (or starting)
   std::unique_ptr<Running> incoming_;  // an upgrade's successor, in standby
+  std::unique_ptr<Running> spare_;     // warm standby for the next failover
+  std::vector<std::unique_ptr<Running>> retired_;  // told to stop, not yet reaped
+  boost::asio::steady_timer spare_timer_;
+  unsigned spare_failures_ = 0;
   std::unique_ptr<ControlServer> control_;
   ControlServer::Reply upgrade_reply_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -44,7 +44,7 @@ namespace ondemand::worker {
 struct EngineOptions {
   std::uint32_t max_inflight = 64;
   std::uint32_t io_threads = 4;
-  std::uint64_t fill_window = 1 << 20;  // multiple of PAGE_SIZE
+  std::uint64_t fill_window = 4 << 20;  // multiple of PAGE_SIZE
   bool prefetch = false;
   // Minimum spacing of restores asked for by unknown-object READs, so an
   // object that stays open elsewhere cannot make us spin.

@@ -75,6 +75,7 @@ Worker::Handoff Worker::handshake() {
   out.shm_name = d.value("shm", std::string());
   out.restore = d.value("restore", true);
   out.standby = d.value("standby", false);
+  out.spare = d.value("spare", false);
 
   struct stat st{};
   if (::fstat(out.device.get(), &st) < 0)
@@ -129,8 +130,10 @@ proto::ExitCode Worker::run() {
   watch_channel();
   heartbeat();
 
+  spare_ = handoff.spare;
   if (handoff.standby) {
-    spdlog::info("generation {} in standby for an upgrade: holding the device, not reading it", generation_);
+    spdlog::info("generation {} in standby {}: holding the device, not reading it", generation_,
+                 spare_ ? "as a spare for the next failover" : "for an upgrade");
   } else {
     start_reading(handoff.restore);
   }
@@ -159,6 +162,7 @@ void Worker::start_reading(bool restore) {
                generation_, backend_->describe(), restore, engine_->objects(), config_.max_inflight,
                config_.io_threads, config_.fill_window);
   reading_ = true;
+  state_->heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
   device_->start(*engine_);
   listen_for_supervisor();
   report_serving();
@@ -174,8 +178,12 @@ void Worker::report_serving() {
 }
 
 void Worker::heartbeat() {
-  state_->heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
-  state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
+  // Only the worker that reads the device beats: a standby (spare or
+  // upgrade successor) writing the shared fields would mask a hung server.
+  if (reading_ && !handing_over_) {
+    state_->heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
+  }
   heartbeat_timer_.expires_after(HEARTBEAT_PERIOD);
   heartbeat_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) heartbeat();
@@ -224,6 +232,13 @@ void Worker::watch_channel() {
           if (received.err == EAGAIN) break;
           if (received.peer_closed() || received.err) {
             self->supervisor_gone_ = true;
+            if (self->spare_ && !self->reading_) {
+              // A spare exists only for its supervisor's next failover.
+              spdlog::info("supervisor gone while we were its spare: exiting");
+              self->stopping_ = true;
+              self->loop_.stop();
+              return;
+            }
             spdlog::warn("supervisor channel closed ({}); serving on, a new supervisor can adopt us via {}",
                          received.err ? sys::errno_name(received.err) : "EOF", self->listener_path_);
             return;
@@ -260,6 +275,7 @@ void Worker::on_channel_message(const proto::DecodedMessage& msg, std::vector<Un
   if (msg.type == "handover-peer" && fds.size() == 1) return receive_objects(std::move(fds[0]));
   if (msg.type == "takeover") {
     if (reading_) return;
+    generation_ = msg.body.value("generation", generation_);
     spdlog::info("takeover: the previous worker is gone; restoring and serving");
     return start_reading(/*restore=*/true);
   }

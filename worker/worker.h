@@ -53,6 +53,7 @@ class Worker {
     std::string shm_name;
     bool restore = true;
     bool standby = false;
+    bool spare = false;
   };
   Handoff handshake();
   void start_reading(bool restore);
@@ -95,6 +96,7 @@ class Worker {
   bool reading_ = false;
   bool stopping_ = false;
   bool supervisor_gone_ = false;
+  bool spare_ = false;  // standby kept for failover (not an upgrade's successor)
   // Set while handing over: the peer socket, waiting for in-flight == 0.
   UniqueFd handover_peer_;
   bool handing_over_ = false;

@@ -148,12 +148,16 @@ void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats
   auto& st = shared.shm.state();
   std::mt19937_64 rng(o.seed);
   std::uniform_int_distribution<unsigned> interval(o.kill_min_ms, o.kill_max_ms);
+  // Generations count every worker started (spares too), so "the worker
+  // serving now" is the one whose serving_generation is newer than the last
+  // one killed.
+  std::uint64_t last_killed = 0;
   while (!done) {
     // Only a serving worker is killed: that is the worker whose death must
     // be invisible, and it makes "one restore per kill" an exact proof.
     auto serving = [&] {
       return st.worker_state.load() == static_cast<std::uint64_t>(proto::WorkerState::RUNNING) &&
-             st.serving_generation.load() == st.generation.load();
+             st.serving_generation.load() > last_killed;
     };
     if (!wait_until(30s, serving)) {
       stats.first_unproven = "no serving worker for 30 s";
@@ -162,13 +166,14 @@ void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(interval(rng)));
     if (done) break;
-    const auto gen = st.generation.load();
+    const auto gen = st.serving_generation.load();
     const auto pid = static_cast<pid_t>(st.worker_pid.load());
     const auto restores = st.counters.restores.load();
-    if (!serving() || st.generation.load() != gen) continue;
+    if (!serving() || st.serving_generation.load() != gen) continue;
     const auto t_kill = now_ns();
     if (::kill(pid, SIGKILL) < 0) continue;
     ++stats.kills;
+    last_killed = gen;
     const bool up = wait_until(30s, [&] { return st.serving_generation.load() > gen; });
     const auto t_serving = now_ns();
     const auto new_pid = static_cast<pid_t>(st.worker_pid.load());
@@ -329,13 +334,19 @@ nlohmann::json run(const Options& o) {
   }
   KillStats kills;
   std::atomic<bool> done{false};
+  std::atomic<bool> killer_gave_up{false};
   std::thread killer_thread;
-  if (o.kill) killer_thread = std::thread([&] { killer(o, shared, done, kills); });
+  if (o.kill)
+    killer_thread = std::thread([&] {
+      killer(o, shared, done, kills);
+      killer_gave_up = !done;  // it only returns early when no worker serves
+    });
 
   const auto t0 = std::chrono::steady_clock::now();
   unsigned round = 0;
   auto more = [&] {
     if (round < o.rounds) return true;
+    if (killer_gave_up) return false;
     if (o.kill && kills.kills < o.min_kills) return true;
     std::error_code ec;
     return !o.until_file.empty() && !fs::exists(o.until_file, ec);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deterministic generator of test file trees for the VM tests.
 
-Usage: gen-tree.py OUTDIR --profile {basic,small} [--seed N]
+Usage: gen-tree.py OUTDIR --profile {basic,small,bench-seq,bench-small} [--seed N]
 
 Writes the tree to OUTDIR and its manifest to OUTDIR.manifest. The same
 profile and seed give byte-identical trees and manifests on any machine and
@@ -14,6 +14,15 @@ Profiles:
          two relative symlinks.
   small  ~1 MB over a few files (tiny, page-sized, compressible, 768 KiB),
          an empty file and a symlink, for quick scenarios.
+  compressible ~39 MB over ~340 files that compress well, for compressed
+               images: text files of every size class, all-zero files,
+               files alternating 48 KiB of text and 48 KiB of random bytes
+               (compressed and stored extents in one file), 4 MiB and
+               3 MiB+123 text files, an empty file and a symlink.
+  bench-seq    one 256 MiB file of random (incompressible) bytes, for the
+               sequential-read benchmark (tests/bench).
+  bench-small  2,000 random files of 30-34 KiB (~62.5 MiB) in 20
+               directories of 100, for the small-file benchmark.
 
 Manifest format (one entry per line, sorted bytewise by path, no comments):
   <sha256 hex>  <relpath>          regular file (exactly `sha256sum` output)
@@ -94,10 +103,27 @@ def text_bytes(seed, relpath, size):
     return "".join(lines).encode()[:size]
 
 
+def zero_bytes(seed, relpath, size):
+    return bytes(size)
+
+
+def mixed_bytes(seed, relpath, size):
+    """48 KiB of text, 48 KiB of random bytes, and so on."""
+    text = text_bytes(seed, relpath, size)
+    noise = random_bytes(seed, relpath, size)
+    step = 48 * KiB
+    return b"".join((text if (i // step) % 2 == 0 else noise)[i:i + step]
+                    for i in range(0, size, step))
+
+
+DATA_KINDS = {"random": random_bytes, "text": text_bytes, "zeros": zero_bytes,
+              "mixed": mixed_bytes}
+
+
 class Tree:
     def __init__(self, seed):
         self.seed = seed
-        self.files = {}     # relpath -> (kind, size, mode); kind: "random"|"text"
+        self.files = {}     # relpath -> (kind, size, mode); kind: a DATA_KINDS key
         self.symlinks = {}  # relpath -> target
         self.dirs = set()
 
@@ -201,7 +227,36 @@ def profile_basic(tree):
         i += 1
 
 
-PROFILES = {"basic": profile_basic, "small": profile_small}
+def profile_compressible(tree):
+    rng = Rng(tree.seed, "compressible")
+    tree.add_file("empty", 0)
+    tree.add_file("text/large-4m.txt", 4 * MiB, kind="text")
+    tree.add_file("text/large-3m-odd.txt", 3 * MiB + 123, kind="text")
+    tree.add_file("zeros/zero-2m.bin", 2 * MiB + 1, kind="zeros")
+    tree.add_file("zeros/zero-page.bin", 4096, kind="zeros")
+    for i in range(8):
+        tree.add_file(f"mixed/mixed-{i}.bin", rng.between(200 * KiB, 1 * MiB), kind="mixed")
+    dirs = [f"tree/t{a}/u{b}" for a in range(4) for b in range(3)]
+    for i in range(330):
+        kind = ("text", "text", "text", "zeros", "mixed", "random")[rng.below(6)]
+        tree.add_file(f"{rng.choice(dirs)}/c{i:04d}.{kind}", pick_size(rng), kind=kind)
+    tree.add_symlink("text/latest", "text/large-4m.txt")
+
+
+def profile_bench_seq(tree):
+    tree.add_file("seq/big-256m.bin", 256 * MiB)
+
+
+def profile_bench_small(tree):
+    rng = Rng(tree.seed, "bench-small")
+    for i in range(2000):
+        tree.add_file(f"small/d{i // 100:02d}/f{i:04d}.bin",
+                      rng.between(30 * KiB, 34 * KiB))
+
+
+PROFILES = {"basic": profile_basic, "small": profile_small,
+            "compressible": profile_compressible,
+            "bench-seq": profile_bench_seq, "bench-small": profile_bench_small}
 
 
 def prepare_outdir(outdir, manifest):
@@ -224,7 +279,7 @@ def write_tree(tree, outdir, manifest):
         os.makedirs(os.path.join(outdir, d), exist_ok=True)
         entries.append((d, f"dir {d}"))
     for rel, (kind, size, mode) in sorted(tree.files.items()):
-        data = (text_bytes if kind == "text" else random_bytes)(tree.seed, rel, size)
+        data = DATA_KINDS[kind](tree.seed, rel, size)
         path = os.path.join(outdir, rel)
         with open(path, "wb") as f:
             f.write(data)

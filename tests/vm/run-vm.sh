@@ -17,9 +17,27 @@
 #                          MKFS-ARGS (split on whitespace, e.g. "-zlz4hc"), put
 #                          it at /blobs/NAME and the manifest at
 #                          /manifests/NAME.manifest. NAME is the fsid/blob id.
+#                          The image gets a UUID derived from the cache key; a
+#                          -U<uuid> in MKFS-ARGS comes later on mkfs.erofs's
+#                          command line and wins.
+#                          Multi-device (chunk-based) images: a MKFS-ARGS word
+#                          --blobdev=BLOB (BLOB a bare name like NAME) makes
+#                          mkfs.erofs write the file data to an extra device
+#                          that is cached with the image and put at
+#                          /blobs/BLOB, e.g.
+#                            --image meta=basic:"--chunksize=65536 --blobdev=data"
+#                          gives /blobs/meta (metadata) and /blobs/data. Mount
+#                          it with -o fsid=meta,device=data: mkfs.erofs 1.5
+#                          leaves the device tag empty. Several images may name
+#                          the same BLOB (one blob shared by several metadata
+#                          images, e.g. the same tree and --chunksize with
+#                          different -U) only if they produce identical bytes.
 #   --add HOSTPATH[:VMPATH] (repeatable) copy an extra file into the VM
 #                          (default VMPATH /bin/<basename>); ELF files bring
 #                          their shared libraries.
+#   --env NAME=VALUE       (repeatable) exported to the scenario and everything
+#                          it starts (written to /etc/vmtest.env, which
+#                          lib.sh sources), e.g. --env ONDEMAND_LOG_LEVEL=debug
 #   --timeout SECONDS      wall-clock limit for the VM (default 300, >= 30); the
 #                          scenario itself gets SECONDS-20 so that the VM can
 #                          still dump its logs before the host kills it.
@@ -68,7 +86,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 
 scenario='' build_dir='' log_file=''
 timeout_s=300 mem_mb=1024 cache_mb=256 keep=0 strip=1
-images=() adds=()
+images=() adds=() envs=()
 need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs an argument (see --help)"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -76,6 +94,7 @@ while [[ $# -gt 0 ]]; do
         --build-dir) need_arg "$@"; build_dir=$2; shift 2 ;;
         --image) need_arg "$@"; images+=("$2"); shift 2 ;;
         --add) need_arg "$@"; adds+=("$2"); shift 2 ;;
+        --env) need_arg "$@"; envs+=("$2"); shift 2 ;;
         --timeout) need_arg "$@"; timeout_s=$2; shift 2 ;;
         --mem) need_arg "$@"; mem_mb=$2; shift 2 ;;
         --cache-mb) need_arg "$@"; cache_mb=$2; shift 2 ;;
@@ -95,9 +114,12 @@ done
 if [[ -n $build_dir ]]; then
     [[ -d $build_dir ]] || die "--build-dir $build_dir is not a directory"
 fi
+for spec in "${envs[@]}"; do
+    [[ $spec =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$spec': expected NAME=VALUE with NAME a shell variable name"
+done
 scenario_name=$(basename "$scenario" .sh)
 
-for tool in qemu-system-x86_64 mkfs.erofs python3 cpio busybox ldd timeout flock sha256sum; do
+for tool in qemu-system-x86_64 mkfs.erofs python3 cpio busybox ldd timeout flock sha256sum cmp; do
     command -v "$tool" >/dev/null || die "'$tool' not found in PATH (see deploy/ for the dependency list)"
 done
 if [[ -n $build_dir && $strip -eq 1 ]]; then
@@ -154,17 +176,33 @@ mkdir -p "$image_cache/trees" "$image_cache/erofs" "$image_cache/locks"
 gen_hash=$(sha256sum "$here/gen-tree.py" | cut -c1-12)
 mkfs_hash=$(sha256sum "$(command -v mkfs.erofs)" | cut -c1-12)
 
-# ensure_image NAME PROFILE SEED ARGS: sets $image_path and $manifest_path.
+# ensure_image NAME PROFILE SEED ARGS: sets $image_path and $manifest_path,
+# and $blob_name/$blob_path when ARGS hold --blobdev=BLOB (else empty).
 ensure_image() {
     local name=$1 profile=$2 seed=$3 args=$4
     local tree_key="${profile}-seed${seed}-g${gen_hash}"
     local tree=$image_cache/trees/$tree_key
-    local key uuid mkfs_args=()
+    local key uuid mkfs_args=() i
     key=$(printf '%s\n' "$tree_key" "$mkfs_hash" "$args" | sha256sum | cut -c1-32)
     uuid="${key:0:8}-${key:8:4}-${key:12:4}-${key:16:4}-${key:20:12}"
     image_path=$image_cache/erofs/$tree_key-${key:0:12}.img
     manifest_path=$tree.manifest
+    blob_name='' blob_path=''
     read -r -a mkfs_args <<<"$args"
+    for i in "${!mkfs_args[@]}"; do
+        case ${mkfs_args[$i]} in
+            --blobdev=*)
+                [[ -z $blob_name ]] || die "--image $name: --blobdev given twice"
+                blob_name=${mkfs_args[$i]#--blobdev=}
+                [[ $blob_name =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] \
+                    || die "--image $name: --blobdev=BLOB must name a blob ([A-Za-z0-9][A-Za-z0-9._-]{0,63}), got '$blob_name'"
+                blob_path=${image_path%.img}.blob
+                mkfs_args[i]=--blobdev=$blob_path.tmp
+                ;;
+            --blobdev)
+                die "--image $name: write --blobdev=BLOB (one word), not --blobdev BLOB" ;;
+        esac
+    done
 
     exec 8>"$image_cache/locks/$tree_key.lock"
     flock -w 1200 8 || die "timed out waiting for the image cache lock $image_cache/locks/$tree_key.lock"
@@ -174,20 +212,25 @@ ensure_image() {
             || die "gen-tree.py --profile $profile --seed $seed failed (status $?)"
         touch "$tree.done"
     fi
-    if [[ ! -s $image_path ]]; then
+    if [[ ! -s $image_path || ( -n $blob_path && ! -e $blob_path ) ]]; then
         log "building image $image_path (mkfs.erofs ${args:-no extra args})"
-        rm -f "$image_path.tmp"
+        rm -f "$image_path.tmp" "$image_path"
+        [[ -n $blob_path ]] && rm -f "$blob_path.tmp" "$blob_path"
         timeout 600 mkfs.erofs --quiet -T"$FIXED_MTIME" -U"$uuid" --all-root \
             "${mkfs_args[@]}" "$image_path.tmp" "$tree" >&2 \
             || die "mkfs.erofs ${args} for image $name failed (status $?)"
+        # The blob first: an image without its blob is rebuilt (test above).
+        [[ -n $blob_path ]] && mv "$blob_path.tmp" "$blob_path"
         mv "$image_path.tmp" "$image_path"
     fi
     exec 8>&-
     log "image $name: $image_path ($(stat -c %s "$image_path") bytes)"
+    [[ -n $blob_path ]] && log "image $name: extra device /blobs/$blob_name: $blob_path ($(stat -c %s "$blob_path") bytes)"
+    return 0
 }
 
-declare -A seen_names=()
-image_names=() image_paths=() manifest_paths=()
+declare -A seen_names=() blob_sources=()
+image_names=() image_paths=() manifest_paths=() blob_names=() blob_paths=()
 for spec in "${images[@]}"; do
     [[ $spec == *=* ]] || die "--image '$spec': expected NAME=PROFILE[@SEED][:MKFS-ARGS]"
     name=${spec%%=*}
@@ -205,11 +248,23 @@ for spec in "${images[@]}"; do
     [[ $profile =~ ^[a-z0-9_-]+$ ]] || die "--image '$spec': bad profile '$profile'"
     [[ $seed =~ ^[0-9]+$ ]] || die "--image '$spec': seed must be a non-negative integer, got '$seed'"
     [[ -z ${seen_names[$name]:-} ]] || die "--image: name '$name' given twice"
+    [[ -z ${blob_sources[$name]:-} ]] || die "--image: name '$name' is also a --blobdev blob"
     seen_names[$name]=1
     ensure_image "$name" "$profile" "$seed" "$args"
     image_names+=("$name")
     image_paths+=("$image_path")
     manifest_paths+=("$manifest_path")
+    if [[ -n $blob_name ]]; then
+        [[ -z ${seen_names[$blob_name]:-} ]] || die "--image $name: blob '$blob_name' is also an image name"
+        if [[ -n ${blob_sources[$blob_name]:-} ]]; then
+            cmp -s "${blob_sources[$blob_name]}" "$blob_path" \
+                || die "--image $name: blob '$blob_name' is also made by another image, with different bytes (same tree and --chunksize needed to share it)"
+        else
+            blob_sources[$blob_name]=$blob_path
+            blob_names+=("$blob_name")
+            blob_paths+=("$blob_path")
+        fi
+    fi
 done
 
 # ---- initramfs ---------------------------------------------------------------
@@ -281,6 +336,15 @@ for i in "${!image_names[@]}"; do
     chmod 0644 "$stage/blobs/${image_names[$i]}"
     cp "${manifest_paths[$i]}" "$stage/manifests/${image_names[$i]}.manifest"
 done
+for i in "${!blob_names[@]}"; do
+    cp "${blob_paths[$i]}" "$stage/blobs/${blob_names[$i]}"
+    chmod 0644 "$stage/blobs/${blob_names[$i]}"
+done
+for spec in "${envs[@]}"; do
+    # Single-quoted for sh: ' becomes '\''.
+    value=${spec#*=}
+    printf "export %s='%s'\n" "${spec%%=*}" "${value//\'/\'\\\'\'}"
+done >"$stage/etc/vmtest.env"
 install -m 0755 "$here/init.sh" "$stage/init"
 install -m 0644 "$here/lib.sh" "$stage/lib/vmtest.sh"
 install -m 0755 "$scenario" "$stage/scenario.sh"

@@ -17,7 +17,13 @@ vt_verify_tree /mnt/basic "$VT_MANIFEST_DIR/basic.manifest" > /dev/null ||
 printf '#!/bin/sh\nexit 70\n' > /tmp/worker.bad
 chmod +x /tmp/worker.bad
 mv /tmp/worker.bad /tmp/worker
-kill -9 "$(vt_worker_pid)"
+# The warm spare (started from the good binary) absorbs the first kill;
+# kill whatever serves until no good worker is left.
+for attempt in 1 2 3 4; do
+    vt_wait_state parked 1 2>/dev/null && break
+    kill -9 "$(vt_worker_pid)" 2>/dev/null
+    sleep 1
+done
 if vt_wait_state parked 30; then
     vt_pass crashloop-parked "$(grep -c 'never served' "$VT_SUPERVISOR_LOG") start failures, then parked"
 else

@@ -1,0 +1,105 @@
+#include "common/channel.h"
+
+#include <chrono>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "common/fd_passing.h"
+#include "tests/unit/test_util.h"
+
+namespace ondemand {
+namespace {
+using namespace std::chrono_literals;
+
+SocketPair pair_or_fail() {
+  auto p = make_seqpacket_pair();
+  REQUIRE(p.err == 0);
+  return p;
+}
+}  // namespace
+
+TEST_CASE("receive_message returns the decoded message with exactly the announced fds",
+          "[common][channel]") {
+  auto p = pair_or_fail();
+  auto memfd = test::make_memfd("device");
+  const int fds[] = {memfd.get()};
+  send_json(p.a.get(), {{"type", "device"}, {"fds", 1}, {"generation", 4}}, fds);
+  auto msg = receive_message(p.b.get(), 1000ms);
+  CHECK(msg.message.type == "device");
+  CHECK(msg.message.body["generation"] == 4);
+  REQUIRE(msg.fds.size() == 1);
+  CHECK(test::same_file(msg.fds[0].get(), memfd.get()));
+}
+
+TEST_CASE("receive_message throws when the fd count differs from the announced one, leaking none",
+          "[common][channel]") {
+  struct Case {
+    const char* what;
+    int announced;
+    std::size_t carried;
+  };
+  const Case cases[] = {
+      {"announced 1, carried 0", 1, 0},
+      {"announced 1, carried 2", 1, 2},
+      {"announced nothing, carried 1", -1, 1},
+      {"announced 0, carried 3", 0, 3},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    auto p = pair_or_fail();
+    {
+      std::vector<UniqueFd> owned;
+      std::vector<int> fds;
+      for (std::size_t i = 0; i < c.carried; ++i) {
+        owned.push_back(test::make_memfd("chan"));
+        fds.push_back(owned.back().get());
+      }
+      nlohmann::json body = {{"type", "device"}};
+      if (c.announced >= 0) body["fds"] = c.announced;
+      send_json(p.a.get(), body, fds);
+    }
+    const auto before = test::open_fd_count();
+    CHECK_THROWS_MATCHES(receive_message(p.b.get(), 1000ms), ChannelError,
+                         Catch::Matchers::Predicate<ChannelError>(
+                             [](const ChannelError& e) {
+                               return std::string_view(e.what()).find("announced") !=
+                                      std::string_view::npos;
+                             },
+                             "message mentions the announced count"));
+    CHECK(test::open_fd_count() == before);
+  }
+}
+
+TEST_CASE("receive_message times out with ChannelError when nothing arrives", "[common][channel]") {
+  auto p = pair_or_fail();
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(receive_message(p.b.get(), 100ms), Catch::Contains("timed out"));
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took >= 90ms);
+  CHECK(took < 2s);
+}
+
+TEST_CASE("receive_message throws ChannelError on bytes that are not a message", "[common][channel]") {
+  for (std::string_view garbage : {std::string_view("\x01\x02\x03garbage", 10),
+                                   std::string_view("[\"not an object\"]"),
+                                   std::string_view("{\"no\":\"type\"}")}) {
+    auto p = pair_or_fail();
+    REQUIRE(send_message(p.a.get(), garbage) == 0);
+    CHECK_THROWS_WITH(receive_message(p.b.get(), 1000ms), Catch::Contains("bad message"));
+  }
+}
+
+TEST_CASE("receive_message throws ChannelError when the peer closed", "[common][channel]") {
+  auto p = pair_or_fail();
+  p.a.reset();
+  CHECK_THROWS_WITH(receive_message(p.b.get(), 1000ms), Catch::Contains("closed"));
+}
+
+TEST_CASE("send_json to a closed peer throws ChannelError", "[common][channel]") {
+  auto p = pair_or_fail();
+  p.b.reset();
+  CHECK_THROWS_AS(send_json(p.a.get(), {{"type", "stop"}}), ChannelError);
+}
+
+}  // namespace ondemand

@@ -1,0 +1,202 @@
+#include "common/config.h"
+
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tests/unit/test_util.h"
+
+namespace ondemand {
+namespace {
+
+using nlohmann::json;
+
+json minimal() {
+  return {{"cache_dir", "/var/cache/ondemand"},
+          {"tag", "ondemand"},
+          {"blob_dir", "/var/lib/ondemand/blobs"},
+          {"state_dir", "/run/ondemand"}};
+}
+
+std::string error_for(const json& doc) {
+  try {
+    parse_config(doc.dump());
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  FAIL("config was accepted: " << doc.dump());
+  return {};
+}
+
+std::string error_for_text(std::string_view text) {
+  try {
+    parse_config(text);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  FAIL("config was accepted: " << text);
+  return {};
+}
+
+std::string quoted(std::string_view key) { return "\"" + std::string(key) + "\""; }
+
+}  // namespace
+
+TEST_CASE("parse_config accepts the minimal config and fills defaults", "[common][config]") {
+  const auto c = parse_config(minimal().dump());
+  CHECK(c.cache_dir == "/var/cache/ondemand");
+  CHECK(c.tag == "ondemand");
+  CHECK(c.blob_dir == "/var/lib/ondemand/blobs");
+  CHECK(c.state_dir == "/run/ondemand");
+  CHECK(c.worker_binary.empty());
+  CHECK(c.max_inflight == 64);
+  CHECK(c.io_threads == 4);
+  CHECK(c.fill_window == 1u << 20);
+  CHECK_FALSE(c.prefetch);
+  CHECK(c.watchdog_timeout_ms == 5000);
+  CHECK(c.request_timeout_ms == 60000);
+  CHECK(c.control_uids.empty());
+  CHECK(c.restart_backoff_ms == 100);
+  CHECK(c.restart_backoff_max_ms == 5000);
+  CHECK(c.crash_loop_limit == 10);
+  CHECK(c.crash_loop_window_ms == 30000);
+  CHECK(c.park_retry_ms == 30000);
+}
+
+TEST_CASE("parse_config reads every optional key", "[common][config]") {
+  auto doc = minimal();
+  doc["worker_binary"] = "/usr/libexec/ondemand-worker";
+  doc["max_inflight"] = 7;
+  doc["io_threads"] = 3;
+  doc["fill_window"] = 8192;
+  doc["prefetch"] = true;
+  doc["watchdog_timeout_ms"] = 0;
+  doc["request_timeout_ms"] = 1234;
+  doc["control_uids"] = {1000, 0, 4294967294u};
+  doc["restart_backoff_ms"] = 10;
+  doc["restart_backoff_max_ms"] = 20;
+  doc["crash_loop_limit"] = 3;
+  doc["crash_loop_window_ms"] = 40;
+  doc["park_retry_ms"] = 500;
+  const auto c = parse_config(doc.dump());
+  CHECK(c.worker_binary == "/usr/libexec/ondemand-worker");
+  CHECK(c.max_inflight == 7);
+  CHECK(c.io_threads == 3);
+  CHECK(c.fill_window == 8192);
+  CHECK(c.prefetch);
+  CHECK(c.watchdog_timeout_ms == 0);
+  CHECK(c.request_timeout_ms == 1234);
+  CHECK(c.control_uids == std::vector<std::uint32_t>{1000, 0, 4294967294u});
+  CHECK(c.restart_backoff_ms == 10);
+  CHECK(c.restart_backoff_max_ms == 20);
+  CHECK(c.crash_loop_limit == 3);
+  CHECK(c.crash_loop_window_ms == 40);
+  CHECK(c.park_retry_ms == 500);
+}
+
+TEST_CASE("parse_config names each missing required key", "[common][config]") {
+  for (auto key : {"cache_dir", "tag", "blob_dir", "state_dir"}) {
+    INFO("missing " << key);
+    auto doc = minimal();
+    doc.erase(key);
+    const auto msg = error_for(doc);
+    CHECK_THAT(msg, Catch::Contains(quoted(key)) && Catch::Contains("missing"));
+  }
+}
+
+TEST_CASE("parse_config names an unknown key instead of ignoring it", "[common][config]") {
+  auto doc = minimal();
+  doc["max_inflite"] = 5;  // a typo must not fall back to the default
+  CHECK_THAT(error_for(doc), Catch::Contains(quoted("max_inflite")) && Catch::Contains("unknown"));
+}
+
+TEST_CASE("parse_config names the key whose value has the wrong type or range", "[common][config]") {
+  struct Case {
+    const char* key;
+    json value;
+    const char* why;
+  };
+  const Case cases[] = {
+      {"max_inflight", "64", "string for a number"},
+      {"max_inflight", -1, "negative count"},
+      {"max_inflight", 0, "below the minimum"},
+      {"max_inflight", 1.5, "fractional count"},
+      {"max_inflight", 100000, "above the maximum"},
+      {"io_threads", -3, "negative count"},
+      {"io_threads", nullptr, "null"},
+      {"watchdog_timeout_ms", "5s", "string for a number"},
+      {"request_timeout_ms", -1, "negative timeout"},
+      {"fill_window", 5000, "not a multiple of 4096"},
+      {"fill_window", 4095, "below one page"},
+      {"fill_window", std::uint64_t{1} << 40, "absurdly large"},
+      {"prefetch", "yes", "string for a bool"},
+      {"prefetch", 1, "number for a bool"},
+      {"tag", 5, "number for a string"},
+      {"tag", "", "empty string"},
+      {"tag", "on demand", "tag with a space"},
+      {"tag", "tab\there", "tag with a tab"},
+      {"tag", "line\nbreak", "newline would split a device command"},
+      {"cache_dir", "var/cache", "relative path"},
+      {"cache_dir", "", "empty path"},
+      {"cache_dir", json::array({"/a"}), "array for a path"},
+      {"blob_dir", "./blobs", "relative path"},
+      {"state_dir", 17, "number for a path"},
+      {"worker_binary", "ondemand-worker", "relative path"},
+      {"control_uids", 1000, "number for an array"},
+      {"control_uids", json::array({"1000"}), "string uid"},
+      {"control_uids", json::array({-1}), "negative uid"},
+      {"control_uids", json::array({4294967295u}), "(uid_t)-1 is not a uid"},
+      {"control_uids", json::array({1.5}), "fractional uid"},
+      {"restart_backoff_ms", "100", "string for a number"},
+      {"restart_backoff_max_ms", -5, "negative"},
+      {"crash_loop_limit", 0, "zero would park at the first failure"},
+      {"crash_loop_window_ms", 0, "empty window"},
+      {"park_retry_ms", 10, "below 100 ms would spin"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.key << ": " << c.why << " (" << c.value.dump() << ")");
+    auto doc = minimal();
+    doc[c.key] = c.value;
+    CHECK_THAT(error_for(doc), Catch::Contains(quoted(c.key)));
+  }
+}
+
+TEST_CASE("parse_config accepts boundary values", "[common][config]") {
+  auto doc = minimal();
+  doc["max_inflight"] = 1;
+  doc["fill_window"] = 4096;
+  doc["io_threads"] = 256;
+  const auto c = parse_config(doc.dump());
+  CHECK(c.max_inflight == 1);
+  CHECK(c.fill_window == 4096);
+  CHECK(c.io_threads == 256);
+}
+
+TEST_CASE("parse_config refuses text that is not JSON", "[common][config]") {
+  for (auto text : {"", "{", "{\"tag\": }", "cache_dir = /x", "{\"tag\":\"a\"} extra"}) {
+    INFO("input: " << text);
+    CHECK_THAT(error_for_text(text), Catch::Contains("not valid JSON"));
+  }
+}
+
+TEST_CASE("parse_config refuses JSON that is not an object", "[common][config]") {
+  for (auto text : {"[]", "\"config\"", "42", "null"}) {
+    INFO("input: " << text);
+    CHECK_THAT(error_for_text(text), Catch::Contains("JSON object"));
+  }
+}
+
+TEST_CASE("load_config prefixes errors with the file name and reads valid files", "[common][config]") {
+  test::TempDir dir;
+  const auto good = dir.write("good.json", minimal().dump());
+  CHECK(load_config(good).tag == "ondemand");
+
+  auto doc = minimal();
+  doc["bogus"] = 1;
+  const auto bad = dir.write("bad.json", doc.dump());
+  CHECK_THROWS_WITH(load_config(bad), Catch::Contains(bad.string()) && Catch::Contains("\"bogus\""));
+  CHECK_THROWS_AS(load_config(dir.path() / "absent.json"), ConfigError);
+}
+
+}  // namespace ondemand

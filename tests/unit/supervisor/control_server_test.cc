@@ -1,0 +1,212 @@
+// ControlServer and ondemandctl's call() against each other over a real
+// socket in a temp dir; the server's io_context runs on a background thread
+// because call() blocks.
+#include "supervisor/control_server.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <catch2/catch.hpp>
+
+#include "common/fd_passing.h"
+#include "supervisor/ctl.h"
+#include "tests/unit/test_util.h"
+
+namespace ondemand::supervisor {
+namespace {
+
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+
+struct Server {
+  test::TempDir dir;
+  asio::io_context loop;
+  std::atomic<int> handled{0};
+  std::unique_ptr<ControlServer> server;
+  std::thread thread;
+
+  explicit Server(std::vector<uid_t> allowed = {}) {
+    server = std::make_unique<ControlServer>(
+        loop, dir.path(), std::move(allowed),
+        [this](const proto::ControlRequest& req, ControlServer::Reply reply) {
+          ++handled;
+          reply(proto::control_ok({{"echo", req.cmd}}));
+        });
+    thread = std::thread([this] {
+      auto guard = asio::make_work_guard(loop);
+      loop.run();
+    });
+  }
+  ~Server() {
+    loop.stop();
+    thread.join();
+    server.reset();
+  }
+  std::filesystem::path socket() const { return dir.path() / "control.sock"; }
+};
+
+UniqueFd connect_to(const std::filesystem::path& path) {
+  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
+  REQUIRE(fd);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path.c_str());
+  REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  return fd;
+}
+
+constexpr uid_t NOBODY = 65534;
+
+// Forks a child that drops to `uid`, sends a status request and exits 0 if
+// the reply contains `expect`, 1 if not, 2 on transport failure. Raw
+// syscalls only between fork and _exit (the parent has threads).
+int request_as(uid_t uid, const std::filesystem::path& socket_path, const char* expect) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, socket_path.c_str());
+  static const char request[] = R"({"v":1,"cmd":"status"})";
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::setgid(uid) != 0 || ::setuid(uid) != 0) ::_exit(3);
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ::_exit(2);
+    // As ondemandctl does: send the request, then wait for the one reply.
+    if (::send(fd, request, sizeof request - 1, MSG_NOSIGNAL) < 0) ::_exit(2);
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) != 1) ::_exit(2);
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) ::_exit(2);
+    ::_exit(::memmem(buf, static_cast<std::size_t>(n), expect, std::strlen(expect)) ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("ControlServer refuses peers that are neither root nor in control_uids",
+          "[supervisor][control]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to act as another uid; not checked");
+    return;
+  }
+  SECTION("not listed: refused, handler not called") {
+    Server s;
+    // The socket is 0600 root: let the other uid reach it so SO_PEERCRED decides.
+    std::filesystem::permissions(s.dir.path(), std::filesystem::perms::all);
+    REQUIRE(::chmod(s.socket().c_str(), 0666) == 0);
+    CHECK(request_as(NOBODY, s.socket(), "not allowed") == 0);
+    CHECK(s.handled == 0);
+  }
+  SECTION("listed in control_uids: served") {
+    Server s({NOBODY});
+    std::filesystem::permissions(s.dir.path(), std::filesystem::perms::all);
+    REQUIRE(::chmod(s.socket().c_str(), 0666) == 0);
+    CHECK(request_as(NOBODY, s.socket(), "\"echo\":\"status\"") == 0);
+    CHECK(s.handled == 1);
+  }
+}
+
+TEST_CASE("ControlServer answers a request through its handler, once", "[supervisor][control]") {
+  Server s;
+  auto r = ctl::call(s.socket(), {{"v", 1}, {"cmd", "status"}}, 2000ms);
+  REQUIRE(r.error == "");
+  CHECK(r.reply["ok"] == true);
+  CHECK(r.reply["echo"] == "status");
+  CHECK(s.handled == 1);
+}
+
+TEST_CASE("ControlServer answers malformed requests with ok=false and never calls the handler",
+          "[supervisor][control]") {
+  Server s;
+  auto bad_version = ctl::call(s.socket(), {{"v", 9}, {"cmd", "status"}}, 2000ms);
+  REQUIRE(bad_version.error == "");
+  CHECK(bad_version.reply["ok"] == false);
+  CHECK_THAT(bad_version.reply["error"].get<std::string>(), Catch::Contains("version"));
+
+  auto unknown = ctl::call(s.socket(), {{"v", 1}, {"cmd", "format-disk"}}, 2000ms);
+  REQUIRE(unknown.error == "");
+  CHECK(unknown.reply["ok"] == false);
+
+  auto fd = connect_to(s.socket());
+  REQUIRE(send_message(fd.get(), std::string_view("\x00\x01garbage", 9)) == 0);
+  pollfd p{fd.get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 2000) == 1);
+  auto got = recv_message(fd.get(), 64 * 1024, 0);
+  REQUIRE(got.err == 0);
+  auto reply = nlohmann::json::parse(got.bytes);
+  CHECK(reply["ok"] == false);
+  CHECK(s.handled == 0);
+}
+
+TEST_CASE("ControlServer: a silent client does not block the next one", "[supervisor][control]") {
+  Server s;
+  auto silent = connect_to(s.socket());
+  auto silent2 = connect_to(s.socket());
+  const auto start = std::chrono::steady_clock::now();
+  auto r = ctl::call(s.socket(), {{"v", 1}, {"cmd", "status"}}, 2000ms);
+  REQUIRE(r.error == "");
+  CHECK(r.reply["ok"] == true);
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+}
+
+TEST_CASE("ControlServer creates its socket 0600, replacing a stale file, and removes it on exit",
+          "[supervisor][control]") {
+  test::TempDir dir;
+  const auto path = dir.path() / "control.sock";
+  dir.write("control.sock", "stale");
+  asio::io_context loop;
+  {
+    ControlServer server(loop, dir.path(), {}, [](const proto::ControlRequest&, ControlServer::Reply r) {
+      r(proto::control_ok());
+    });
+    struct stat st{};
+    REQUIRE(::lstat(path.c_str(), &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0600);
+  }
+  CHECK_FALSE(std::filesystem::exists(path));
+}
+
+TEST_CASE("ctl::call reports an unreachable supervisor instead of hanging", "[supervisor][control]") {
+  test::TempDir dir;
+  auto r = ctl::call(dir.path() / "control.sock", {{"v", 1}, {"cmd", "status"}}, 500ms);
+  CHECK(r.reply.is_null());
+  CHECK_THAT(r.error, Catch::Contains("connect"));
+}
+
+TEST_CASE("ctl::format_status renders the status reply's fields", "[supervisor][control]") {
+  nlohmann::json status = {{"supervisor_pid", 42},
+                           {"version", "0.1.0"},
+                           {"uptime_s", 3.5},
+                           {"state", "running"},
+                           {"worker", {{"pid", 43}, {"generation", 7}, {"uptime_s", 1.0}, {"serving", true}}},
+                           {"worker_binary", "/usr/bin/ondemand-worker"},
+                           {"restarts", 2},
+                           {"hangs_detected", 1},
+                           {"inflight", 0},
+                           {"counters", {{"opens", 10}, {"reads", 20}, {"bytes_written", 3 << 20}}}};
+  const auto text = ctl::format_status(status);
+  CHECK_THAT(text, Catch::Contains("pid 42") && Catch::Contains("0.1.0") && Catch::Contains("running") &&
+                       Catch::Contains("generation 7") && Catch::Contains("serving") &&
+                       Catch::Contains("restarts 2") && Catch::Contains("opens 10") &&
+                       Catch::Contains("reads 20") && Catch::Contains("3.0 MiB"));
+  status.erase("worker");
+  CHECK_THAT(ctl::format_status(status), Catch::Contains("none"));
+}
+
+}  // namespace ondemand::supervisor

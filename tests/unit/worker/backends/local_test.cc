@@ -1,0 +1,157 @@
+#include "worker/backends/local.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "tests/unit/test_util.h"
+#include "worker/blob_id.h"
+
+namespace ondemand::worker {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string read_blob(Blob& blob, std::uint64_t off, std::size_t len, int* err_out = nullptr) {
+  std::vector<std::byte> buf(len, std::byte{0xAA});  // stale bytes must be overwritten
+  const int err = blob.read(off, buf);
+  if (err_out) *err_out = err;
+  return std::string(reinterpret_cast<const char*>(buf.data()), buf.size());
+}
+
+}  // namespace
+
+TEST_CASE("LocalBackend opens an existing blob and reports its size", "[worker][local]") {
+  test::TempDir dir;
+  const auto content = test::pattern_bytes(10000);
+  dir.write("blob1", content);
+  LocalBackend backend(dir.path());
+  auto opened = backend.open("blob1");
+  REQUIRE(opened.blob);
+  CHECK(opened.err == 0);
+  CHECK(opened.blob->size() == 10000);
+  CHECK_THAT(backend.describe(), Catch::Contains(dir.path().string()));
+}
+
+TEST_CASE("LocalBackend: a missing blob is ENOENT", "[worker][local]") {
+  test::TempDir dir;
+  LocalBackend backend(dir.path());
+  auto opened = backend.open("missing");
+  CHECK_FALSE(opened.blob);
+  CHECK(opened.err == ENOENT);
+}
+
+TEST_CASE("LocalBackend refuses symlinks, inside or outside blob_dir, with EINVAL", "[worker][local]") {
+  test::TempDir dir;
+  test::TempDir outside;
+  dir.write("real", "inside data");
+  const auto secret = outside.write("secret", "outside data");
+  std::filesystem::create_symlink(secret, dir.path() / "escape");
+  std::filesystem::create_symlink("real", dir.path() / "alias");
+  std::filesystem::create_symlink("/etc/passwd", dir.path() / "passwd");
+  LocalBackend backend(dir.path());
+  for (auto id : {"escape", "alias", "passwd"}) {
+    INFO("id: " << id);
+    auto opened = backend.open(id);
+    CHECK_FALSE(opened.blob);
+    CHECK(opened.err == EINVAL);
+  }
+  CHECK(backend.open("real").blob);  // the target itself is fine
+}
+
+TEST_CASE("LocalBackend refuses a directory and ids that fail validation with EINVAL", "[worker][local]") {
+  test::TempDir dir;
+  std::filesystem::create_directory(dir.path() / "subdir");
+  // A file two levels down that "subdir/file" would reach if ids were not checked.
+  std::filesystem::create_directory(dir.path() / "a");
+  dir.write("a/b", "nested");
+  LocalBackend backend(dir.path());
+  for (std::string id : {std::string("subdir"), std::string("a/b"), std::string("../") +
+                         dir.path().filename().string() + "/a/b", std::string(".."),
+                         std::string("a\0b", 3)}) {
+    INFO("id: " << escape_id(id));
+    auto opened = backend.open(id);
+    CHECK_FALSE(opened.blob);
+    CHECK(opened.err == EINVAL);
+  }
+}
+
+TEST_CASE("LocalBackend refuses a FIFO in blob_dir with EINVAL without blocking", "[worker][local]") {
+  test::TempDir dir;
+  const auto fifo = dir.path() / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  LocalBackend backend(dir.path());
+  auto result = std::async(std::launch::async, [&] { return backend.open("fifo"); });
+  if (result.wait_for(5s) != std::future_status::ready) {
+    // Unblock the open(2) (a writer appears) so the test can end, then fail.
+    UniqueFd writer{::open(fifo.c_str(), O_WRONLY | O_CLOEXEC)};
+    result.wait();
+    FAIL("open of a FIFO blocked an I/O thread");
+  }
+  auto opened = result.get();
+  CHECK_FALSE(opened.blob);
+  CHECK(opened.err == EINVAL);
+}
+
+TEST_CASE("LocalBackend: constructing on a missing directory throws naming it", "[worker][local]") {
+  test::TempDir dir;
+  const auto missing = dir.path() / "nope";
+  CHECK_THROWS_WITH(LocalBackend(missing), Catch::Contains(missing.string()));
+  dir.write("file", "x");
+  CHECK_THROWS_AS(LocalBackend(dir.path() / "file"), std::runtime_error);
+}
+
+TEST_CASE("LocalBlob::read returns exactly the requested range", "[worker][local]") {
+  test::TempDir dir;
+  const auto content = test::pattern_bytes(3 * 4096 + 123);
+  dir.write("blob", content);
+  LocalBackend backend(dir.path());
+  auto blob = backend.open("blob").blob;
+  REQUIRE(blob);
+  int err = -1;
+  CHECK(read_blob(*blob, 0, 4096, &err) == content.substr(0, 4096));
+  CHECK(err == 0);
+  CHECK(read_blob(*blob, 4095, 2, &err) == content.substr(4095, 2));
+  CHECK(read_blob(*blob, 5000, 7000, &err) == content.substr(5000, 7000));
+  CHECK(read_blob(*blob, 0, content.size()) == content);
+}
+
+TEST_CASE("LocalBlob::read zero-fills past the end of the blob", "[worker][local]") {
+  test::TempDir dir;
+  const auto content = test::pattern_bytes(1000);
+  dir.write("blob", content);
+  LocalBackend backend(dir.path());
+  auto blob = backend.open("blob").blob;
+  REQUIRE(blob);
+  int err = -1;
+  const auto tail = read_blob(*blob, 900, 4096 - 900, &err);
+  CHECK(err == 0);
+  CHECK(tail.substr(0, 100) == content.substr(900));
+  CHECK(tail.substr(100) == std::string(4096 - 1000, '\0'));
+
+  const auto beyond = read_blob(*blob, 5000, 64, &err);
+  CHECK(err == 0);
+  CHECK(beyond == std::string(64, '\0'));
+}
+
+TEST_CASE("LocalBlob::read of a blob truncated after open is EIO, not zeros", "[worker][local]") {
+  test::TempDir dir;
+  const auto p = dir.write("blob", test::pattern_bytes(8192));
+  LocalBackend backend(dir.path());
+  auto blob = backend.open("blob").blob;
+  REQUIRE(blob);
+  REQUIRE(blob->size() == 8192);
+  std::filesystem::resize_file(p, 100);
+  int err = 0;
+  read_blob(*blob, 0, 8192, &err);
+  CHECK(err == EIO);
+}
+
+}  // namespace ondemand::worker

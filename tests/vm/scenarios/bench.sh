@@ -1,0 +1,173 @@
+#!/bin/sh
+# Read benchmark (not a pass/fail test; driven by tests/bench/run-bench.sh,
+# which parses the BENCH-RESULT lines). For every daemon configuration and
+# case, BENCH_REPS rounds of: the image loop-mounted directly, then the same
+# image through the daemon, both cold:
+#   direct: drop_caches, fresh loop device and mount
+#   daemon: drop_caches, a fresh fsid (the blob hard-linked under a new name,
+#           so fscache has nothing cached for it), mount
+# and each reads every file of the case once with vt-readbench (read(2),
+# 1 MiB buffer, timed inside the process; mount and umount are not timed).
+# After each daemon round the volume's cache files are deleted so the cache
+# ramdisk does not fill up.
+#
+# Cases (image NAME = case name, from run-vm.sh --image):
+#   seq    bench-seq tree: one 256 MiB file
+#   small  bench-small tree: 2,000 files of ~32 KiB
+# Env (run-vm.sh --env):
+#   BENCH_CASES    default "seq small"
+#   BENCH_REPS     rounds per case and configuration, default 3
+#   BENCH_CONFIGS  space-separated LABEL[:KEY=VALUE,...] daemon configurations,
+#                  default "default" (the built-in defaults); KEY=VALUE pairs
+#                  become config members, e.g. "w256k:fill_window=262144"
+#   BENCH_PROBES   1 (default) to time the copies the daemon path is made
+#                  of first (BENCH-PROBE lines; see probe below)
+# Output, one line per measurement:
+#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon","config":LABEL,"rep":N,
+#                 "bytes":..,"seconds":..,"mb_per_s":..[,"reads":..,
+#                 "bytes_written":..,"opens":..]}
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
+. /lib/vmtest.sh
+
+: "${BENCH_CASES:=seq small}"
+: "${BENCH_REPS:=3}"
+: "${BENCH_CONFIGS:=default}"
+
+for tool in vt-readbench vt-counters; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        vt_fail bench-setup "$tool is not in the VM (run-vm.sh --add BUILD/tests/vm/tools/$tool)"
+        exit 0
+    fi
+done
+if [ ! -w /proc/sys/vm/drop_caches ]; then
+    vt_fail bench-setup "/proc/sys/vm/drop_caches is not writable (kernel without PROC_SYSCTL?)"
+    exit 0
+fi
+for c in $BENCH_CASES; do
+    if [ ! -s "$VT_BLOB_DIR/$c" ] || [ ! -s "$VT_MANIFEST_DIR/$c.manifest" ]; then
+        vt_fail bench-setup "image $c missing (run-vm.sh --image $c=bench-$c)"
+        exit 0
+    fi
+    # Regular files of the case in manifest order, relative paths.
+    awk '$1 != "dir" && $1 != "symlink" { print $2 }' "$VT_MANIFEST_DIR/$c.manifest" > "/tmp/bench-$c.files"
+done
+mkdir -p /mnt/bench-direct /mnt/bench-daemon
+
+drop_caches() {
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+}
+
+# readbench CASE MNT: prints vt-readbench's JSON (without the closing brace)
+readbench() {
+    sed "s|^|$2/|" "/tmp/bench-$1.files" > /tmp/bench-list
+    _out=$(vt-readbench --list /tmp/bench-list) || {
+        vt_fail "bench-$1" "vt-readbench failed on $2: $_out"
+        return 1
+    }
+    echo "${_out%\}}"
+}
+
+run_direct() { # CASE CONFIG REP
+    drop_caches
+    dev=$(losetup -f) || { vt_fail bench-direct "no free loop device"; return 1; }
+    losetup -r "$dev" "$VT_BLOB_DIR/$1" || { vt_fail bench-direct "losetup $dev $1 failed"; return 1; }
+    if ! err=$(vt_with_timeout 60 mount -t erofs -o ro "$dev" /mnt/bench-direct 2>&1); then
+        vt_fail bench-direct "mount $dev failed: $err"
+        losetup -d "$dev"
+        return 1
+    fi
+    if r=$(readbench "$1" /mnt/bench-direct); then
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"direct\",\"config\":\"$2\",\"rep\":$3,${r#\{}}"
+    fi
+    umount /mnt/bench-direct
+    losetup -d "$dev"
+}
+
+run_daemon() { # CASE CONFIG REP
+    fsid=bench-$1-$2-$3
+    ln "$VT_BLOB_DIR/$1" "$VT_BLOB_DIR/$fsid" || { vt_fail bench-daemon "ln $fsid failed"; return 1; }
+    drop_caches
+    # Counted from before the mount: the mount's OPEN and metadata READs too.
+    set -- "$1" "$2" "$3" "$(vt_counter reads)" "$(vt_counter bytes_written)" "$(vt_counter opens)"
+    if ! err=$(vt_mount_fscache "$fsid" /mnt/bench-daemon 2>&1); then
+        vt_fail bench-daemon "mount -o fsid=$fsid failed: $err"
+        rm -f "$VT_BLOB_DIR/$fsid"
+        return 1
+    fi
+    if r=$(readbench "$1" /mnt/bench-daemon); then
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"daemon\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 )),\"bytes_written\":$(( $(vt_counter bytes_written) - $5 )),\"opens\":$(( $(vt_counter opens) - $6 ))}"
+    fi
+    umount /mnt/bench-daemon
+    rm -f "$VT_BLOB_DIR/$fsid"
+    # The volume is relinquished at umount; its cache files can go.
+    rm -rf "$VT_CACHE_DIR/cache/Ierofs,$fsid"
+}
+
+# Probes: the copies the daemon path is made of, each over the seq blob with
+# 1 MiB blocks, timed by busybox dd. Printed as
+#   BENCH-PROBE {"probe":NAME,"bytes":..,"seconds":..,"mb_per_s":..}
+probe() { # NAME DD-ARGS...
+    _name=$1
+    shift
+    _t0=$(cut -d' ' -f1 /proc/uptime)
+    _secs=$(dd "$@" bs=1M 2>&1 | awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^seconds/) print $(i - 1) }')
+    _t1=$(cut -d' ' -f1 /proc/uptime)
+    _bytes=$(stat -c %s "$VT_BLOB_DIR/seq")
+    # dd prints seconds with little precision; fall back on /proc/uptime.
+    awk -v n="$_name" -v b="$_bytes" -v s="$_secs" -v a="$_t0" -v z="$_t1" 'BEGIN {
+        if (s + 0 <= 0) s = z - a
+        printf "BENCH-PROBE {\"probe\":\"%s\",\"bytes\":%d,\"seconds\":%.3f,\"mb_per_s\":%.1f}\n", n, b, s, (s > 0 ? b / 1e6 / s : 0)
+    }'
+}
+if [ "${BENCH_PROBES:-1}" = 1 ] && [ -s "$VT_BLOB_DIR/seq" ]; then
+    p=$VT_CACHE_DIR/probe.bin
+    drop_caches
+    probe blob-read if="$VT_BLOB_DIR/seq" of=/dev/null
+    probe blob-read-direct-write if="$VT_BLOB_DIR/seq" of="$p" oflag=direct
+    drop_caches
+    probe cache-direct-read if="$p" iflag=direct of=/dev/null
+    drop_caches
+    probe cache-buffered-read if="$p" of=/dev/null
+    rm -f "$p"
+fi
+
+failed_before=0
+for spec in $BENCH_CONFIGS; do
+    label=${spec%%:*}
+    members=
+    if [ "$spec" != "$label" ]; then
+        members=$(echo "${spec#*:}" | sed 's/\([A-Za-z_]*\)=\([^,]*\)/"\1": \2/g; s/,/, /g')
+    fi
+    # shellcheck disable=SC2034  # read by vt_write_config in lib.sh
+    VT_CONFIG_EXTRA=$members
+    vt_start_supervisor || exit 0
+    # The worker logs the values it runs with ("serving with ... max_inflight=
+    # N, io_threads=N, fill_window=N"), defaults included.
+    effective=
+    tries=0
+    while [ -z "$effective" ] && [ "$tries" -lt 50 ]; do
+        effective=$(grep -o 'max_inflight=[0-9]*, io_threads=[0-9]*, fill_window=[0-9]*' "$VT_SUPERVISOR_LOG" |
+            tail -n 1 | sed 's/\([a-z_]*\)=\([0-9]*\)/"\1": \2/g')
+        [ -n "$effective" ] || sleep 0.1
+        tries=$((tries + 1))
+    done
+    vt_info "bench config $label: {$members}, effective {$effective}"
+    echo "BENCH-CONFIG {\"label\":\"$label\",\"members\":{$members},\"effective\":{$effective}}"
+    for c in $BENCH_CASES; do
+        rep=1
+        while [ "$rep" -le "$BENCH_REPS" ]; do
+            run_direct "$c" "$label" "$rep"
+            run_daemon "$c" "$label" "$rep"
+            rep=$((rep + 1))
+        done
+    done
+    failed=$(vt_counter read_failed)
+    if [ "$failed" != "$failed_before" ]; then
+        vt_fail bench-read-failed "config $label: read_failed went from $failed_before to $failed"
+    fi
+    vt_stop_supervisor
+    failed_before=$failed
+done
+vt_pass bench "done: configs [$BENCH_CONFIGS], cases [$BENCH_CASES], $BENCH_REPS rounds each"
+exit 0

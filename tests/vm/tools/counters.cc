@@ -1,0 +1,77 @@
+// vt-counters: prints the worker counters from the supervisor's shared
+// memory segment (proto/shm_layout.h), for VM scenarios and the benchmark.
+//
+//   vt-counters [--tag TAG] [NAME...]
+//
+// Without NAMEs: one "name value" line per counter. With NAMEs: just their
+// values, one per line, in the order given (unknown name: exit 2). TAG is
+// the cache tag (default "vmtest", lib.sh's VT_TAG); the segment is
+// shm_name_for_tag(TAG). Read-only use: nothing is written to the segment.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/shared_state.h"
+
+int main(int argc, char** argv) {
+  std::string tag = "vmtest";
+  std::vector<std::string> wanted;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--tag" && i + 1 < argc) {
+      tag = argv[++i];
+    } else if (arg == "-h" || arg == "--help") {
+      std::printf("usage: vt-counters [--tag TAG] [NAME...]\n");
+      return 0;
+    } else if (arg.starts_with("-")) {
+      std::fprintf(stderr, "usage: vt-counters [--tag TAG] [NAME...]\n");
+      return 2;
+    } else {
+      wanted.emplace_back(arg);
+    }
+  }
+  try {
+    auto shm = ondemand::SharedStateMapping::attach(ondemand::shm_name_for_tag(tag));
+    const auto& s = shm.state();
+    const auto& c = s.counters;
+    const std::vector<std::pair<const char*, std::uint64_t>> all = {
+        {"generation", s.generation.load()},
+        {"restarts", s.restarts.load()},
+        {"worker_pid", s.worker_pid.load()},
+        {"opens", c.opens.load()},
+        {"open_refused", c.open_refused.load()},
+        {"reads", c.reads.load()},
+        {"read_failed", c.read_failed.load()},
+        {"closes", c.closes.load()},
+        {"bytes_written", c.bytes_written.load()},
+        {"unknown_object", c.unknown_object.load()},
+        {"bad_messages", c.bad_messages.load()},
+        {"restores", c.restores.load()},
+        {"restores_repair", c.restores_repair.load()},
+        {"inflight", c.inflight.load()},
+    };
+    if (wanted.empty()) {
+      for (const auto& [name, value] : all) std::printf("%s %llu\n", name, (unsigned long long)value);
+      return 0;
+    }
+    for (const auto& w : wanted) {
+      bool found = false;
+      for (const auto& [name, value] : all)
+        if (w == name) {
+          std::printf("%llu\n", (unsigned long long)value);
+          found = true;
+        }
+      if (!found) {
+        std::fprintf(stderr, "vt-counters: unknown counter %s\n", w.c_str());
+        return 2;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vt-counters: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
