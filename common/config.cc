@@ -63,8 +63,11 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
       {"cache_dir", {true, [](Config& c, auto k, auto& v) { c.cache_dir = as_abs_path(k, v); }}},
       {"tag", {true, [](Config& c, auto k, auto& v) {
          c.tag = as_string(k, v);
-         if (c.tag.find_first_of(" \t") != std::string::npos)
-           throw ConfigError(fmt::format("config key \"{}\": must not contain whitespace", k));
+         // The tag also names the shared memory ("ondemand-<tag>" in /dev/shm).
+         if (c.tag.find_first_of(" \t/") != std::string::npos)
+           throw ConfigError(fmt::format("config key \"{}\": must not contain whitespace or '/'", k));
+         if (c.tag.size() > 64)
+           throw ConfigError(fmt::format("config key \"{}\": longer than 64 bytes", k));
        }}},
       {"blob_dir", {true, [](Config& c, auto k, auto& v) { c.blob_dir = as_abs_path(k, v); }}},
       {"state_dir", {true, [](Config& c, auto k, auto& v) { c.state_dir = as_abs_path(k, v); }}},

@@ -39,24 +39,43 @@ CallResult call(const std::filesystem::path& socket_path, const nlohmann::json& 
   return {std::move(reply), {}};
 }
 
+namespace {
+// Tolerant field access: a reply from another version may lack a field or
+// carry another type; the table shows "?" rather than throwing.
+std::string str(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "?";
+}
+double real(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+bool flag(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+}  // namespace
+
 std::string format_status(const nlohmann::json& s) {
   auto num = [&](const nlohmann::json& j, const char* key) -> std::uint64_t {
     auto it = j.find(key);
     return it != j.end() && it->is_number() ? it->get<std::uint64_t>() : 0;
   };
-  const auto& c = s.value("counters", nlohmann::json::object());
+  const auto counters = s.find("counters");
+  const nlohmann::json c = counters != s.end() && counters->is_object() ? *counters : nlohmann::json::object();
   std::string out;
   out += fmt::format("{:<11} pid {}, version {}, up {:.1f} s\n", "supervisor", num(s, "supervisor_pid"),
-                     s.value("version", "?"), s.value("uptime_s", 0.0));
-  out += fmt::format("{:<11} {}\n", "state", s.value("state", "?"));
-  const auto& w = s.value("worker", nlohmann::json());
+                     str(s, "version"), real(s, "uptime_s"));
+  out += fmt::format("{:<11} {}\n", "state", str(s, "state"));
+  const auto wi = s.find("worker");
+  const nlohmann::json w = wi != s.end() ? *wi : nlohmann::json();
   if (w.is_object())
     out += fmt::format("{:<11} pid {}, generation {}, up {:.1f} s, {}\n", "worker", num(w, "pid"),
-                       num(w, "generation"), w.value("uptime_s", 0.0),
-                       w.value("serving", false) ? "serving" : "not serving yet");
+                       num(w, "generation"), real(w, "uptime_s"),
+                       flag(w, "serving") ? "serving" : "not serving yet");
   else
     out += fmt::format("{:<11} none\n", "worker");
-  out += fmt::format("{:<11} {}\n", "binary", s.value("worker_binary", "?"));
+  out += fmt::format("{:<11} {}\n", "binary", str(s, "worker_binary"));
   out += fmt::format("{:<11} restarts {}, hangs detected {}, in flight {}\n", "health", num(s, "restarts"),
                      num(s, "hangs_detected"), num(s, "inflight"));
   out += fmt::format("{:<11} opens {} (refused {}), reads {} (failed {}), closes {}\n", "requests",

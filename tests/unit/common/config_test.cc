@@ -52,7 +52,7 @@ TEST_CASE("parse_config accepts the minimal config and fills defaults", "[common
   CHECK(c.worker_binary.empty());
   CHECK(c.max_inflight == 64);
   CHECK(c.io_threads == 4);
-  CHECK(c.fill_window == 1u << 20);
+  CHECK(c.fill_window == 4u << 20);  // the benchmark sweep's pick
   CHECK_FALSE(c.prefetch);
   CHECK(c.watchdog_timeout_ms == 5000);
   CHECK(c.request_timeout_ms == 60000);
@@ -62,6 +62,15 @@ TEST_CASE("parse_config accepts the minimal config and fills defaults", "[common
   CHECK(c.crash_loop_limit == 10);
   CHECK(c.crash_loop_window_ms == 30000);
   CHECK(c.park_retry_ms == 30000);
+  CHECK(c.spare_worker);
+}
+
+TEST_CASE("parse_config refuses a tag that cannot name the shared memory", "[common][config]") {
+  auto doc = minimal();
+  doc["tag"] = "a/b";
+  CHECK_THAT(error_for(doc), Catch::Contains(quoted("tag")) && Catch::Contains("'/'"));
+  doc["tag"] = std::string(65, 't');
+  CHECK_THAT(error_for(doc), Catch::Contains(quoted("tag")) && Catch::Contains("64"));
 }
 
 TEST_CASE("parse_config reads every optional key", "[common][config]") {
@@ -79,6 +88,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   doc["crash_loop_limit"] = 3;
   doc["crash_loop_window_ms"] = 40;
   doc["park_retry_ms"] = 500;
+  doc["spare_worker"] = false;
   const auto c = parse_config(doc.dump());
   CHECK(c.worker_binary == "/usr/libexec/ondemand-worker");
   CHECK(c.max_inflight == 7);
@@ -93,6 +103,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   CHECK(c.crash_loop_limit == 3);
   CHECK(c.crash_loop_window_ms == 40);
   CHECK(c.park_retry_ms == 500);
+  CHECK_FALSE(c.spare_worker);
 }
 
 TEST_CASE("parse_config names each missing required key", "[common][config]") {
@@ -153,6 +164,7 @@ TEST_CASE("parse_config names the key whose value has the wrong type or range", 
       {"crash_loop_limit", 0, "zero would park at the first failure"},
       {"crash_loop_window_ms", 0, "empty window"},
       {"park_retry_ms", 10, "below 100 ms would spin"},
+      {"spare_worker", "no", "string for a bool"},
   };
   for (const auto& c : cases) {
     INFO(c.key << ": " << c.why << " (" << c.value.dump() << ")");

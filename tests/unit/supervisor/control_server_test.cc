@@ -209,4 +209,17 @@ TEST_CASE("ctl::format_status renders the status reply's fields", "[supervisor][
   CHECK_THAT(ctl::format_status(status), Catch::Contains("none"));
 }
 
+TEST_CASE("ctl::format_status survives fields of the wrong type (another version's reply)",
+          "[supervisor][control]") {
+  nlohmann::json status = {{"version", 7},
+                           {"uptime_s", "long"},
+                           {"state", nullptr},
+                           {"worker", {{"pid", "x"}, {"uptime_s", "y"}, {"serving", 1}}},
+                           {"worker_binary", false},
+                           {"counters", "none"}};
+  std::string text;
+  REQUIRE_NOTHROW(text = ctl::format_status(status));
+  CHECK_THAT(text, Catch::Contains("state       ?"));
+}
+
 }  // namespace ondemand::supervisor

@@ -106,6 +106,11 @@ TEST_CASE("try_reap on an adopted (non-child) process reports an unknown status 
   pid_t grandchild = -1;
   REQUIRE(::read(pipe.read.get(), &grandchild, sizeof grandchild) == sizeof grandchild);
   REQUIRE(::waitpid(middle, nullptr, 0) == middle);
+  // Whatever fails below, do not leave the grandchild paused forever.
+  struct Killer {
+    pid_t pid;
+    ~Killer() { ::kill(pid, SIGKILL); }
+  } killer{grandchild};
 
   auto pidfd = open_pidfd(grandchild);
   REQUIRE(pidfd.valid());
