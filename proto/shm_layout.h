@@ -37,6 +37,7 @@ struct WorkerCounters {
   Counter restores_repair;  // `restore` written to recover READs for unknown objects
   Counter inflight;         // requests being served now (gauge, reset by each new worker)
   Counter first_reply_ns;   // CLOCK_MONOTONIC of this generation's first completed request
+  Counter prefetched_bytes; // bytes written by background whole-blob prefetch
 };
 
 struct SharedState {

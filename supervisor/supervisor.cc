@@ -617,7 +617,8 @@ nlohmann::json Supervisor::status() const {
         {"unknown_object", c.unknown_object.load()},
         {"bad_messages", c.bad_messages.load()},
         {"restores", c.restores.load()},
-        {"restores_repair", c.restores_repair.load()}}},
+        {"restores_repair", c.restores_repair.load()},
+        {"prefetched_bytes", c.prefetched_bytes.load()}}},
   });
 }
 

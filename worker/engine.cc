@@ -129,6 +129,53 @@ void Engine::end_request(std::uint64_t token) {
   std::uint64_t zero = 0;
   counters_.first_reply_ns.compare_exchange_strong(zero, monotonic_ns());
   if (on_done_) on_done_();
+  pump_prefetch();
+}
+
+namespace {
+constexpr std::uint32_t PREFETCH_MAX_DEMAND = 1;
+}
+
+void Engine::queue_prefetch(std::shared_ptr<Object> object) {
+  prefetch_.push_back({std::move(object), 0});
+  pump_prefetch();
+}
+
+void Engine::pump_prefetch() {
+  while (!prefetch_busy_ && !prefetch_.empty()) {
+    auto& job = prefetch_.front();
+    // A closed (or replaced) object needs no more data; a finished one is done.
+    const bool live = table_.find(job.object->object_id) == job.object;
+    const auto size = align_up(job.object->blob->size(), PAGE);
+    if (!live || job.next >= size) {
+      if (live)
+        spdlog::debug("prefetch of blob \"{}\" done ({} bytes)", escape_id(job.object->blob_id), size);
+      prefetch_.pop_front();
+      continue;
+    }
+    if (inflight_ > PREFETCH_MAX_DEMAND) return;  // yield: end_request calls us again
+    prefetch_busy_ = true;
+    const auto start = job.next;
+    const auto end = std::min(size, start + std::max<std::uint64_t>(options_.fill_window, PAGE));
+    job.next = end;
+    asio::post(pool_, [this, object = job.object, start, end] {
+      thread_local AlignedBuffer buffer(CHUNK);
+      std::uint64_t written = 0;
+      for (auto pos = start; pos < end; pos += CHUNK) {
+        const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(CHUNK, end - pos));
+        auto span = std::span(buffer.data(), n);
+        if (object->blob->read(pos, span) != 0) break;
+        if (!sys::pwrite_full(object->anon_fd.get(), span.data(), n, pos).ok()) break;
+        written += n;
+      }
+      counters_.prefetched_bytes.fetch_add(written, std::memory_order_relaxed);
+      asio::post(loop_, [this] {
+        prefetch_busy_ = false;
+        pump_prefetch();
+      });
+    });
+    return;
+  }
 }
 
 std::uint64_t Engine::oldest_request_ns() const {
@@ -188,7 +235,10 @@ void Engine::finish_open(std::uint64_t token, proto::OpenRequest request, Unique
                    escape_id(stale->blob_id));
     spdlog::debug("OPEN msg_id={} object_id={} blob \"{}\" size={}", request.msg_id,
                   request.object_id, escape_id(request.cookie_key), size);
-    if (replies_.copen(request.msg_id, size) != 0) table_.erase(request.object_id);
+    if (replies_.copen(request.msg_id, size) != 0)
+      table_.erase(request.object_id);
+    else if (options_.prefetch)
+      queue_prefetch(object);
   }
   end_request(token);
   maybe_restore();

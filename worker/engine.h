@@ -9,6 +9,9 @@
 //            READ_COMPLETE, also when anything failed (the reader gets EIO
 //            instead of sleeping forever).
 //   CLOSE -> drop the object; its fd closes after its in-flight READs.
+// With `prefetch`, an opened blob is also written whole into its cache file
+// in the background, one fill_window chunk at a time, and only while at most
+// PREFETCH_MAX_DEMAND demand requests are in flight: demand READs go first.
 //
 // A READ for an object we do not know cannot be completed directly (the
 // ioctl needs that object's fd). Its fd must have been closed, so the kernel
@@ -24,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <map>
 #include <memory>
 #include <vector>
@@ -107,6 +111,8 @@ class Engine {
   void maybe_restore();
   std::uint64_t begin_request();
   void end_request(std::uint64_t token);
+  void queue_prefetch(std::shared_ptr<Object> object);
+  void pump_prefetch();
 
   boost::asio::io_context& loop_;
   Backend& backend_;
@@ -125,6 +131,14 @@ class Engine {
   // token -> start time (ns); tokens increase, so the first entry is oldest.
   std::uint64_t next_token_ = 1;
   std::map<std::uint64_t, std::uint64_t> started_;
+  // Whole-blob prefetch: objects still to fill, front first, one chunk in
+  // flight at a time and only while demand is light.
+  struct PrefetchJob {
+    std::shared_ptr<Object> object;
+    std::uint64_t next = 0;
+  };
+  std::deque<PrefetchJob> prefetch_;
+  bool prefetch_busy_ = false;
 };
 
 std::uint64_t monotonic_ns();

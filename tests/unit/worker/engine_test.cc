@@ -968,3 +968,53 @@ TEST_CASE("Engine: many concurrent READs each complete exactly once", "[worker][
 }
 
 }  // namespace ondemand::worker
+
+namespace ondemand::worker {
+
+TEST_CASE("Engine: prefetch writes the whole blob after OPEN without any READ", "[worker][engine][prefetch]") {
+  test::TempDir dir;
+  const auto content = test::pattern_bytes(5 * 8192 + 300);  // several windows and a tail
+  dir.write("blob", content);
+  LocalBackend backend(dir.path());
+  auto options = Harness::fast_options();  // fill_window 8192
+  options.prefetch = true;
+  Harness h(backend, options);
+  AnonMemfd anon("prefetch");
+  h.open(1, 30, std::move(anon.engine_end), "blob");
+  const std::uint64_t whole = (content.size() + 4095) / 4096 * 4096;
+  REQUIRE(h.run_until([&] { return h.counters.prefetched_bytes.load() == whole; }));
+  CHECK(pread_all(anon.ours.get(), 0, content.size()) == content);
+  CHECK(h.replies.completes().empty());  // no READ was needed, none answered
+  CHECK(h.replies.copens().size() == 1);
+}
+
+TEST_CASE("Engine: without prefetch nothing is written before a READ asks", "[worker][engine][prefetch]") {
+  test::TempDir dir;
+  dir.write("blob", test::pattern_bytes(4 * 8192));
+  LocalBackend backend(dir.path());
+  Harness h(backend);
+  AnonMemfd anon("no-prefetch");
+  h.open(1, 31, std::move(anon.engine_end), "blob");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
+  h.settle(100ms);
+  CHECK(file_size(anon.ours.get()) == 0);
+  CHECK(h.counters.prefetched_bytes.load() == 0);
+}
+
+TEST_CASE("Engine: prefetch stops when the object is closed", "[worker][engine][prefetch]") {
+  test::TempDir dir;
+  dir.write("blob", test::pattern_bytes(64 * 8192));
+  LocalBackend backend(dir.path());
+  auto options = Harness::fast_options();
+  options.prefetch = true;
+  Harness h(backend, options);
+  AnonMemfd anon("prefetch-close");
+  h.open(1, 32, std::move(anon.engine_end), "blob");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
+  h.close(2, 32);
+  // The fd is released once the chunk in flight (if any) finishes.
+  REQUIRE(h.run_until([&] { return !anon.engine_end_open(); }));
+  CHECK(h.counters.prefetched_bytes.load() < 64 * 8192);
+}
+
+}  // namespace ondemand::worker

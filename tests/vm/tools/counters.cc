@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
         {"restores", c.restores.load()},
         {"restores_repair", c.restores_repair.load()},
         {"inflight", c.inflight.load()},
+        {"prefetched_bytes", c.prefetched_bytes.load()},
     };
     if (wanted.empty()) {
       for (const auto& [name, value] : all) std::printf("%s %llu\n", name, (unsigned long long)value);
