@@ -1002,19 +1002,24 @@ TEST_CASE("Engine: without prefetch nothing is written before a READ asks", "[wo
 }
 
 TEST_CASE("Engine: prefetch stops when the object is closed", "[worker][engine][prefetch]") {
-  test::TempDir dir;
-  dir.write("blob", test::pattern_bytes(64 * 8192));
-  LocalBackend backend(dir.path());
-  auto options = Harness::fast_options();
+  FakeBackend backend;
+  auto blob = std::make_shared<FakeBlob>(test::pattern_bytes(64 * 8192));
+  blob->gate = std::make_shared<Gate>();  // holds the first chunk until we close
+  backend.blobs["blob"] = blob;
+  auto options = Harness::fast_options();  // one chunk = fill_window = 8192
   options.prefetch = true;
   Harness h(backend, options);
+  h.gates.push_back(blob->gate);
   AnonMemfd anon("prefetch-close");
   h.open(1, 32, std::move(anon.engine_end), "blob");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1 && blob->gate->waiting() == 1; }));
   h.close(2, 32);
-  // The fd is released once the chunk in flight (if any) finishes.
+  blob->gate->open();
+  // The chunk in flight finishes, then nothing more: the fd is released.
   REQUIRE(h.run_until([&] { return !anon.engine_end_open(); }));
-  CHECK(h.counters.prefetched_bytes.load() < 64 * 8192);
+  h.settle(50ms);
+  CHECK(h.counters.prefetched_bytes.load() == 8192);
+  CHECK(blob->reads.load() == 1);
 }
 
 }  // namespace ondemand::worker
