@@ -82,9 +82,10 @@ if [[ $build -eq 1 ]]; then
         vt-readbench vt-counters >&2 || die "build failed (or use --no-build)"
 fi
 tool() {
-    local f
-    f=$(find "$build_dir" -name CMakeFiles -prune -o -type f -name "$1" -perm -u+x -print | head -n 1)
-    [[ -n $f ]] || die "$1 not found under $build_dir (build target $1, or drop --no-build)"
+    # The exact target path: a recursive search could pick a stale copy from
+    # another build tree nested in this one (build/ci, build/demo, ...).
+    local f=$build_dir/tests/vm/tools/$1
+    [[ -x $f ]] || die "$1 not found at $f (build target $1, or drop --no-build)"
     echo "$f"
 }
 readbench=$(tool vt-readbench)
