@@ -37,6 +37,21 @@ std::string check_header(const void* mapping, std::size_t mapped_size) {
   return {};
 }
 
+nlohmann::json counters_json(const proto::WorkerCounters& c) {
+  return {{"opens", c.opens.load()},
+          {"open_refused", c.open_refused.load()},
+          {"reads", c.reads.load()},
+          {"read_failed", c.read_failed.load()},
+          {"closes", c.closes.load()},
+          {"bytes_written", c.bytes_written.load()},
+          {"unknown_object", c.unknown_object.load()},
+          {"bad_messages", c.bad_messages.load()},
+          {"restores", c.restores.load()},
+          {"restores_repair", c.restores_repair.load()},
+          {"inflight", c.inflight.load()},
+          {"prefetched_bytes", c.prefetched_bytes.load()}};
+}
+
 std::string shm_name_for_tag(const std::string& tag) { return "ondemand-" + tag; }
 
 SharedStateMapping::SharedStateMapping(std::unique_ptr<Impl> impl, std::string name)

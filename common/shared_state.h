@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "proto/shm_layout.h"
 
 namespace ondemand {
@@ -41,6 +43,10 @@ class SharedStateMapping {
   proto::SharedState* state_ = nullptr;
   std::string name_;
 };
+
+// The counters as a JSON object, one member per counter: the single list
+// that `ondemandctl status` and the test tools print.
+nlohmann::json counters_json(const proto::WorkerCounters& counters);
 
 // The segment name for a cache tag: one supervisor per tag.
 std::string shm_name_for_tag(const std::string& tag);

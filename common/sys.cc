@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -90,6 +91,12 @@ Result write_command(int fd, std::string_view command) {
   auto r = write(fd, command.data(), command.size());
   if (r.ok() && static_cast<std::size_t>(r.rc) != command.size()) return {-1, EIO};
   return r;
+}
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 std::string errno_name(int err) {

@@ -44,7 +44,11 @@ OpenResult openat(int dirfd, const char* path, int flags, mode_t mode = 0);
 // Writes a device command like "bind ondemand" in one write(2).
 Result write_command(int fd, std::string_view command);
 
-std::string errno_name(int err);  // "ENOENT (No such file or directory)"
+std::string errno_name(int err);
+
+// CLOCK_MONOTONIC in nanoseconds: the clock of every timestamp in shared
+// memory (heartbeat, request ages, first reply).
+std::uint64_t monotonic_ns();  // "ENOENT (No such file or directory)"
 
 // Test hook: when set, every wrapper first asks it; a non-zero return is
 // used as the errno of an injected failure. Only tests set this.

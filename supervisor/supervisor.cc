@@ -31,12 +31,6 @@ constexpr auto STOP_GRACE = 15s;
 constexpr auto UPGRADE_DRAIN = 5s;         // outgoing worker must finish in-flight requests
 constexpr auto UPGRADE_SERVE_LIMIT = 15s;  // incoming worker must serve after that
 
-std::uint64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
-}
-
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 const char* state_name(std::uint64_t state) {
@@ -111,8 +105,7 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, Adopted
   auto& st = shm_->state();
   st.worker_pid.store(static_cast<std::uint64_t>(w->pid));
   if (st.generation.load() < w->generation) st.generation.store(w->generation);
-  st.worker_state.store(static_cast<std::uint64_t>(w->serving ? proto::WorkerState::RUNNING
-                                                               : proto::WorkerState::STARTING));
+  set_state(w->serving ? proto::WorkerState::RUNNING : proto::WorkerState::STARTING);
   write_pid_file(w->pid);
   worker_ = std::move(w);
 }
@@ -155,6 +148,10 @@ int Supervisor::run() {
   spdlog::info("supervisor exiting; the cache stays bound only if another reference to /dev/cachefiles "
                "exists (systemd's fd store)");
   return 0;
+}
+
+void Supervisor::set_state(proto::WorkerState state) {
+  shm_->state().worker_state.store(static_cast<std::uint64_t>(state));
 }
 
 void Supervisor::write_pid_file(pid_t pid) {
@@ -236,7 +233,7 @@ void Supervisor::complete_handshake(Running* w, const proto::DecodedMessage& hel
 void Supervisor::start_worker() {
   if (shutting_down_) return;
   auto& state = shm_->state();
-  state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::STARTING));
+  set_state(proto::WorkerState::STARTING);
   std::string why;
   auto w = spawn(config_.worker_binary, /*standby=*/false, &why);
   if (!w) {
@@ -337,7 +334,7 @@ void Supervisor::on_serving(Running* w) {
     }
     return;  // otherwise finished when the outgoing worker is reaped
   }
-  if (!incoming_) st.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+  if (!incoming_) set_state(proto::WorkerState::RUNNING);
   if (w == worker_.get()) {
     spare_failures_ = 0;
     asio::post(loop_, [this] { maybe_spawn_spare(); });
@@ -386,7 +383,7 @@ void Supervisor::on_exit(Running* w, const ExitStatus& status) {
       send_json(worker_->channel.get(), {{"type", "resume"}});
     } catch (const ChannelError&) {
     }
-    shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+    set_state(proto::WorkerState::RUNNING);
   } else if (!worker_ || worker_->handed_over) {
     // Nobody is left to serve: a regular restart (with restore).
     if (worker_) kill(worker_.get(), "its successor died after the handover");
@@ -408,7 +405,7 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   worker_.reset();  // closes pidfd and channel; the process is reaped (or was not ours)
   if (shutting_down_) {
     if (incoming_) return kill(incoming_.get(), "supervisor stopping");
-    state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::STOPPED));
+    set_state(proto::WorkerState::STOPPED);
     return finish_shutdown_if_done();
   }
   if (incoming_) {
@@ -435,7 +432,7 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   const auto decision = policy_.on_exit(how, served || killed_from_outside, Clock::now());
   state.restarts.fetch_add(1);
   if (decision.parked) {
-    state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::PARKED));
+    set_state(proto::WorkerState::PARKED);
     spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms",
                   how == proto::ExitClass::FATAL_CONFIG ? "configuration error" : "crash loop",
                   decision.delay.count());
@@ -489,7 +486,7 @@ bool Supervisor::promote_spare() {
   // Record who serves before it can serve: observers (pid file, status,
   // ondemand-chaos) must never see the new generation with the old pid.
   auto& state = shm_->state();
-  state.worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::STARTING));
+  set_state(proto::WorkerState::STARTING);
   state.worker_pid.store(static_cast<std::uint64_t>(spare_->pid));
   write_pid_file(spare_->pid);
   // Generations number workers in the order they start serving: the spare
@@ -537,7 +534,7 @@ void Supervisor::check_health() {
     // During an upgrade the upgrade's own deadlines bound everything.
     if (worker_ && worker_->serving && !worker_->killed_by_us && !shutting_down_ && !incoming_) {
       auto& state = shm_->state();
-      const auto now = monotonic_ns();
+      const auto now = sys::monotonic_ns();
       const auto beat = state.heartbeat_ns.load();
       const auto oldest = state.oldest_request_ns.load();
       const auto ms = [](std::uint64_t ns) { return ns / 1'000'000; };
@@ -607,18 +604,7 @@ nlohmann::json Supervisor::status() const {
       {"restarts", st.restarts.load()},
       {"hangs_detected", st.hangs_detected.load()},
       {"inflight", c.inflight.load()},
-      {"counters",
-       {{"opens", c.opens.load()},
-        {"open_refused", c.open_refused.load()},
-        {"reads", c.reads.load()},
-        {"read_failed", c.read_failed.load()},
-        {"closes", c.closes.load()},
-        {"bytes_written", c.bytes_written.load()},
-        {"unknown_object", c.unknown_object.load()},
-        {"bad_messages", c.bad_messages.load()},
-        {"restores", c.restores.load()},
-        {"restores_repair", c.restores_repair.load()},
-        {"prefetched_bytes", c.prefetched_bytes.load()}}},
+      {"counters", counters_json(c)},
   });
 }
 
@@ -676,7 +662,7 @@ void Supervisor::start_upgrade(const std::filesystem::path& binary, ControlServe
   if (!incoming) return reply(proto::control_error("upgrade failed, old worker still serves: " + why));
   incoming_ = std::move(incoming);
   upgrade_reply_ = std::move(reply);
-  shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::UPGRADING));
+  set_state(proto::WorkerState::UPGRADING);
   incoming_->on_ready = [this] { begin_handover(); };
   watch_exit(incoming_.get());
   watch_channel(incoming_.get());
@@ -723,7 +709,7 @@ void Supervisor::finish_upgrade(bool ok, const std::string& message) {
   upgrade_timer_.cancel();
   asio::post(loop_, [this] { maybe_spawn_spare(); });
   if (ok || (worker_ && worker_->serving))
-    shm_->state().worker_state.store(static_cast<std::uint64_t>(proto::WorkerState::RUNNING));
+    set_state(proto::WorkerState::RUNNING);
   if (!upgrade_reply_) return;
   auto reply = std::move(upgrade_reply_);
   upgrade_reply_ = nullptr;

@@ -78,6 +78,7 @@ class Supervisor {
   void shutdown();
   void finish_shutdown_if_done();
   void write_pid_file(pid_t pid);
+  void set_state(proto::WorkerState state);
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
   nlohmann::json status() const;
   void restart_worker();

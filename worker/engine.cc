@@ -75,18 +75,35 @@ bool fill_whole_blob(Object& object) {
 }
 
 std::uint64_t align_down(std::uint64_t v, std::uint64_t a) { return v - v % a; }
+
+struct CopyResult {
+  std::uint64_t written = 0;  // contiguous bytes from `start` now in the cache file
+  int err = 0;
+  bool in_backend = false;    // err came from the blob, not from the cache write
+};
+
+// Copies [start, end) of the blob into the object's cache file, CHUNK by
+// CHUNK, stopping at the first error. The anonymous fd writes with
+// IOCB_DIRECT into the cache file (__cachefiles_write), so the memory must be
+// block-aligned as well as the offset: a malloc'd buffer gets EINVAL.
+CopyResult copy_to_cache(Object& object, std::uint64_t start, std::uint64_t end) {
+  thread_local AlignedBuffer buffer(CHUNK);
+  CopyResult r;
+  for (auto pos = start; pos < end; pos += CHUNK) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(CHUNK, end - pos));
+    auto span = std::span(buffer.data(), n);
+    if (int err = object.blob->read(pos, span)) return {r.written, err, true};
+    auto w = sys::pwrite_full(object.anon_fd.get(), span.data(), n, pos);
+    if (!w.ok()) return {r.written, w.err, false};
+    r.written += n;
+  }
+  return r;
+}
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
   const auto rem = v % a;
   return rem ? v + (a - rem) : v;
 }
 }  // namespace
-
-std::uint64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 FillRange fill_range(std::uint64_t off, std::uint64_t len, std::uint64_t blob_size,
                      std::uint64_t window) {
@@ -118,7 +135,7 @@ std::uint64_t Engine::begin_request() {
   ++inflight_;
   counters_.inflight.fetch_add(1, std::memory_order_relaxed);
   const auto token = next_token_++;
-  started_.emplace(token, monotonic_ns());
+  started_.emplace(token, sys::monotonic_ns());
   return token;
 }
 
@@ -127,7 +144,7 @@ void Engine::end_request(std::uint64_t token) {
   counters_.inflight.fetch_sub(1, std::memory_order_relaxed);
   started_.erase(token);
   std::uint64_t zero = 0;
-  counters_.first_reply_ns.compare_exchange_strong(zero, monotonic_ns());
+  counters_.first_reply_ns.compare_exchange_strong(zero, sys::monotonic_ns());
   if (on_done_) on_done_();
   pump_prefetch();
 }
@@ -159,15 +176,7 @@ void Engine::pump_prefetch() {
     const auto end = std::min(size, start + std::max<std::uint64_t>(options_.fill_window, PAGE));
     job.next = end;
     asio::post(pool_, [this, object = job.object, start, end] {
-      thread_local AlignedBuffer buffer(CHUNK);
-      std::uint64_t written = 0;
-      for (auto pos = start; pos < end; pos += CHUNK) {
-        const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(CHUNK, end - pos));
-        auto span = std::span(buffer.data(), n);
-        if (object->blob->read(pos, span) != 0) break;
-        if (!sys::pwrite_full(object->anon_fd.get(), span.data(), n, pos).ok()) break;
-        written += n;
-      }
+      const auto written = copy_to_cache(*object, start, end).written;
       counters_.prefetched_bytes.fetch_add(written, std::memory_order_relaxed);
       asio::post(loop_, [this] {
         prefetch_busy_ = false;
@@ -266,34 +275,19 @@ void Engine::handle_read(const proto::ReadRequest& request) {
     const auto range = fill_range(request.offset, request.length, object->blob->size(),
                                   fill_whole_blob(*object) ? align_up(object->blob->size(), PAGE)
                                                            : options_.fill_window);
-    // The anonymous fd writes with IOCB_DIRECT into the cache file
-    // (__cachefiles_write), so the memory must be block-aligned as well as
-    // the offset: a malloc'd buffer gets EINVAL.
-    thread_local AlignedBuffer buffer(CHUNK);
-    bool ok = true;
-    std::uint64_t written = 0;
-    for (auto pos = range.start; ok && pos < range.end; pos += CHUNK) {
-      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(CHUNK, range.end - pos));
-      auto span = std::span(buffer.data(), n);
-
-      if (int err = object->blob->read(pos, span)) {
-        spdlog::warn("READ msg_id={} object_id={} blob \"{}\" off={} len={}: backend read failed: {}",
-                     request.msg_id, request.object_id, escape_id(object->blob_id), pos, n,
-                     sys::errno_name(err));
-        ok = false;
-        break;
-      }
-      auto w = sys::pwrite_full(object->anon_fd.get(), span.data(), n, pos);
-      if (!w.ok()) {
+    const auto copied = copy_to_cache(*object, range.start, range.end);
+    const bool ok = copied.err == 0;
+    const auto written = copied.written;
+    if (!ok) {
+      const auto at = range.start + written;
+      if (copied.in_backend)
+        spdlog::warn("READ msg_id={} object_id={} blob \"{}\" off={}: backend read failed: {}", request.msg_id,
+                     request.object_id, escape_id(object->blob_id), at, sys::errno_name(copied.err));
+      else
         // ENOBUFS: cachefiles_has_space() found cache_dir below its free
         // space threshold (or the object lost its cache file).
-        spdlog::warn("READ msg_id={} object_id={} pwrite off={} len={} failed: {}{}", request.msg_id,
-                     request.object_id, pos, n, sys::errno_name(w.err),
-                     w.err == ENOBUFS ? " (cache_dir full?)" : "");
-        ok = false;
-        break;
-      }
-      written += n;
+        spdlog::warn("READ msg_id={} object_id={} pwrite off={} failed: {}{}", request.msg_id, request.object_id, at,
+                     sys::errno_name(copied.err), copied.err == ENOBUFS ? " (cache_dir full?)" : "");
     }
     counters_.bytes_written.fetch_add(written, std::memory_order_relaxed);
     // The range may have been partly written; if the requested part is

@@ -100,7 +100,6 @@ class Engine {
   bool import_object(std::uint32_t object_id, const std::string& blob_id, UniqueFd anon_fd);
 
  private:
-  struct Pending;
   void handle_open(proto::OpenRequest&& request, UniqueFd anon_fd);
   void handle_read(const proto::ReadRequest& request);
   void handle_close(const proto::CloseRequest& request);
@@ -140,7 +139,5 @@ class Engine {
   std::deque<PrefetchJob> prefetch_;
   bool prefetch_busy_ = false;
 };
-
-std::uint64_t monotonic_ns();
 
 }  // namespace ondemand::worker

@@ -162,7 +162,7 @@ void Worker::start_reading(bool restore) {
                generation_, backend_->describe(), restore, engine_->objects(), config_.max_inflight,
                config_.io_threads, config_.fill_window);
   reading_ = true;
-  state_->heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+  state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
   device_->start(*engine_);
   listen_for_supervisor();
   report_serving();
@@ -181,7 +181,7 @@ void Worker::heartbeat() {
   // Only the worker that reads the device beats: a standby (spare or
   // upgrade successor) writing the shared fields would mask a hung server.
   if (reading_ && !handing_over_) {
-    state_->heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
     state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
   }
   heartbeat_timer_.expires_after(HEARTBEAT_PERIOD);

@@ -32,11 +32,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::uint64_t now_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
-}
 
 double ns_to_ms(std::uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 
@@ -87,7 +82,7 @@ struct Tally {
 // Reads one file in 128 KiB pieces, hashing as it goes; records the longest
 // gap between two completed read() calls as a reader stall.
 void verify_file(const fs::path& path, const std::string& want, Tally& tally) {
-  std::uint64_t last = now_ns();
+  std::uint64_t last = sys::monotonic_ns();
   auto opened = sys::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (!opened.fd) return tally.error(tally.read_errors, fmt::format("open {}: {}", path.string(), sys::errno_name(opened.err)));
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
@@ -96,7 +91,7 @@ void verify_file(const fs::path& path, const std::string& want, Tally& tally) {
   std::uint64_t total = 0;
   for (;;) {
     auto r = sys::read(opened.fd.get(), buf.data(), buf.size());
-    const auto t = now_ns();
+    const auto t = sys::monotonic_ns();
     tally.stall(t - last);
     last = t;
     if (!r.ok())
@@ -170,12 +165,12 @@ void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats
     const auto pid = static_cast<pid_t>(st.worker_pid.load());
     const auto restores = st.counters.restores.load();
     if (!serving() || st.serving_generation.load() != gen) continue;
-    const auto t_kill = now_ns();
+    const auto t_kill = sys::monotonic_ns();
     if (::kill(pid, SIGKILL) < 0) continue;
     ++stats.kills;
     last_killed = gen;
     const bool up = wait_until(30s, [&] { return st.serving_generation.load() > gen; });
-    const auto t_serving = now_ns();
+    const auto t_serving = sys::monotonic_ns();
     const auto new_pid = static_cast<pid_t>(st.worker_pid.load());
     const auto restores_after = st.counters.restores.load();
     std::string file_pid;

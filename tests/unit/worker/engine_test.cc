@@ -3,6 +3,7 @@
 // pipes show when the engine closes an fd (the read end sees POLLHUP), and
 // FakeReplies records every reply so "exactly one reply per request" can be
 // counted.
+#include "common/sys.h"
 #include "worker/engine.h"
 
 #include <sys/stat.h>
@@ -894,7 +895,7 @@ TEST_CASE("Engine: has_capacity() is false at max_inflight and true again as req
 
   CHECK(h.engine->has_capacity());
   CHECK(h.engine->oldest_request_ns() == 0);
-  const auto before = monotonic_ns();
+  const auto before = sys::monotonic_ns();
   h.open(1, 70, test::make_memfd("cap1"), "b");
   CHECK(h.engine->has_capacity());
   CHECK(h.engine->inflight() == 1);
@@ -903,7 +904,7 @@ TEST_CASE("Engine: has_capacity() is false at max_inflight and true again as req
   CHECK(h.engine->inflight() == 2);
   CHECK(h.counters.inflight.load() == 2);
   CHECK(h.engine->oldest_request_ns() >= before);
-  CHECK(h.engine->oldest_request_ns() <= monotonic_ns());
+  CHECK(h.engine->oldest_request_ns() <= sys::monotonic_ns());
 
   h.settle(20ms);
   CHECK_FALSE(h.engine->has_capacity());  // still blocked in the backend

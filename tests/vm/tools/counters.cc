@@ -37,25 +37,15 @@ int main(int argc, char** argv) {
     auto shm = ondemand::SharedStateMapping::attach(ondemand::shm_name_for_tag(tag));
     const auto& s = shm.state();
     const auto& c = s.counters;
-    const std::vector<std::pair<const char*, std::uint64_t>> all = {
+    std::vector<std::pair<std::string, std::uint64_t>> all = {
         {"generation", s.generation.load()},
         {"restarts", s.restarts.load()},
         {"worker_pid", s.worker_pid.load()},
-        {"opens", c.opens.load()},
-        {"open_refused", c.open_refused.load()},
-        {"reads", c.reads.load()},
-        {"read_failed", c.read_failed.load()},
-        {"closes", c.closes.load()},
-        {"bytes_written", c.bytes_written.load()},
-        {"unknown_object", c.unknown_object.load()},
-        {"bad_messages", c.bad_messages.load()},
-        {"restores", c.restores.load()},
-        {"restores_repair", c.restores_repair.load()},
-        {"inflight", c.inflight.load()},
-        {"prefetched_bytes", c.prefetched_bytes.load()},
     };
+    for (const auto& [name, value] : ondemand::counters_json(c).items())
+      all.emplace_back(name, value.get<std::uint64_t>());
     if (wanted.empty()) {
-      for (const auto& [name, value] : all) std::printf("%s %llu\n", name, (unsigned long long)value);
+      for (const auto& [name, value] : all) std::printf("%s %llu\n", name.c_str(), (unsigned long long)value);
       return 0;
     }
     for (const auto& w : wanted) {
