@@ -42,8 +42,8 @@ int main(int argc, char** argv) {
         {"restarts", s.restarts.load()},
         {"worker_pid", s.worker_pid.load()},
     };
-    for (const auto& [name, value] : ondemand::counters_json(c).items())
-      all.emplace_back(name, value.get<std::uint64_t>());
+    const auto counters = ondemand::counters_json(c);  // items() must not outlive it
+    for (const auto& [name, value] : counters.items()) all.emplace_back(name, value.get<std::uint64_t>());
     if (wanted.empty()) {
       for (const auto& [name, value] : all) std::printf("%s %llu\n", name.c_str(), (unsigned long long)value);
       return 0;
