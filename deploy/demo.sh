@@ -13,7 +13,7 @@ cmake --build "$build" -j"$(nproc)" --target ondemand-supervisor ondemand-worker
 log=$(mktemp /tmp/ondemand-demo.XXXXXX.log)
 rc=0
 tests/vm/run-vm.sh --build-dir "$build" --scenario tests/vm/scenarios/demo.sh \
-    --image basic=basic --add "$build/tests/chaos/ondemand-chaos" --mem 2048 --cache-mb 1024 \
+    --image basic=basic --add "$build/tools/chaos/ondemand-chaos" --mem 2048 --cache-mb 1024 \
     --timeout 600 --log "$log" > "$log.runner" 2>&1 || rc=$?
 echo
 echo "==== cachefiles-ondemand demo (Linux 6.12 in qemu) ===="

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 runtime=(libfmt9 libspdlog1.10)
-build=(build-essential cmake pkg-config
+build=(build-essential cmake pkg-config ccache
        libboost1.81-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev catch2)
 # The VM rig: kernel source and its build tools, qemu, the guest userland and
 # image tools.

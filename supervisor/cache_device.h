@@ -8,7 +8,7 @@
 
 #include <stdexcept>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "common/unique_fd.h"
 
 namespace ondemand::supervisor {

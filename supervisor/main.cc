@@ -5,7 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "common/log.h"
 #include "common/shared_state.h"
 #include "proto/exit_codes.h"

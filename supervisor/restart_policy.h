@@ -19,7 +19,7 @@
 #include <chrono>
 #include <deque>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "proto/exit_codes.h"
 
 namespace ondemand::supervisor {

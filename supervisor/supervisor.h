@@ -30,7 +30,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "common/shared_state.h"
 #include "proto/handoff.h"
 #include "supervisor/adopt.h"

@@ -11,6 +11,8 @@ root=$(pwd)
 build=${BUILD_DIR:-$root/build/ci}
 
 deploy/install-deps.sh
+# Compiler cache outside the repo, like the kernel cache.
+export CCACHE_DIR=${CCACHE_DIR:-/var/cache/cachefiles-ondemand/ccache}
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)"
 cd "$build"

@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "common/log.h"
 #include "proto/exit_codes.h"
 #include "proto/handoff.h"

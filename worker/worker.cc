@@ -14,7 +14,7 @@
 #include "common/channel.h"
 #include "common/fd_passing.h"
 #include "common/sys.h"
-#include "worker/backends/local.h"
+#include "backends/local.h"
 
 namespace ondemand::worker {
 namespace asio = boost::asio;

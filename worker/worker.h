@@ -27,14 +27,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "common/shared_state.h"
 #include "common/unique_fd.h"
 #include "proto/exit_codes.h"
 #include "proto/handoff.h"
-#include "worker/backends/backend.h"
-#include "worker/cachefiles_device.h"
-#include "worker/engine.h"
+#include "backends/backend.h"
+#include "frontends/cachefiles/cachefiles_device.h"
+#include "engine/engine.h"
 
 namespace ondemand::worker {
 

@@ -19,7 +19,7 @@
 #include <catch2/catch.hpp>
 
 #include "common/fd_passing.h"
-#include "supervisor/ctl.h"
+#include "tools/ctl/ctl.h"
 #include "tests/unit/test_util.h"
 
 namespace ondemand::supervisor {

@@ -1,4 +1,4 @@
-#include "worker/blob_id.h"
+#include "proto/blob_id.h"
 
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-#include "worker/cachefiles_device.h"
+#include "frontends/cachefiles/cachefiles_device.h"
 
 #include <linux/cachefiles.h>
 

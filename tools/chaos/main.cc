@@ -1,11 +1,11 @@
 // ondemand-chaos: kill -9 the worker at random while readers verify every
-// byte; see tests/chaos/chaos.h. Usable on any node running
+// byte; see tools/chaos/chaos.h. Usable on any node running
 // ondemand-supervisor, not only in the VM tests.
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/log.h"
-#include "tests/chaos/chaos.h"
+#include "tools/chaos/chaos.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"ondemand-chaos: mounts images through the daemon under fresh fsids, verifies\n"

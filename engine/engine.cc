@@ -1,4 +1,4 @@
-#include "worker/engine.h"
+#include "engine/engine.h"
 
 #include <time.h>
 
@@ -13,7 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/sys.h"
-#include "worker/blob_id.h"
+#include "proto/blob_id.h"
 
 namespace ondemand::worker {
 namespace asio = boost::asio;

@@ -1,4 +1,4 @@
-#include "worker/backends/local.h"
+#include "backends/local.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 
 #include "common/sys.h"
-#include "worker/blob_id.h"
+#include "proto/blob_id.h"
 
 namespace ondemand::worker {
 namespace {

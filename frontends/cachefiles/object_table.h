@@ -14,7 +14,7 @@
 #include <unordered_map>
 
 #include "common/unique_fd.h"
-#include "worker/backends/backend.h"
+#include "backends/backend.h"
 
 namespace ondemand::worker {
 

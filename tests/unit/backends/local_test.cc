@@ -1,4 +1,4 @@
-#include "worker/backends/local.h"
+#include "backends/local.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/unit/test_util.h"
-#include "worker/blob_id.h"
+#include "proto/blob_id.h"
 
 namespace ondemand::worker {
 namespace {

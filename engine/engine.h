@@ -39,9 +39,9 @@
 #include "common/unique_fd.h"
 #include "proto/kernel_msg.h"
 #include "proto/shm_layout.h"
-#include "worker/backends/backend.h"
-#include "worker/object_table.h"
-#include "worker/replies.h"
+#include "backends/backend.h"
+#include "frontends/cachefiles/object_table.h"
+#include "frontends/cachefiles/replies.h"
 
 namespace ondemand::worker {
 

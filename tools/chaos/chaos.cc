@@ -1,4 +1,4 @@
-#include "tests/chaos/chaos.h"
+#include "tools/chaos/chaos.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -22,7 +22,7 @@
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "common/shared_state.h"
 #include "common/sys.h"
 

@@ -4,7 +4,7 @@
 // FakeReplies records every reply so "exactly one reply per request" can be
 // counted.
 #include "common/sys.h"
-#include "worker/engine.h"
+#include "engine/engine.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,8 +22,8 @@
 #include <catch2/catch.hpp>
 
 #include "tests/unit/test_util.h"
-#include "worker/backends/local.h"
-#include "worker/blob_id.h"
+#include "backends/local.h"
+#include "proto/blob_id.h"
 
 namespace ondemand::worker {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/blob_id.h"
+#include "proto/blob_id.h"
 
 #include <fmt/format.h>
 

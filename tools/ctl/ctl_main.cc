@@ -5,10 +5,10 @@
 
 #include <CLI/CLI.hpp>
 
-#include "common/config.h"
+#include "config/config.h"
 #include "proto/control.h"
 #include "proto/handoff.h"
-#include "supervisor/ctl.h"
+#include "tools/ctl/ctl.h"
 
 int main(int argc, char** argv) {
   using namespace ondemand;

@@ -1,4 +1,4 @@
-#include "worker/object_table.h"
+#include "frontends/cachefiles/object_table.h"
 
 namespace ondemand::worker {
 

@@ -18,8 +18,8 @@
 #include "common/unique_fd.h"
 #include "proto/kernel_msg.h"
 #include "proto/shm_layout.h"
-#include "worker/engine.h"
-#include "worker/replies.h"
+#include "engine/engine.h"
+#include "frontends/cachefiles/replies.h"
 
 namespace ondemand::worker {
 

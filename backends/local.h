@@ -10,7 +10,7 @@
 #include <filesystem>
 
 #include "common/unique_fd.h"
-#include "worker/backends/backend.h"
+#include "backends/backend.h"
 
 namespace ondemand::worker {
 

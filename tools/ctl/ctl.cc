@@ -1,4 +1,4 @@
-#include "supervisor/ctl.h"
+#include "tools/ctl/ctl.h"
 
 #include <poll.h>
 #include <sys/socket.h>
