@@ -1,8 +1,11 @@
 #include "config/config.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -109,17 +112,33 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
 }  // namespace
 
 Config parse_config(std::string_view json_text) {
-  json doc = json::parse(json_text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/false);
+  // nlohmann keeps the last of two equal keys without a word; a config with
+  // a key twice is a mistake whose half would be silently ignored. The
+  // parser callback sees every key of the top-level object (depth 1).
+  std::set<std::string, std::less<>> seen;
+  std::string duplicate;
+  const json::parser_callback_t note_keys = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && parsed.is_string() &&
+        !seen.insert(parsed.get<std::string>()).second && duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  json doc = json::parse(json_text, note_keys, /*allow_exceptions=*/false, /*ignore_comments=*/false);
   if (doc.is_discarded()) {
     // Re-parse with exceptions only to get the position for the message.
+    // Any json::exception: a number like 1e999 is out_of_range, not a
+    // parse_error, and must still be a configuration error (exit 78, park)
+    // rather than an internal one (exit 70, crash loop).
     try {
-      (void)json::parse(json_text);
-    } catch (const json::parse_error& e) {
+      const json again = json::parse(json_text);
+      (void)again;
+    } catch (const json::exception& e) {
       throw ConfigError(fmt::format("config is not valid JSON: {}", e.what()));
     }
     throw ConfigError("config is not valid JSON");
   }
   if (!doc.is_object()) throw ConfigError("config must be a JSON object");
+  if (!duplicate.empty()) throw ConfigError(fmt::format("config key \"{}\" appears more than once", duplicate));
   Config config;
   const auto& table = key_table();
   for (const auto& [key, value] : doc.items()) {
@@ -130,12 +149,19 @@ Config parse_config(std::string_view json_text) {
   for (const auto& [key, spec] : table)
     if (spec.required && !doc.contains(key))
       throw ConfigError(fmt::format("missing required config key \"{}\"", key));
+  // The worker beats every HEARTBEAT_PERIOD_MS from its event loop; a
+  // watchdog that does not allow a few missed beats kills healthy workers.
+  if (config.watchdog_timeout_ms != 0 && config.watchdog_timeout_ms < MIN_WATCHDOG_TIMEOUT_MS)
+    throw ConfigError(fmt::format(
+        "config key \"watchdog_timeout_ms\": {} ms is below {} ms (the worker's heartbeat comes every {} ms); "
+        "use 0 to turn the watchdog off",
+        config.watchdog_timeout_ms, MIN_WATCHDOG_TIMEOUT_MS, HEARTBEAT_PERIOD_MS));
   return config;
 }
 
 Config load_config(const std::filesystem::path& file) {
   std::ifstream in(file);
-  if (!in) throw ConfigError(fmt::format("cannot read config file {}", file.string()));
+  if (!in) throw ConfigError(fmt::format("cannot read config file {}: {}", file.string(), std::strerror(errno)));
   std::stringstream text;
   text << in.rdbuf();
   try {

@@ -16,6 +16,11 @@ struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The worker's heartbeat period (worker/worker.cc) and the smallest
+// watchdog timeout that tolerates a few late beats.
+inline constexpr std::uint32_t HEARTBEAT_PERIOD_MS = 100;
+inline constexpr std::uint32_t MIN_WATCHDOG_TIMEOUT_MS = 500;
+
 struct Config {
   // Required.
   std::filesystem::path cache_dir;   // ext4/xfs/btrfs: cachefiles refuses tmpfs
