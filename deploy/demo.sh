@@ -10,6 +10,7 @@ build=${BUILD_DIR:-build/demo}
 deploy/install-deps.sh
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target ondemand-supervisor ondemand-worker ondemandctl ondemand-chaos
+tests/vm/build-kernel.sh >/dev/null   # first run only: builds and caches the kernel
 log=$(mktemp /tmp/ondemand-demo.XXXXXX.log)
 rc=0
 tests/vm/run-vm.sh --build-dir "$build" --scenario tests/vm/scenarios/demo.sh \

@@ -15,6 +15,9 @@ deploy/install-deps.sh
 export CCACHE_DIR=${CCACHE_DIR:-/var/cache/cachefiles-ondemand/ccache}
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)"
+# The VM tests' kernel, built once and cached (ctest's vm_kernel fixture
+# would do it too, but silently): say what happens and how long it takes.
+tests/vm/build-kernel.sh >/dev/null
 cd "$build"
 # shellcheck disable=SC2086
 ctest --output-on-failure --no-tests=error ${CTEST_ARGS:-}

@@ -16,7 +16,7 @@ tarball=/usr/src/linux-source-6.12.tar.xz
 # allnoconfig silently drops an option whose menu or dependency is missing.
 required=(CACHEFILES_ONDEMAND EROFS_FS_ONDEMAND EROFS_FS CACHEFILES FSCACHE
           BLK_DEV_RAM BLK_DEV_LOOP EXT4_FS VIRTIO_BLK SERIAL_8250_CONSOLE
-          DEVTMPFS UNIX EROFS_FS_ZIP)
+          DEVTMPFS UNIX EROFS_FS_ZIP INET SECCOMP_FILTER SECURITY_LANDLOCK CGROUPS)
 
 log() { echo "build-kernel: $*" >&2; }
 
@@ -45,18 +45,33 @@ if [[ -s $out/bzImage ]]; then
     exit 0
 fi
 work=$(mktemp -d "$cache_root/build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-log "building kernel $key in $work (about 3-6 minutes on 2 cores)"
+# The compiler's output goes to a log of its own, kept on failure (and with
+# ONDEMAND_KEEP_KERNEL_LOG=1), so a first run says what it is doing instead
+# of sitting silent for minutes.
+build_log=$cache_root/build-$key.log
+: > "$build_log"
+cleanup() {
+    local rc=$?
+    rm -rf "$work"
+    if ((rc != 0)); then
+        log "FAILED (exit $rc); the build log is kept: $build_log"
+    elif [[ ${ONDEMAND_KEEP_KERNEL_LOG:-0} != 1 ]]; then
+        rm -f "$build_log"
+    fi
+}
+trap cleanup EXIT
+log "building the test kernel $key: first run only, about 4 minutes on 2 idle cores"
+log "(10 or more on a busy machine); the result is cached in $cache_root; log: $build_log"
 tar -C "$work" -xf "$tarball"
 src=$(echo "$work"/linux-source-6.12)
-make -C "$src" -s allnoconfig KCONFIG_ALLCONFIG="$fragment" >&2
+make -C "$src" -s allnoconfig KCONFIG_ALLCONFIG="$fragment" >>"$build_log" 2>&1
 for opt in "${required[@]}"; do
     if ! grep -q "^CONFIG_${opt}=y" "$src/.config"; then
         log "CONFIG_${opt} is not =y in the resulting .config: fix kernel.fragment"
         exit 1
     fi
 done
-make -C "$src" -s -j"$(nproc)" bzImage >&2
+make -C "$src" -s -j"$(nproc)" bzImage >>"$build_log" 2>&1
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 cp "$src/arch/x86/boot/bzImage" "$out.tmp/bzImage"
