@@ -309,8 +309,81 @@ std::vector<ManifestEntry> parse_manifest(const std::string& text) {
   return out;
 }
 
+namespace {
+std::string sha256_hex_of(const fs::path& path) {
+  auto opened = sys::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (!opened.fd) throw std::runtime_error(fmt::format("open {}: {}", path.string(), sys::errno_name(opened.err)));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    auto r = sys::read(opened.fd.get(), buf.data(), buf.size());
+    if (!r.ok()) throw std::runtime_error(fmt::format("read {}: {}", path.string(), sys::errno_name(r.err)));
+    if (r.rc == 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<std::size_t>(r.rc));
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  std::string hex;
+  for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
+  return hex;
+}
+
+// The manifest format splits lines on whitespace.
+bool manifest_safe(std::string_view path) {
+  return !path.empty() && std::none_of(path.begin(), path.end(), [](unsigned char c) {
+    return c <= ' ' || c == 0x7f;
+  });
+}
+}  // namespace
+
+std::string make_manifest(const fs::path& root) {
+  if (!fs::is_directory(root)) throw std::runtime_error(fmt::format("{} is not a directory", root.string()));
+  std::vector<std::string> lines;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
+    // lexically: fs::relative() would resolve a symlink to its target.
+    const auto rel = it->path().lexically_relative(root).string();
+    if (!manifest_safe(rel))
+      throw std::runtime_error(fmt::format(
+          "\"{}\": the manifest format cannot hold a path with whitespace or control characters", rel));
+    const auto status = it->symlink_status();
+    if (fs::is_symlink(status)) {
+      const auto target = fs::read_symlink(it->path()).string();
+      if (!manifest_safe(target))
+        throw std::runtime_error(fmt::format("symlink \"{}\": its target has whitespace or control characters", rel));
+      lines.push_back(fmt::format("symlink {} {}", rel, target));
+    } else if (fs::is_directory(status)) {
+      lines.push_back("dir " + rel);
+    } else if (fs::is_regular_file(status)) {
+      lines.push_back(fmt::format("{}  {}", sha256_hex_of(it->path()), rel));
+    } else {
+      throw std::runtime_error(fmt::format("\"{}\" is neither a file, a directory nor a symlink", rel));
+    }
+  }
+  // Sorted bytewise by path, like gen-tree.py (the path is the last word of
+  // a file line, the second of the others).
+  auto path_of = [](const std::string& line) {
+    if (line.starts_with("dir ")) return std::string_view(line).substr(4);
+    if (line.starts_with("symlink ")) {
+      auto rest = std::string_view(line).substr(8);
+      return rest.substr(0, rest.find(' '));
+    }
+    return std::string_view(line).substr(66);
+  };
+  std::sort(lines.begin(), lines.end(), [&](const auto& a, const auto& b) { return path_of(a) < path_of(b); });
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
 nlohmann::json run(const Options& o) {
   const auto config = load_config(o.config);
+  // A missing segment means no supervisor has run with this tag since boot.
+  if (!fs::exists(fs::path("/dev/shm") / shm_name_for_tag(config.tag)))
+    throw std::runtime_error(fmt::format(
+        "no supervisor is running for {} (no shared memory /dev/shm/{}): start ondemand-supervisor --config {} first",
+        o.config.string(), shm_name_for_tag(config.tag), o.config.string()));
   Shared shared{SharedStateMapping::attach(shm_name_for_tag(config.tag)), config.state_dir};
   auto& st = shared.shm.state();
   std::vector<std::vector<ManifestEntry>> manifests;

@@ -31,6 +31,11 @@ struct ManifestEntry {
 // naming the line on a malformed entry.
 std::vector<ManifestEntry> parse_manifest(const std::string& text);
 
+// The manifest of a directory tree (e.g. an image's source tree, or a mounted
+// image), in that format: what `ondemand-chaos manifest DIR` prints. Throws
+// std::runtime_error naming a path the format cannot hold (whitespace).
+std::string make_manifest(const std::filesystem::path& root);
+
 struct Image {
   std::string name;               // blob id in blob_dir
   std::filesystem::path manifest;

@@ -1,23 +1,37 @@
 // ondemand-chaos: kill -9 the worker at random while readers verify every
 // byte; see tools/chaos/chaos.h. Usable on any node running
 // ondemand-supervisor, not only in the VM tests.
+#include <cstdio>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/log.h"
+#include "proto/exit_codes.h"
+#include "proto/handoff.h"
 #include "tools/chaos/chaos.h"
+
+namespace {
+constexpr int EXIT_FAILED = 1;
+constexpr int EXIT_SETUP = 2;
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"ondemand-chaos: mounts images through the daemon under fresh fsids, verifies\n"
                "the SHA-256 of every file with N readers while kill -9-ing the worker at\n"
                "random, and proves every failover (new pid, one more restore). The last line\n"
-               "printed is a JSON report. Exit 0 only with 0 read errors, 0 mismatches and\n"
-               "every kill proven."};
+               "printed is a JSON report.\n"
+               "Exit codes: 0 0 read errors, 0 mismatches and every kill proven; 1 a reader saw\n"
+               "an error or a failover was not proven; 2 setup failed (no supervisor, bad\n"
+               "manifest...); 64 usage.\n"
+               "  ondemand-chaos manifest DIR > IMAGE.manifest   writes the manifest of a tree"};
+  app.option_defaults()->always_capture_default();
+  app.set_version_flag("--version", std::string(ondemand::proto::VERSION));
   ondemand::chaos::Options o;
   std::vector<std::string> images;
   std::string kill_ms = "5-200";
-  app.add_option("--config", o.config, "the supervisor's configuration file")->required();
-  app.add_option("--image", images, "NAME=MANIFEST: blob NAME in blob_dir and its manifest (repeatable)")->required();
+  app.add_option("--config", o.config, "the supervisor's configuration file");
+  app.add_option("--image", images, "NAME=MANIFEST: blob NAME in blob_dir and its manifest (repeatable)");
   app.add_option("--mount-root", o.mount_root, "where rounds mount their images");
   app.add_option("--rounds", o.rounds, "minimum number of rounds");
   app.add_option("--min-kills", o.min_kills, "keep running rounds until this many kills");
@@ -30,9 +44,29 @@ int main(int argc, char** argv) {
   app.add_option("--until-file", o.until_file, "after --rounds, keep starting rounds until this file exists");
   app.add_option("--stall-log", o.stall_log, "log read gaps >= --stall-log-ms as \"<boottime s> <gap ms>\"");
   app.add_option("--stall-log-ms", o.stall_log_ms, "threshold for --stall-log");
-  CLI11_PARSE(app, argc, argv);
+
+  // `manifest DIR`: the manifest of an image's tree (gen-tree.py's format).
+  auto* manifest = app.add_subcommand("manifest", "print the manifest of directory DIR (e.g. an image's source "
+                                                  "tree or a mounted image) for --image");
+  std::string manifest_dir;
+  manifest->add_option("DIR", manifest_dir, "the tree")->required();
+
+  try {
+    app.parse(argc, argv);
+    if (!*manifest) {
+      if (o.config.empty()) throw CLI::RequiredError("--config");
+      if (images.empty()) throw CLI::RequiredError("--image");
+    }
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : static_cast<int>(ondemand::proto::ExitCode::USAGE);
+  }
   ondemand::init_logging("chaos");
   try {
+    if (*manifest) {
+      std::fputs(ondemand::chaos::make_manifest(manifest_dir).c_str(), stdout);
+      return 0;
+    }
     for (const auto& spec : images) {
       auto eq = spec.find('=');
       if (eq == std::string::npos) throw std::runtime_error("--image wants NAME=MANIFEST, got " + spec);
@@ -43,9 +77,9 @@ int main(int argc, char** argv) {
     auto report = ondemand::chaos::run(o);
     const bool ok = ondemand::chaos::report_ok(report, o);
     std::printf("%s\n", report.dump().c_str());
-    return ok ? 0 : 1;
+    return ok ? 0 : EXIT_FAILED;
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
-    return 2;
+    return EXIT_SETUP;
   }
 }
