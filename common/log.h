@@ -11,7 +11,14 @@
 namespace ondemand {
 
 // `role` is "supervisor", "worker" or "ctl". Level from $ONDEMAND_LOG_LEVEL
-// (trace|debug|info|warn|error), default info.
+// (trace|debug|info|warn|error), default info. The sink is thread-safe: the
+// worker logs from its I/O pool threads as well as from its event loop.
+//
+// Also ignores SIGPIPE for the whole process: stderr is often a pipe (a
+// journal, a log shipper, a test harness), and the reader going away must
+// turn our writes into EPIPE, not kill a process that holds the cache. Every
+// program that logs calls this first; spawned children start with SIGPIPE
+// at its default and set it here themselves.
 void init_logging(std::string_view role);
 
 }  // namespace ondemand

@@ -87,6 +87,20 @@ OpenResult openat(int dirfd, const char* path, int flags, mode_t mode) {
   return {UniqueFd{static_cast<int>(r.rc)}, 0};
 }
 
+OpenResult dup_cloexec(int fd) {
+  auto r = retry("fcntl", [&] { return ::fcntl(fd, F_DUPFD_CLOEXEC, 0); });
+  if (!r.ok()) return {UniqueFd{}, r.err};
+  return {UniqueFd{static_cast<int>(r.rc)}, 0};
+}
+
+int set_nonblocking(int fd) {
+  auto flags = retry("fcntl", [&] { return ::fcntl(fd, F_GETFL); });
+  if (!flags.ok()) return flags.err;
+  if (flags.rc & O_NONBLOCK) return 0;
+  auto r = retry("fcntl", [&] { return ::fcntl(fd, F_SETFL, static_cast<int>(flags.rc) | O_NONBLOCK); });
+  return r.ok() ? 0 : r.err;
+}
+
 Result write_command(int fd, std::string_view command) {
   auto r = write(fd, command.data(), command.size());
   if (r.ok() && static_cast<std::size_t>(r.rc) != command.size()) return {-1, EIO};

@@ -41,6 +41,15 @@ struct OpenResult {
 OpenResult open(const char* path, int flags, mode_t mode = 0);
 OpenResult openat(int dirfd, const char* path, int flags, mode_t mode = 0);
 
+// F_DUPFD_CLOEXEC: a second fd for the same open file that a spawned child
+// never inherits (plain dup(2) clears close-on-exec). For asio descriptors
+// that must not own the original.
+OpenResult dup_cloexec(int fd);
+
+// Adds O_NONBLOCK to the open file description (shared with every dup and
+// with the peer that passed it to us). Returns 0 or an errno.
+int set_nonblocking(int fd);
+
 // Writes a device command like "bind ondemand" in one write(2).
 Result write_command(int fd, std::string_view command);
 

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,21 +13,23 @@
 
 #include "common/fd_passing.h"
 #include "common/sys.h"
+#include "common/unix_socket.h"
 
 namespace ondemand::systemd {
 
 bool notify(std::string_view state, std::span<const int> fds) {
   const char* path = std::getenv("NOTIFY_SOCKET");
   if (!path || !*path) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::string p = path;
-  if (p.size() >= sizeof addr.sun_path) return false;
-  std::memcpy(addr.sun_path, p.data(), p.size());
-  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  const std::string p = path;
+  UnixAddress addr;
+  try {
+    addr = unix_address(p);
+  } catch (const UnixSocketError& e) {
+    spdlog::warn("sd_notify \"{}\": NOTIFY_SOCKET: {}", state, e.what());
+    return false;
+  }
   UniqueFd sock{::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
-  if (!sock || ::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr),
-                         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + p.size())) < 0) {
+  if (!sock || ::connect(sock.get(), reinterpret_cast<const sockaddr*>(&addr.addr), addr.len) < 0) {
     spdlog::warn("sd_notify \"{}\": cannot reach NOTIFY_SOCKET {}: {}", state, p, sys::errno_name(errno));
     return false;
   }

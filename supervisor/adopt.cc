@@ -2,7 +2,6 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +12,7 @@
 
 #include "common/channel.h"
 #include "common/sys.h"
+#include "common/unix_socket.h"
 #include "proto/handoff.h"
 #include "supervisor/worker_process.h"
 
@@ -21,16 +21,13 @@ using namespace std::chrono_literals;
 
 std::optional<AdoptedWorker> try_adopt(const std::filesystem::path& state_dir) {
   const auto path = state_dir / "worker.sock";
-  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (!fd || path.string().size() >= sizeof addr.sun_path) return std::nullopt;
-  std::strcpy(addr.sun_path, path.c_str());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-    if (errno != ENOENT && errno != ECONNREFUSED)
-      spdlog::warn("{}: {}; starting without adoption", path.string(), sys::errno_name(errno));
+  // Bounded: a worker alive but not accepting must not stop us starting.
+  auto conn = connect_seqpacket(path, 5s);
+  if (!conn.fd) {
+    if (conn.err != ENOENT && conn.err != ECONNREFUSED) spdlog::warn("{}; starting without adoption", conn.error);
     return std::nullopt;
   }
+  auto fd = std::move(conn.fd);
   try {
     send_json(fd.get(), proto::make_hello("supervisor", ::getpid()));
     auto first = receive_message(fd.get(), 5s);

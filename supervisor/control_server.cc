@@ -2,7 +2,6 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <algorithm>
 #include <cstring>
@@ -14,6 +13,7 @@
 
 #include "common/fd_passing.h"
 #include "common/sys.h"
+#include "common/unix_socket.h"
 
 namespace ondemand::supervisor {
 namespace asio = boost::asio;
@@ -48,22 +48,8 @@ ControlServer::ControlServer(asio::io_context& loop, const std::filesystem::path
       path_(state_dir / std::string(proto::CONTROL_SOCKET_NAME)),
       allowed_uids_(std::move(allowed_uids)),
       handler_(std::move(handler)) {
-  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
-  if (!fd) throw std::runtime_error("control socket: " + sys::errno_name(errno));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path_.string().size() >= sizeof addr.sun_path)
-    throw std::runtime_error("control socket path too long: " + path_.string());
-  std::strcpy(addr.sun_path, path_.c_str());
-  ::unlink(path_.c_str());
-  // Create it 0600 from the start: no window where others could connect.
-  const mode_t old_mask = ::umask(0177);
-  const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  const int err = errno;
-  ::umask(old_mask);
-  if (rc < 0) throw std::runtime_error(fmt::format("bind {}: {}", path_.string(), sys::errno_name(err)));
-  if (::listen(fd.get(), 16) < 0)
-    throw std::runtime_error(fmt::format("listen {}: {}", path_.string(), sys::errno_name(errno)));
+  // 0600 from the start: no window where others could connect.
+  auto fd = listen_seqpacket(path_, 0600, 16);
   listener_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd.release());
   spdlog::info("control socket {}", path_.string());
   accept_next();

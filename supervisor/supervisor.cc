@@ -16,6 +16,7 @@
 #include "common/fd_passing.h"
 #include "common/sys.h"
 #include "common/systemd.h"
+#include "common/watch_fd.h"
 #include "proto/exit_codes.h"
 #include "proto/handoff.h"
 
@@ -99,7 +100,7 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, Adopted
   w->handshake_ok = true;
   w->serving = adopted.serving;
   w->adopted = true;
-  ::fcntl(w->channel.get(), F_SETFL, ::fcntl(w->channel.get(), F_GETFL) | O_NONBLOCK);
+  (void)sys::set_nonblocking(w->channel.get());
   spdlog::info("adopted running worker pid={} generation={} version {} ({})", w->pid, w->generation, w->version,
                w->serving ? "serving" : "not serving");
   auto& st = shm_->state();
@@ -183,7 +184,7 @@ std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::pa
     *why = fmt::format("cannot spawn {}: {}", binary.string(), e.what());
     return nullptr;
   }
-  ::fcntl(w->channel.get(), F_SETFL, ::fcntl(w->channel.get(), F_GETFL) | O_NONBLOCK);
+  (void)sys::set_nonblocking(w->channel.get());
   spdlog::info("spawned worker pid={} generation={} binary={}{}", w->pid, w->generation, binary.string(),
                spare ? " (spare)" : standby ? " (standby for an upgrade)" : "");
   // The handshake runs on the event loop (on_message): a starting worker,
@@ -252,7 +253,7 @@ void Supervisor::start_worker() {
 // ---- watching ----
 
 void Supervisor::watch_exit(Running* w) {
-  w->exit_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->pidfd.get()));
+  w->exit_watch = std::make_unique<asio::posix::stream_descriptor>(watch_fd(loop_, w->pidfd.get()));
   w->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, w](boost::system::error_code ec) {
     if (ec || !ours(w)) return;
     if (auto status = try_reap(w->pidfd.get()))
@@ -264,7 +265,7 @@ void Supervisor::watch_exit(Running* w) {
 
 void Supervisor::watch_channel(Running* w) {
   if (!w->channel_watch)
-    w->channel_watch = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(w->channel.get()));
+    w->channel_watch = std::make_unique<asio::posix::stream_descriptor>(watch_fd(loop_, w->channel.get()));
   w->channel_watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, w](boost::system::error_code ec) {
     if (ec || !ours(w)) return;
     for (;;) {

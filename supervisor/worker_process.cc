@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/fd_passing.h"
+#include "common/spawn.h"
 #include "common/sys.h"
 #include "proto/handoff.h"
 
@@ -22,44 +23,24 @@
 
 namespace ondemand::supervisor {
 
+namespace {
+// What a worker may see of the supervisor's environment: its own settings
+// and the locale/time basics, never NOTIFY_SOCKET or LISTEN_* (systemd talks
+// to the supervisor only) nor anything else the supervisor happened to get.
+constexpr std::string_view WORKER_ENV[] = {"ONDEMAND_*", "PATH", "TZ", "LANG", "LC_*",
+                                            "ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
+}  // namespace
+
 SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vector<std::string>& args) {
   auto pair = make_seqpacket_pair();
   if (pair.err) throw std::runtime_error("socketpair: " + sys::errno_name(pair.err));
-
-  // Everything the child needs is prepared before fork.
-  std::vector<std::string> argv_storage{binary.string()};
-  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_storage) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const int child_end = pair.b.get();
-  sigset_t all;
-  sigemptyset(&all);
-
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork: " + sys::errno_name(errno));
-  if (pid == 0) {
-    // Child: async-signal-safe calls only.
-    ::sigprocmask(SIG_SETMASK, &all, nullptr);
-    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
-    if (child_end == proto::WORKER_CHANNEL_FD) {
-      ::fcntl(child_end, F_SETFD, 0);
-    } else if (::dup2(child_end, proto::WORKER_CHANNEL_FD) < 0) {
-      ::_exit(127);
-    }
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  pair.b.reset();
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    throw std::runtime_error("pidfd_open: " + sys::errno_name(err));
-  }
-  ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-  return {pid, UniqueFd{pidfd}, std::move(pair.a)};
+  LaunchSpec spec;
+  spec.binary = binary;
+  spec.args = args;
+  spec.env = environment_subset(WORKER_ENV);
+  spec.fds = {{proto::WORKER_CHANNEL_FD, pair.b.get()}};
+  auto child = launch(spec);
+  return {child.pid, std::move(child.pidfd), std::move(pair.a)};
 }
 
 std::optional<ExitStatus> try_reap(int pidfd) {

@@ -20,10 +20,11 @@ struct SpawnedWorker {
   UniqueFd channel;  // our end of the handoff channel
 };
 
-// fork + exec `binary` with `args`; the child's end of a fresh SOCK_SEQPACKET
-// pair becomes its fd 3. Only async-signal-safe calls run between fork and
-// exec. Throws std::runtime_error when fork, socketpair or pidfd_open fail;
-// an exec failure shows up as the child exiting with 127.
+// Launches `binary` with `args` (common/spawn.h): the child's end of a fresh
+// SOCK_SEQPACKET pair becomes its fd 3, and it inherits no other fd beyond
+// 0..2 and only a filtered environment. Throws std::runtime_error when
+// socketpair, fork or pidfd_open fail; an exec failure shows up as the
+// child exiting with 127.
 SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vector<std::string>& args);
 
 struct ExitStatus {

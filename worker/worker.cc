@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -14,6 +13,8 @@
 #include "common/channel.h"
 #include "common/fd_passing.h"
 #include "common/sys.h"
+#include "common/unix_socket.h"
+#include "common/watch_fd.h"
 #include "backends/local.h"
 
 namespace ondemand::worker {
@@ -39,8 +40,6 @@ std::uint32_t negotiate_or_throw(const nlohmann::json& hello, std::string_view p
                hello.value("proto_max", 0u), *version);
   return *version;
 }
-
-void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 }  // namespace
 
 Worker::Worker(Config config, UniqueFd channel)
@@ -126,7 +125,7 @@ proto::ExitCode Worker::run() {
   signals_.async_wait([this](boost::system::error_code ec, int signo) {
     if (!ec) stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
   });
-  set_nonblocking(channel_.get());
+  (void)sys::set_nonblocking(channel_.get());
   watch_channel();
   heartbeat();
 
@@ -217,7 +216,7 @@ void Worker::on_request_done() {
 // ---- the channel to the supervisor ----
 
 void Worker::watch_channel() {
-  channel_watch_ = std::make_unique<asio::posix::stream_descriptor>(loop_, ::dup(channel_.get()));
+  channel_watch_ = std::make_unique<asio::posix::stream_descriptor>(watch_fd(loop_, channel_.get()));
   auto* watch = channel_watch_.get();
   struct Waiter {
     Worker* self;
@@ -356,7 +355,7 @@ void Worker::receive_objects(UniqueFd peer_fd) {
   // Blocking but bounded: in standby nothing else needs this thread, and the
   // outgoing worker's drain is bounded by the supervisor's kill.
   auto peer = std::make_shared<UniqueFd>(std::move(peer_fd));
-  auto watch = std::make_shared<asio::posix::stream_descriptor>(loop_, ::dup(peer->get()));
+  auto watch = std::make_shared<asio::posix::stream_descriptor>(watch_fd(loop_, peer->get()));
   watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, peer, watch](boost::system::error_code ec) {
     if (ec || reading_) return;
     std::size_t imported = 0, received_total = 0;
@@ -395,25 +394,13 @@ void Worker::receive_objects(UniqueFd peer_fd) {
 void Worker::listen_for_supervisor() {
   if (listener_) return;
   const auto path = config_.state_dir / std::string(WORKER_SOCKET);
-  const auto tmp = config_.state_dir / fmt::format("{}.{}", WORKER_SOCKET, ::getpid());
-  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (!fd || tmp.string().size() >= sizeof addr.sun_path) {
-    spdlog::error("cannot create {}: adoption by a new supervisor will not work", path.string());
-    return;
-  }
-  std::strcpy(addr.sun_path, tmp.c_str());
-  ::unlink(tmp.c_str());
-  const mode_t old_mask = ::umask(0177);
-  const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::umask(old_mask);
-  // Bind under a private name, then rename over the well-known one: an
-  // upgrade's successor replaces its predecessor's socket atomically.
-  if (rc < 0 || ::listen(fd.get(), 4) < 0 || ::rename(tmp.c_str(), path.c_str()) < 0) {
-    spdlog::error("cannot listen on {}: {}; adoption by a new supervisor will not work", path.string(),
-                  sys::errno_name(errno));
-    ::unlink(tmp.c_str());
+  // Renamed over the well-known path: an upgrade's successor replaces its
+  // predecessor's socket atomically.
+  UniqueFd fd;
+  try {
+    fd = listen_seqpacket(path, 0600, 4);
+  } catch (const UnixSocketError& e) {
+    spdlog::error("{}; adoption by a new supervisor will not work", e.what());
     return;
   }
   listener_path_ = path.string();
@@ -468,7 +455,7 @@ void Worker::adopt(UniqueFd conn) {
   }
   spdlog::info("adopted by a new supervisor pid={}", cred.pid);
   channel_ = std::move(conn);
-  set_nonblocking(channel_.get());
+  (void)sys::set_nonblocking(channel_.get());
   supervisor_gone_ = false;
   watch_channel();
 }

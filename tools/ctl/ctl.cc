@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <cstring>
 
@@ -10,20 +9,16 @@
 
 #include "common/fd_passing.h"
 #include "common/sys.h"
+#include "common/unix_socket.h"
 #include "proto/control.h"
 
 namespace ondemand::ctl {
 
 CallResult call(const std::filesystem::path& socket_path, const nlohmann::json& request,
                 std::chrono::milliseconds timeout) {
-  UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
-  if (!fd) return {nullptr, "socket: " + sys::errno_name(errno)};
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path.string().size() >= sizeof addr.sun_path) return {nullptr, "socket path too long"};
-  std::strcpy(addr.sun_path, socket_path.c_str());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-    return {nullptr, fmt::format("connect {}: {}", socket_path.string(), sys::errno_name(errno))};
+  auto conn = connect_seqpacket(socket_path, timeout);
+  if (!conn.fd) return {nullptr, conn.error};
+  auto fd = std::move(conn.fd);
   if (int err = send_message(fd.get(), request.dump())) return {nullptr, "send: " + sys::errno_name(err)};
   pollfd p{fd.get(), POLLIN, 0};
   int rc;

@@ -87,6 +87,20 @@ TEST_CASE("spawn_worker: the child does not inherit the supervisor's end or othe
   wait_exit(w);
 }
 
+TEST_CASE("spawn_worker: a non-CLOEXEC fd of the supervisor does not reach the worker",
+          "[supervisor][worker_process]") {
+  // What a plain dup() (an asio watch of a sibling's pidfd or channel) left
+  // behind before every spawn closed all unmapped fds.
+  auto marker = test::make_memfd("leaked-dup");
+  UniqueFd leaked{::dup(marker.get())};
+  REQUIRE((::fcntl(leaked.get(), F_GETFD) & FD_CLOEXEC) == 0);
+  auto w = spawn_worker("/bin/sh", {"-c", "ls -l /proc/$$/fd >&3"});
+  const auto listing = read_channel(w);
+  CHECK(listing.find("leaked-dup") == std::string::npos);
+  CHECK(listing.find("socket:") != std::string::npos);
+  wait_exit(w);
+}
+
 TEST_CASE("try_reap on an adopted (non-child) process reports an unknown status once it exited",
           "[supervisor][worker_process]") {
   // A grandchild is not our child: the intermediate parent exits at once, so
