@@ -5,7 +5,8 @@
 //   send <bytes>   one datagram with the rest of the line, sent as is
 //   recv           wait (10 s at most) for one datagram; log it to stderr
 //   sleep <ms>
-//   hold           wait until the supervisor closes the channel, then exit 0
+//   hold           wait until the supervisor closes the channel or says
+//                  "stop", then exit 0
 // Reaching the end of the script also holds.
 #include <poll.h>
 #include <unistd.h>
@@ -39,6 +40,7 @@ int hold() {
     if (::poll(&p, 1, -1) < 0) return 0;
     auto r = ondemand::recv_message(CHANNEL, ondemand::proto::MAX_MESSAGE_BYTES, ondemand::proto::MAX_FDS_PER_MESSAGE);
     if (r.peer_closed() || (r.err && r.err != EAGAIN && r.err != EINTR)) return 0;
+    if (r.bytes.find(R"("type":"stop")") != std::string::npos) return 0;  // a graceful stop, promptly
   }
 }
 }  // namespace
