@@ -1,5 +1,6 @@
 // ondemand-supervisor: binds /dev/cachefiles in on-demand mode, holds that
 // fd for its whole life, and keeps an ondemand-worker serving from it.
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
@@ -37,6 +38,11 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : static_cast<int>(ExitCode::USAGE);
   }
   ondemand::init_logging("supervisor");
+  // SIGHUP (a closed terminal, `kill -HUP` out of habit) must not take the
+  // cache down. There is nothing to reload in place; `ondemandctl
+  // restart-worker` applies a new configuration. Workers get SIG_DFL back
+  // at spawn.
+  ::signal(SIGHUP, SIG_IGN);
   try {
     auto config = ondemand::load_config(config_path);
     spdlog::info("ondemand-supervisor {} starting with {}", ondemand::proto::VERSION, config_path);

@@ -1,0 +1,71 @@
+// harness-fake-worker: stands in for ondemand-worker (as `worker_binary`) and
+// speaks the channel on fd 3 as a script says, to feed the supervisor
+// malformed messages. The script is the file named by FAKE_WORKER_SCRIPT,
+// one step per line:
+//   send <bytes>   one datagram with the rest of the line, sent as is
+//   recv           wait (10 s at most) for one datagram; log it to stderr
+//   sleep <ms>
+//   hold           wait until the supervisor closes the channel or says
+//                  "stop", then exit 0
+// Reaching the end of the script also holds.
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "common/fd_passing.h"
+#include "proto/handoff.h"
+
+namespace {
+constexpr int CHANNEL = ondemand::proto::WORKER_CHANNEL_FD;
+
+bool receive_one(int timeout_ms) {
+  pollfd p{CHANNEL, POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) <= 0) return false;
+  auto r = ondemand::recv_message(CHANNEL, ondemand::proto::MAX_MESSAGE_BYTES, ondemand::proto::MAX_FDS_PER_MESSAGE);
+  if (r.peer_closed() || r.err) return false;
+  std::fprintf(stderr, "fake-worker pid=%d: received %zu bytes, %zu fds: %.200s\n", ::getpid(), r.bytes.size(),
+               r.fds.size(), r.bytes.c_str());
+  return true;
+}
+
+int hold() {
+  for (;;) {
+    pollfd p{CHANNEL, POLLIN, 0};
+    if (::poll(&p, 1, -1) < 0) return 0;
+    auto r = ondemand::recv_message(CHANNEL, ondemand::proto::MAX_MESSAGE_BYTES, ondemand::proto::MAX_FDS_PER_MESSAGE);
+    if (r.peer_closed() || (r.err && r.err != EAGAIN && r.err != EINTR)) return 0;
+    if (r.bytes.find(R"("type":"stop")") != std::string::npos) return 0;  // a graceful stop, promptly
+  }
+}
+}  // namespace
+
+int main() {
+  const char* path = std::getenv("FAKE_WORKER_SCRIPT");
+  if (!path) {
+    std::fprintf(stderr, "fake-worker: FAKE_WORKER_SCRIPT not set\n");
+    return 64;
+  }
+  std::ifstream script(path);
+  for (std::string line; std::getline(script, line);) {
+    if (line.starts_with("send ")) {
+      const std::string bytes = line.substr(5);
+      if (int err = ondemand::send_message(CHANNEL, bytes, {})) {
+        std::fprintf(stderr, "fake-worker: send failed: %d\n", err);
+        return 0;
+      }
+    } else if (line == "recv") {
+      if (!receive_one(10'000)) std::fprintf(stderr, "fake-worker: nothing received\n");
+    } else if (line.starts_with("sleep ")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(line.c_str() + 6)));
+    } else if (line == "hold") {
+      return hold();
+    }
+  }
+  return hold();
+}

@@ -1,0 +1,42 @@
+// Catch2 main for the host fault harness, plus a listener that prints the
+// captured supervisor/worker stderr of a test case that failed.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/harness/harness.h"
+
+namespace ondemand::harness {
+namespace {
+std::mutex logs_mutex;
+std::vector<std::pair<std::string, std::string>> logs;
+}  // namespace
+
+void keep_log_for_failure(std::string title, std::string text) {
+  std::lock_guard lock(logs_mutex);
+  logs.emplace_back(std::move(title), std::move(text));
+}
+
+struct PrintLogsOnFailure : Catch::TestEventListenerBase {
+  using TestEventListenerBase::TestEventListenerBase;
+  void testCaseStarting(const Catch::TestCaseInfo&) override {
+    std::lock_guard lock(logs_mutex);
+    logs.clear();
+  }
+  void testCaseEnded(const Catch::TestCaseStats& stats) override {
+    std::lock_guard lock(logs_mutex);
+    if (stats.totals.assertions.failed > 0)
+      for (const auto& [title, text] : logs)
+        Catch::cerr() << "\n----- " << title << " -----\n" << text << "----- end -----\n";
+    logs.clear();
+  }
+};
+CATCH_REGISTER_LISTENER(PrintLogsOnFailure)
+
+}  // namespace ondemand::harness
+
+int main(int argc, char** argv) { return Catch::Session().run(argc, argv); }
