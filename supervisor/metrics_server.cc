@@ -145,7 +145,13 @@ void MetricsServer::Impl::accept_next(Acceptor* acceptor) {
     auto self = weak.lock();
     if (!self || ec == asio::error::operation_aborted) return;
     if (ec) {
-      spdlog::warn("metrics accept: {}", ec.message());
+      // EMFILE and friends persist: retry later instead of spinning the loop.
+      spdlog::warn("metrics accept: {}; retrying in 100 ms", ec.message());
+      auto retry = std::make_shared<asio::steady_timer>(self->loop, std::chrono::milliseconds(100));
+      retry->async_wait([weak, acceptor, retry](boost::system::error_code) {
+        if (auto again = weak.lock()) again->accept_next(acceptor);
+      });
+      return;
     } else if (*self->active >= self->options.max_connections) {
       // Over the cap: answer at once without waiting for the request. A
       // fresh socket's send buffer takes this short reply without blocking.
