@@ -1,6 +1,10 @@
 #include "config/config.h"
 
+#include <arpa/inet.h>
+#include <sys/un.h>
+
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -105,11 +109,65 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
          c.park_retry_ms = static_cast<std::uint32_t>(as_count(k, v, 100, 86'400'000)); }}},
       {"request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+      {"metrics_listen", {false, [](Config& c, auto k, auto& v) {
+         std::string why;
+         c.metrics_listen = parse_listen_address(as_string(k, v), &why);
+         if (!c.metrics_listen) throw ConfigError(fmt::format("config key \"{}\": {}", k, why));
+       }}},
   };
   return table;
 }
 
 }  // namespace
+
+std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* why) {
+  ListenAddress out;
+  if (text.starts_with('/')) {
+    if (text.size() >= sizeof(sockaddr_un::sun_path)) {
+      *why = fmt::format("Unix socket path \"{}\" is longer than {} bytes", text, sizeof(sockaddr_un::sun_path) - 1);
+      return std::nullopt;
+    }
+    out.unix_path = std::string(text);
+    return out;
+  }
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos) {
+    *why = fmt::format("\"{}\" is neither HOST:PORT nor an absolute Unix socket path", text);
+    return std::nullopt;
+  }
+  auto host = text.substr(0, colon);
+  const auto port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+      port > 65535) {
+    *why = fmt::format("port \"{}\" in \"{}\" is not a number in [1, 65535]", port_text, text);
+    return std::nullopt;
+  }
+  out.port = static_cast<std::uint16_t>(port);
+  if (host == "localhost") host = "127.0.0.1";
+  const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (bracketed) host = host.substr(1, host.size() - 2);
+  const std::string h(host);
+  in_addr v4{};
+  in6_addr v6{};
+  if (!bracketed && ::inet_pton(AF_INET, h.c_str(), &v4) == 1) {
+    if ((ntohl(v4.s_addr) >> 24) != 127) {
+      *why = fmt::format("{} is not a loopback address (127.0.0.0/8, [::1] or a Unix socket path only)", h);
+      return std::nullopt;
+    }
+  } else if (bracketed && ::inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
+    if (!IN6_IS_ADDR_LOOPBACK(&v6)) {
+      *why = fmt::format("[{}] is not a loopback address (127.0.0.0/8, [::1] or a Unix socket path only)", h);
+      return std::nullopt;
+    }
+  } else {
+    *why = fmt::format("\"{}\" is not a numeric IPv4 address, [IPv6] address or localhost", std::string(host));
+    return std::nullopt;
+  }
+  out.host = h;
+  return out;
+}
 
 Config parse_config(std::string_view json_text) {
   // nlohmann keeps the last of two equal keys without a word; a config with
@@ -156,6 +214,10 @@ Config parse_config(std::string_view json_text) {
         "config key \"watchdog_timeout_ms\": {} ms is below {} ms (the worker's heartbeat comes every {} ms); "
         "use 0 to turn the watchdog off",
         config.watchdog_timeout_ms, MIN_WATCHDOG_TIMEOUT_MS, HEARTBEAT_PERIOD_MS));
+  // Binding it would replace the socket the supervisor always serves there.
+  if (config.metrics_listen && config.metrics_listen->unix_path == config.state_dir / METRICS_SOCKET_NAME)
+    throw ConfigError(fmt::format("config key \"metrics_listen\": {} is already the metrics socket in state_dir",
+                                  config.metrics_listen->unix_path.string()));
   return config;
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -20,6 +21,23 @@ struct ConfigError : std::runtime_error {
 // watchdog timeout that tolerates a few late beats.
 inline constexpr std::uint32_t HEARTBEAT_PERIOD_MS = 100;
 inline constexpr std::uint32_t MIN_WATCHDOG_TIMEOUT_MS = 500;
+
+// Where the supervisor also serves its metrics (config key metrics_listen):
+// a loopback TCP address or a Unix socket path. Nothing else: the metrics
+// must not leave the machine unless an operator puts a proxy in front.
+struct ListenAddress {
+  std::filesystem::path unix_path;  // set for a Unix socket
+  std::string host;                 // numeric loopback address otherwise
+  std::uint16_t port = 0;
+  bool is_unix() const { return !unix_path.empty(); }
+};
+
+// "127.0.0.1:9464" (any 127.0.0.0/8 address), "[::1]:9464",
+// "localhost:9464" (127.0.0.1), or an absolute path. Returns the address,
+// or sets `why` and returns nullopt. Pure, unit-tested.
+std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* why);
+
+inline constexpr std::string_view METRICS_SOCKET_NAME = "metrics.sock";
 
 struct Config {
   // Required.
@@ -45,6 +63,8 @@ struct Config {
   std::uint32_t crash_loop_window_ms = 30000;
   std::uint32_t park_retry_ms = 30000;         // a parked supervisor tries again this often
   bool spare_worker = true;  // keep a warm standby worker: failover without a process start
+  // Besides <state_dir>/metrics.sock, serve GET /metrics here too.
+  std::optional<ListenAddress> metrics_listen;
 };
 
 // Parses and validates; throws ConfigError naming the key or the problem.

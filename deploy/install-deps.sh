@@ -14,8 +14,9 @@ build=(build-essential cmake pkg-config ccache
 # image tools.
 vm=(linux-source-6.12 bc bison flex libelf-dev libssl-dev xz-utils cpio
     qemu-system-x86 busybox-static erofs-utils e2fsprogs python3)
-# Parser fuzzing (libFuzzer) and unit-file checks.
-extra=(clang libclang-rt-14-dev systemd)
+# Parser fuzzing (libFuzzer), unit-file checks, `promtool check metrics`
+# (package prometheus) on the exposition, and curl to scrape it in the VM.
+extra=(clang libclang-rt-14-dev systemd prometheus curl)
 
 want=("${runtime[@]}")
 if [[ ${1:-} != --runtime-only ]]; then

@@ -118,12 +118,13 @@ FillRange fill_range(std::uint64_t off, std::uint64_t len, std::uint64_t blob_si
 }
 
 Engine::Engine(asio::io_context& loop, Backend& backend, Replies& replies, EngineOptions options,
-               proto::WorkerCounters& counters)
+               proto::WorkerCounters& counters, proto::WorkerMetrics& metrics)
     : loop_(loop),
       backend_(backend),
       replies_(replies),
       options_(options),
       counters_(counters),
+      metrics_(metrics),
       pool_(options.io_threads),
       restore_timer_(loop) {}
 
@@ -176,8 +177,12 @@ void Engine::pump_prefetch() {
     const auto end = std::min(size, start + std::max<std::uint64_t>(options_.fill_window, PAGE));
     job.next = end;
     asio::post(pool_, [this, object = job.object, start, end] {
-      const auto written = copy_to_cache(*object, start, end).written;
-      counters_.prefetched_bytes.fetch_add(written, std::memory_order_relaxed);
+      const auto copied = copy_to_cache(*object, start, end);
+      counters_.prefetched_bytes.fetch_add(copied.written, std::memory_order_relaxed);
+      if (copied.err) {
+        if (copied.in_backend) count_backend_error(proto::BackendErrorKind::READ);
+        else metrics_.cache_write_errors.fetch_add(1, std::memory_order_relaxed);
+      }
       asio::post(loop_, [this] {
         prefetch_busy_ = false;
         pump_prefetch();
@@ -210,6 +215,7 @@ void Engine::handle_open(proto::OpenRequest&& request, UniqueFd anon_fd) {
   if (auto why = validate_blob_id(request.cookie_key)) {
     spdlog::warn("OPEN msg_id={} object_id={} refused: blob id \"{}\": {}", request.msg_id,
                  request.object_id, escape_id(request.cookie_key), *why);
+    metrics_.invalid_blob_ids.fetch_add(1, std::memory_order_relaxed);
     reply_copen(request.msg_id, request.object_id, -EINVAL);
     return;  // anon_fd closes here; the kernel marks the object closed
   }
@@ -230,6 +236,7 @@ void Engine::finish_open(std::uint64_t token, proto::OpenRequest request, Unique
   if (!opened.blob) {
     spdlog::warn("OPEN msg_id={} object_id={} blob \"{}\" refused: {}", request.msg_id,
                  request.object_id, escape_id(request.cookie_key), sys::errno_name(opened.err));
+    count_backend_error(proto::backend_open_error_kind(opened.err));
     reply_copen(request.msg_id, request.object_id, -opened.err);
   } else {
     auto object = std::make_shared<Object>();
@@ -244,10 +251,12 @@ void Engine::finish_open(std::uint64_t token, proto::OpenRequest request, Unique
                    escape_id(stale->blob_id));
     spdlog::debug("OPEN msg_id={} object_id={} blob \"{}\" size={}", request.msg_id,
                   request.object_id, escape_id(request.cookie_key), size);
-    if (replies_.copen(request.msg_id, size) != 0)
+    if (replies_.copen(request.msg_id, size) != 0) {
       table_.erase(request.object_id);
-    else if (options_.prefetch)
-      queue_prefetch(object);
+    } else {
+      metrics_.opens_ok.fetch_add(1, std::memory_order_relaxed);
+      if (options_.prefetch) queue_prefetch(object);
+    }
   }
   end_request(token);
   maybe_restore();
@@ -261,6 +270,8 @@ void Engine::reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int
 }
 
 void Engine::handle_read(const proto::ReadRequest& request) {
+  // The request left the kernel just before this: read() returned it.
+  const auto received_ns = sys::monotonic_ns();
   counters_.reads.fetch_add(1, std::memory_order_relaxed);
   auto object = table_.find(request.object_id);
   if (!object) {
@@ -271,7 +282,7 @@ void Engine::handle_read(const proto::ReadRequest& request) {
     return;
   }
   const auto token = begin_request();
-  asio::post(pool_, [this, token, object = std::move(object), request]() {
+  asio::post(pool_, [this, token, object = std::move(object), request, received_ns]() {
     const auto range = fill_range(request.offset, request.length, object->blob->size(),
                                   fill_whole_blob(*object) ? align_up(object->blob->size(), PAGE)
                                                            : options_.fill_window);
@@ -280,6 +291,8 @@ void Engine::handle_read(const proto::ReadRequest& request) {
     const auto written = copied.written;
     if (!ok) {
       const auto at = range.start + written;
+      if (copied.in_backend) count_backend_error(proto::BackendErrorKind::READ);
+      else metrics_.cache_write_errors.fetch_add(1, std::memory_order_relaxed);
       if (copied.in_backend)
         spdlog::warn("READ msg_id={} object_id={} blob \"{}\" off={}: backend read failed: {}", request.msg_id,
                      request.object_id, escape_id(object->blob_id), at, sys::errno_name(copied.err));
@@ -293,15 +306,20 @@ void Engine::handle_read(const proto::ReadRequest& request) {
     // The range may have been partly written; if the requested part is
     // missing the kernel fails the reader with EIO, which is the truth.
     const bool covered = ok || written >= (request.offset + request.length) - range.start;
-    if (!covered) counters_.read_failed.fetch_add(1, std::memory_order_relaxed);
+    (covered ? metrics_.reads_ok : counters_.read_failed).fetch_add(1, std::memory_order_relaxed);
     if (int err = replies_.read_complete(object->anon_fd.get(), request.msg_id))
       spdlog::warn("READ msg_id={} object_id={} READ_COMPLETE failed: {}", request.msg_id,
                    request.object_id, sys::errno_name(err));
+    metrics_.read_latency.observe(proto::READ_LATENCY_BOUNDS_NS, sys::monotonic_ns() - received_ns);
     spdlog::trace("READ msg_id={} object_id={} off={} len={} wrote [{}, {})", request.msg_id,
                   request.object_id, request.offset, request.length, range.start,
                   range.start + written);
     asio::post(loop_, [this, token] { end_request(token); });
   });
+}
+
+void Engine::count_backend_error(proto::BackendErrorKind kind) {
+  metrics_.backend_errors[static_cast<std::size_t>(kind)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void Engine::handle_close(const proto::CloseRequest& request) {
@@ -327,6 +345,7 @@ bool Engine::import_object(std::uint32_t object_id, const std::string& blob_id, 
   if (!opened.blob) {
     spdlog::warn("handover: object_id={} blob \"{}\" cannot be opened: {}; dropping it (the kernel will reopen)",
                  object_id, escape_id(blob_id), sys::errno_name(opened.err));
+    count_backend_error(proto::backend_open_error_kind(opened.err));
     return false;
   }
   auto object = std::make_shared<Object>();

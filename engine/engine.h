@@ -70,8 +70,10 @@ inline constexpr std::uint64_t PAGE = 4096;
 
 class Engine {
  public:
+  // `counters` and `metrics` are usually the shared memory's (they outlive
+  // this worker); both are only ever fetch_add'ed, from any thread.
   Engine(boost::asio::io_context& loop, Backend& backend, Replies& replies, EngineOptions options,
-         proto::WorkerCounters& counters);
+         proto::WorkerCounters& counters, proto::WorkerMetrics& metrics);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -103,6 +105,7 @@ class Engine {
   void handle_open(proto::OpenRequest&& request, UniqueFd anon_fd);
   void handle_read(const proto::ReadRequest& request);
   void handle_close(const proto::CloseRequest& request);
+  void count_backend_error(proto::BackendErrorKind kind);
   void finish_open(std::uint64_t token, proto::OpenRequest request, UniqueFd anon_fd,
                    OpenedBlob opened);
   void reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value);
@@ -118,6 +121,7 @@ class Engine {
   Replies& replies_;
   EngineOptions options_;
   proto::WorkerCounters& counters_;
+  proto::WorkerMetrics& metrics_;
   boost::asio::thread_pool pool_;
   ObjectTable table_;
   std::uint32_t inflight_ = 0;

@@ -8,10 +8,15 @@
 //
 // Changelog:
 //   1  initial layout.
+//      appended (no version bump; a reader accepts a size >= its own):
+//      worker_metrics, supervisor_metrics (proto/metrics.h).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+
+#include "proto/metrics.h"
 
 namespace ondemand::proto {
 
@@ -40,6 +45,42 @@ struct WorkerCounters {
   Counter prefetched_bytes; // bytes written by background whole-blob prefetch
 };
 
+// A histogram in shared memory (proto/metrics.h names it and fixes its
+// bounds): one counter per bucket, NOT cumulative (buckets[i] counts the
+// observations in (bounds[i-1], bounds[i]], the last one those above every
+// bound), so one observation is one fetch_add plus the sum. The exposition
+// adds them up; its _count is the sum of the buckets, so count and +Inf
+// bucket always agree even though a reader never sees all at one instant.
+template <std::size_t BOUNDS>
+struct HistogramCounters {
+  std::array<Counter, BOUNDS + 1> buckets;
+  Counter sum_ns;
+
+  void observe(const std::array<std::uint64_t, BOUNDS>& bounds, std::uint64_t ns) {
+    buckets[bucket_index(bounds, ns)].fetch_add(1, std::memory_order_relaxed);
+    sum_ns.fetch_add(ns, std::memory_order_relaxed);
+  }
+};
+
+// Appended for the metrics (proto/metrics.h). Written by whichever worker
+// serves, like WorkerCounters.
+struct WorkerMetrics {
+  Counter opens_ok;   // copen with the blob's size
+  Counter reads_ok;   // READ completed with the requested range written
+  std::array<Counter, static_cast<std::size_t>(BackendErrorKind::COUNT)> backend_errors;
+  Counter cache_write_errors;  // pwrite into an anonymous fd failed
+  Counter invalid_blob_ids;    // OPEN refused: the cookie key is not a valid blob id
+  Counter open_objects;        // gauge: the serving worker's object table, set every heartbeat
+  HistogramCounters<READ_LATENCY_BOUNDS_NS.size()> read_latency;
+};
+
+// Appended for the metrics. Supervisor-written.
+struct SupervisorMetrics {
+  std::array<Counter, static_cast<std::size_t>(RestartCause::COUNT)> restarts;
+  HistogramCounters<RECOVERY_BOUNDS_NS.size()> failover_recovery;
+  HistogramCounters<RECOVERY_BOUNDS_NS.size()> upgrade_stall;
+};
+
 struct SharedState {
   // Header: written once by the supervisor before any worker attaches.
   std::uint64_t magic;
@@ -58,6 +99,10 @@ struct SharedState {
   Counter serving_generation;// generation of the worker that last said "serving"
   Counter oldest_request_ns; // CLOCK_MONOTONIC start of the oldest in-flight request, 0 if none
   WorkerCounters counters;
+
+  // ---- appended after layout 1 shipped; only ever append below ----
+  WorkerMetrics worker_metrics;          // worker-written
+  SupervisorMetrics supervisor_metrics;  // supervisor-written
 };
 
 enum class WorkerState : std::uint64_t { STARTING = 0, RUNNING = 1, UPGRADING = 2, PARKED = 3, STOPPED = 4 };

@@ -17,6 +17,7 @@
 #include "common/sys.h"
 #include "common/systemd.h"
 #include "common/watch_fd.h"
+#include "metrics/exposition.h"
 #include "proto/exit_codes.h"
 #include "proto/handoff.h"
 
@@ -132,6 +133,10 @@ int Supervisor::run() {
       [this](const proto::ControlRequest& request, ControlServer::Reply reply) {
         handle_control(request, std::move(reply));
       });
+  const metrics::RenderInfo info{proto::VERSION, std::chrono::duration<double>(
+                                                     std::chrono::system_clock::now().time_since_epoch()).count()};
+  metrics_ = std::make_unique<MetricsServer>(loop_, metrics_options_from(config_),
+                                             [this, info] { return metrics::render(shm_->state(), info); });
   // Under systemd the bound device also goes to the fd store, so a restart
   // with no live worker still finds the cache.
   const int device[] = {cache_.fd.get()};
@@ -146,6 +151,7 @@ int Supervisor::run() {
   check_health();
   loop_.run();
   control_.reset();
+  metrics_.reset();
   spdlog::info("supervisor exiting; the cache stays bound only if another reference to /dev/cachefiles "
                "exists (systemd's fd store)");
   return 0;
@@ -317,6 +323,8 @@ void Supervisor::on_message(Running* w, const proto::DecodedMessage& msg) {
 
 void Supervisor::on_serving(Running* w) {
   auto& st = shm_->state();
+  if (w == worker_.get()) recorder_.worker_serving(st, Clock::now());
+  if (w == incoming_.get()) recorder_.upgrade_serving(st, Clock::now());
   if (last_death_ != Clock::time_point{} && w == worker_.get())
     spdlog::info("worker pid={} generation={} serving, {:.1f} ms after the previous worker died", w->pid,
                  w->generation, ms_since(last_death_));
@@ -402,6 +410,7 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   const bool killed_from_outside = status.known && !status.exited && status.code == SIGKILL &&
                                    !(worker_ && worker_->killed_by_us);
   const auto how = status.known ? proto::classify_exit(status.exited, status.code) : proto::ExitClass::CRASHED;
+  const auto cause = metrics::restart_cause(how, worker_ && worker_->killed_by_us, killed_from_outside);
   last_death_ = Clock::now();
   worker_.reset();  // closes pidfd and channel; the process is reaped (or was not ours)
   if (shutting_down_) {
@@ -432,6 +441,7 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   }
   const auto decision = policy_.on_exit(how, served || killed_from_outside, Clock::now());
   state.restarts.fetch_add(1);
+  recorder_.worker_died(state, cause, last_death_);
   if (decision.parked) {
     set_state(proto::WorkerState::PARKED);
     spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms",
@@ -688,6 +698,7 @@ void Supervisor::begin_handover() {
               {{"type", "handover"}, {"fds", 1}, {"drain_ms", std::chrono::milliseconds(UPGRADE_DRAIN).count()}},
               a_end);
     worker_->handover_sent = true;
+    recorder_.handover_started(Clock::now());
   } catch (const ChannelError& e) {
     spdlog::error("upgrade: handover messages failed: {}", e.what());
     kill(incoming_.get(), "handover could not start");

@@ -32,10 +32,12 @@
 
 #include "config/config.h"
 #include "common/shared_state.h"
+#include "metrics/supervisor_metrics.h"
 #include "proto/handoff.h"
 #include "supervisor/adopt.h"
 #include "supervisor/cache_device.h"
 #include "supervisor/control_server.h"
+#include "supervisor/metrics_server.h"
 #include "supervisor/restart_policy.h"
 #include "supervisor/worker_process.h"
 
@@ -103,6 +105,8 @@ class Supervisor {
   boost::asio::steady_timer spare_timer_;
   unsigned spare_failures_ = 0;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<MetricsServer> metrics_;
+  metrics::SupervisorRecorder recorder_;
   ControlServer::Reply upgrade_reply_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_death_{};

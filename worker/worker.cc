@@ -117,7 +117,8 @@ proto::ExitCode Worker::run() {
   options.fill_window = config_.fill_window;
   options.prefetch = config_.prefetch;
   device_ = std::make_unique<CachefilesDevice>(loop_, std::move(handoff.device), state_->counters);
-  engine_ = std::make_unique<Engine>(loop_, *backend_, *device_, options, state_->counters);
+  engine_ = std::make_unique<Engine>(loop_, *backend_, *device_, options, state_->counters,
+                                     state_->worker_metrics);
   engine_->on_request_done([this] { on_request_done(); });
 
   signals_.add(SIGTERM);
@@ -182,6 +183,7 @@ void Worker::heartbeat() {
   if (reading_ && !handing_over_) {
     state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
     state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
+    state_->worker_metrics.open_objects.store(engine_->objects(), std::memory_order_relaxed);
   }
   heartbeat_timer_.expires_after(HEARTBEAT_PERIOD);
   heartbeat_timer_.async_wait([this](boost::system::error_code ec) {

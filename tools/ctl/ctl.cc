@@ -34,6 +34,54 @@ CallResult call(const std::filesystem::path& socket_path, const nlohmann::json& 
   return {std::move(reply), {}};
 }
 
+MetricsResult parse_http_reply(std::string_view reply) {
+  MetricsResult r;
+  const auto head_end = reply.find("\r\n\r\n");
+  if (!reply.starts_with("HTTP/1.") || reply.size() < 12 || head_end == std::string_view::npos) {
+    r.error = "not an HTTP reply";
+    return r;
+  }
+  const auto code = reply.substr(9, 3);
+  for (char c : code)
+    if (c < '0' || c > '9') {
+      r.error = fmt::format("bad HTTP status \"{}\"", code);
+      return r;
+    }
+  r.http_status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
+  r.body = std::string(reply.substr(head_end + 4));
+  return r;
+}
+
+MetricsResult fetch_metrics(const std::filesystem::path& socket_path, std::chrono::milliseconds timeout) {
+  UniqueFd fd{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (!fd) return {0, {}, "socket: " + sys::errno_name(errno)};
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.string().size() >= sizeof addr.sun_path) return {0, {}, "socket path too long"};
+  std::strcpy(addr.sun_path, socket_path.c_str());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    return {0, {}, fmt::format("connect {}: {}", socket_path.string(), sys::errno_name(errno))};
+  constexpr std::string_view REQUEST = "GET /metrics HTTP/1.0\r\n\r\n";
+  if (auto w = sys::write(fd.get(), REQUEST.data(), REQUEST.size()); !w.ok() || w.rc != std::int64_t(REQUEST.size()))
+    return {0, {}, "send: " + sys::errno_name(w.err)};
+  // Read to EOF: the server closes after its one reply. Bounded in time.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string reply;
+  char buf[16384];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return {0, {}, fmt::format("no complete reply within {} ms", timeout.count())};
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) return {0, {}, "poll: " + sys::errno_name(errno)};
+    if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    auto n = sys::read(fd.get(), buf, sizeof buf);
+    if (!n.ok()) return {0, {}, "receive: " + sys::errno_name(n.err)};
+    if (n.rc == 0) break;
+    reply.append(buf, static_cast<std::size_t>(n.rc));
+  }
+  return parse_http_reply(reply);
+}
+
 namespace {
 // Tolerant field access: a reply from another version may lack a field or
 // carry another type; the table shows "?" rather than throwing.

@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   status->add_flag("--json", json, "print the raw JSON reply");
   app.add_subcommand("restart-worker", "gracefully restart the worker (also leaves the parked state)");
   app.add_subcommand("stop", "stop the worker and the supervisor (unbinds the cache: mounts die)");
+  app.add_subcommand("metrics", "print the supervisor's Prometheus metrics (GET /metrics on\n"
+                                "<state_dir>/metrics.sock, exactly what a scrape gets)");
   std::string binary;
   auto* upgrade = app.add_subcommand(
       "upgrade", "rolling upgrade: start a new worker, hand it the open objects, retire the old one;\n"
@@ -51,6 +53,20 @@ int main(int argc, char** argv) {
     }
   }
   const std::string cmd = app.get_subcommands().front()->get_name();
+  if (cmd == "metrics") {
+    // Not a control command: the metrics endpoint is its own socket.
+    auto m = ctl::fetch_metrics(dir / std::string(METRICS_SOCKET_NAME), std::chrono::milliseconds(timeout_ms));
+    if (m.http_status == 0) {
+      std::fprintf(stderr, "ondemandctl: metrics not reachable: %s\n", m.error.c_str());
+      return ctl::UNREACHABLE;
+    }
+    if (m.http_status != 200) {
+      std::fprintf(stderr, "ondemandctl: metrics: HTTP %d: %s", m.http_status, m.body.c_str());
+      return ctl::REFUSED;
+    }
+    std::cout << m.body;
+    return ctl::OK;
+  }
   nlohmann::json request = {{"v", proto::CONTROL_VERSION}, {"cmd", cmd}};
   if (cmd == "upgrade") {
     if (!binary.empty()) {

@@ -241,3 +241,71 @@ TEST_CASE("load_config prefixes errors with the file name and reads valid files"
 }
 
 }  // namespace ondemand
+
+namespace ondemand {
+
+TEST_CASE("metrics_listen: loopback TCP addresses and Unix socket paths only", "[common][config][metrics]") {
+  std::string why;
+  auto v4 = parse_listen_address("127.0.0.1:9464", &why);
+  REQUIRE(v4);
+  CHECK(v4->host == "127.0.0.1");
+  CHECK(v4->port == 9464);
+  CHECK(!v4->is_unix());
+  CHECK(parse_listen_address("127.3.4.5:1", &why)->host == "127.3.4.5");
+  CHECK(parse_listen_address("localhost:80", &why)->host == "127.0.0.1");
+  auto v6 = parse_listen_address("[::1]:9464", &why);
+  REQUIRE(v6);
+  CHECK(v6->host == "::1");
+  auto path = parse_listen_address("/run/prometheus/ondemand.sock", &why);
+  REQUIRE(path);
+  CHECK(path->is_unix());
+  CHECK(path->unix_path == "/run/prometheus/ondemand.sock");
+
+  struct Case {
+    const char* text;
+    const char* why;
+  };
+  const Case refused[] = {
+      {"0.0.0.0:9464", "not a loopback"},  {"10.0.0.1:9464", "not a loopback"},
+      {"[::]:9464", "not a loopback"},     {"[::ffff:127.0.0.1]:9464", "not a loopback"},
+      {"example.com:9464", "not a numeric"}, {"::1:9464", "not a numeric"},
+      {"127.0.0.1", "neither"},            {"127.0.0.1:0", "port"},
+      {"127.0.0.1:65536", "port"},         {"127.0.0.1:", "port"},
+      {"127.0.0.1:94x", "port"},           {"metrics.sock", "neither"},
+      {"/", nullptr},
+  };
+  for (const auto& c : refused) {
+    INFO(c.text);
+    if (!c.why) continue;  // "/" is a path: bind() refuses it, not the parser
+    why.clear();
+    CHECK(!parse_listen_address(c.text, &why));
+    CHECK_THAT(why, Catch::Contains(c.why));
+  }
+  CHECK(!parse_listen_address("/" + std::string(200, 'a'), &why));
+  CHECK_THAT(why, Catch::Contains("longer than"));
+}
+
+TEST_CASE("parse_config: metrics_listen is optional, validated, and names the key", "[common][config][metrics]") {
+  auto base = nlohmann::json{{"cache_dir", "/var/cache/ondemand"},
+                             {"tag", "ondemand"},
+                             {"blob_dir", "/var/lib/ondemand/blobs"},
+                             {"state_dir", "/run/ondemand"}};
+  CHECK(!parse_config(base.dump()).metrics_listen);
+  auto with = base;
+  with["metrics_listen"] = "127.0.0.1:9464";
+  CHECK(parse_config(with.dump()).metrics_listen->port == 9464);
+  for (const auto& bad : {nlohmann::json("192.168.1.1:9464"), nlohmann::json(9464), nlohmann::json(""),
+                          nlohmann::json("/run/ondemand/metrics.sock")}) {
+    INFO(bad.dump());
+    auto doc = base;
+    doc["metrics_listen"] = bad;
+    try {
+      parse_config(doc.dump());
+      FAIL("accepted");
+    } catch (const ConfigError& e) {
+      CHECK_THAT(e.what(), Catch::Contains("\"metrics_listen\""));
+    }
+  }
+}
+
+}  // namespace ondemand

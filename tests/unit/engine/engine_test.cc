@@ -187,6 +187,7 @@ struct Harness {
   asio::executor_work_guard<asio::io_context::executor_type> guard{loop.get_executor()};
   FakeReplies replies{std::this_thread::get_id()};
   proto::WorkerCounters counters{};
+  proto::WorkerMetrics metrics{};
   std::unique_ptr<Engine> engine;
   int done_callbacks = 0;
   // Opened before the engine joins its pool, so a failed check cannot hang
@@ -194,7 +195,7 @@ struct Harness {
   std::vector<std::shared_ptr<Gate>> gates;
 
   Harness(Backend& backend, EngineOptions options = fast_options()) {
-    engine = std::make_unique<Engine>(loop, backend, replies, options, counters);
+    engine = std::make_unique<Engine>(loop, backend, replies, options, counters, metrics);
     engine->on_request_done([this] { ++done_callbacks; });
   }
   ~Harness() {
@@ -1021,6 +1022,65 @@ TEST_CASE("Engine: prefetch stops when the object is closed", "[worker][engine][
   h.settle(50ms);
   CHECK(h.counters.prefetched_bytes.load() == 8192);
   CHECK(blob->reads.load() == 1);
+}
+
+// ---------------------------------------------------------------- metrics
+
+std::uint64_t latency_count(const proto::WorkerMetrics& m) {
+  std::uint64_t n = 0;
+  for (const auto& b : m.read_latency.buckets) n += b.load();
+  return n;
+}
+std::uint64_t backend_errors(const proto::WorkerMetrics& m, proto::BackendErrorKind kind) {
+  return m.backend_errors[static_cast<std::size_t>(kind)].load();
+}
+
+TEST_CASE("Engine metrics: OPEN results, by kind", "[worker][engine][metrics]") {
+  FakeBackend backend;
+  backend.blobs["b"] = std::make_shared<FakeBlob>("data");
+  Harness h(backend);
+  AnonMemfd anon("metrics-open");
+  h.open(1, 40, std::move(anon.engine_end), "b");
+  auto missing = test::make_pipe();
+  h.open(2, 41, std::move(missing.write), "absent");
+  auto hostile = test::make_pipe();
+  h.open(3, 42, std::move(hostile.write), "../x");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 3 && h.idle(); }));
+  CHECK(h.metrics.opens_ok.load() == 1);
+  CHECK(h.counters.open_refused.load() == 2);
+  CHECK(backend_errors(h.metrics, proto::BackendErrorKind::NOT_FOUND) == 1);
+  CHECK(backend_errors(h.metrics, proto::BackendErrorKind::OPEN) == 0);
+  CHECK(h.metrics.invalid_blob_ids.load() == 1);
+}
+
+TEST_CASE("Engine metrics: every completed READ is one latency observation and one result",
+          "[worker][engine][metrics]") {
+  FakeBackend backend;
+  backend.blobs["good"] = std::make_shared<FakeBlob>(test::pattern_bytes(20000));
+  auto bad = std::make_shared<FakeBlob>(test::pattern_bytes(20000));
+  bad->err = EIO;
+  backend.blobs["bad"] = bad;
+  Harness h(backend);
+  AnonMemfd good("metrics-good");
+  AnonMemfd failing("metrics-bad");
+  auto pipe = test::make_pipe();  // pwrite on a pipe fails: a cache write error
+  h.open(1, 50, std::move(good.engine_end), "good");
+  h.open(2, 51, std::move(failing.engine_end), "bad");
+  h.open(3, 52, std::move(pipe.write), "good");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 3 && h.idle(); }));
+  h.read(4, 50, 0, 4096);
+  h.read(5, 50, 8192, 4096);
+  h.read(6, 51, 0, 4096);
+  h.read(7, 52, 0, 4096);
+  h.read(8, 99, 0, 4096);  // unknown object: no completion, so no observation
+  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 4 && h.idle(); }));
+  h.settle();
+  CHECK(h.metrics.reads_ok.load() == 2);
+  CHECK(h.counters.read_failed.load() == 2);
+  CHECK(latency_count(h.metrics) == 4);
+  CHECK(h.metrics.read_latency.sum_ns.load() > 0);
+  CHECK(backend_errors(h.metrics, proto::BackendErrorKind::READ) == 1);
+  CHECK(h.metrics.cache_write_errors.load() == 1);
 }
 
 }  // namespace ondemand::worker
