@@ -1,11 +1,17 @@
 #include "common/shared_state.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <new>
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <fmt/format.h>
+
+#include "common/sys.h"
 
 namespace ondemand {
 namespace bip = boost::interprocess;
@@ -23,17 +29,44 @@ void init_header(proto::SharedState* s) {
   s->version = proto::SHM_VERSION;
   s->size = sizeof(proto::SharedState);
 }
+
+std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
+
+// The segment must be ours alone: created by our euid, no group or other
+// permission bits. Anyone else who created the name first would otherwise
+// own our watchdog (heartbeat, worker pid, generation).
+void check_owner(int fd, const std::string& name) {
+  struct stat st{};
+  if (::fstat(fd, &st) < 0)
+    throw SharedStateError(fmt::format("shared memory {}: fstat: {}", shm_path(name), sys::errno_name(errno)));
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+    throw SharedStateError(fmt::format(
+        "shared memory {} is owned by uid {} with mode {:04o}; we run as uid {} and need a segment of our own "
+        "with no group/other access (remove it once no process uses it)",
+        shm_path(name), st.st_uid, st.st_mode & 07777, ::geteuid()));
+}
+
+bool is_missing(const bip::interprocess_exception& e) { return e.get_error_code() == bip::not_found_error; }
+bool is_existing(const bip::interprocess_exception& e) { return e.get_error_code() == bip::already_exists_error; }
+
+SharedStateError wrap(const std::string& name, const bip::interprocess_exception& e) {
+  return SharedStateError(fmt::format("shared memory {}: {}", shm_path(name), e.what()));
+}
 }  // namespace
 
 std::string check_header(const void* mapping, std::size_t mapped_size) {
   if (mapped_size < sizeof(proto::SharedState))
-    return fmt::format("segment is {} bytes, layout needs {}", mapped_size, sizeof(proto::SharedState));
+    return fmt::format("segment is {} bytes, layout needs at least {}", mapped_size, sizeof(proto::SharedState));
   const auto* s = static_cast<const proto::SharedState*>(mapping);
-  if (s->magic != proto::SHM_MAGIC) return fmt::format("bad magic {:#x}", s->magic);
+  if (s->magic != proto::SHM_MAGIC) return fmt::format("bad magic {:#x} (not an ondemand segment)", s->magic);
   if (s->version != proto::SHM_VERSION)
-    return fmt::format("layout version {} (we speak {})", s->version, proto::SHM_VERSION);
-  if (s->size != sizeof(proto::SharedState))
-    return fmt::format("layout size {} (we expect {})", s->size, sizeof(proto::SharedState));
+    return fmt::format("incompatible layout version {} (we speak {})", s->version, proto::SHM_VERSION);
+  // Append-only: a newer writer's layout is ours plus fields we ignore.
+  if (s->size < sizeof(proto::SharedState))
+    return fmt::format("layout size {} is older than ours ({}): an older supervisor's segment", s->size,
+                       sizeof(proto::SharedState));
+  if (s->size > mapped_size)
+    return fmt::format("layout size {} exceeds the {}-byte segment", s->size, mapped_size);
   return {};
 }
 
@@ -62,37 +95,62 @@ SharedStateMapping::SharedStateMapping(SharedStateMapping&&) noexcept = default;
 SharedStateMapping& SharedStateMapping::operator=(SharedStateMapping&&) noexcept = default;
 SharedStateMapping::~SharedStateMapping() = default;
 
+// O_CREAT|O_EXCL, 0600: never opens a segment someone else prepared.
+SharedStateMapping SharedStateMapping::create_exclusive(const std::string& name) {
+  auto impl = std::make_unique<Impl>();
+  impl->shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, bip::permissions(0600));
+  check_owner(impl->shm.get_mapping_handle().handle, name);
+  impl->shm.truncate(sizeof(proto::SharedState));
+  impl->region = bip::mapped_region(impl->shm, bip::read_write);
+  init_header(static_cast<proto::SharedState*>(impl->region.get_address()));
+  return SharedStateMapping(std::move(impl), name);
+}
+
 SharedStateMapping SharedStateMapping::create(const std::string& name) {
   try {
+    bip::shared_memory_object::remove(name.c_str());
+    return create_exclusive(name);
+  } catch (const bip::interprocess_exception& e) {
+    throw wrap(name, e);
+  }
+}
+
+std::optional<SharedStateMapping> SharedStateMapping::open_existing(const std::string& name) {
+  try {
     auto impl = std::make_unique<Impl>();
-    impl->shm = bip::shared_memory_object(bip::open_or_create, name.c_str(), bip::read_write, 0600);
-    impl->shm.truncate(sizeof(proto::SharedState));
+    try {
+      impl->shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
+    } catch (const bip::interprocess_exception& e) {
+      if (is_missing(e)) return std::nullopt;
+      throw;
+    }
+    check_owner(impl->shm.get_mapping_handle().handle, name);
+    // The whole segment: a newer supervisor's may be larger than our layout.
     impl->region = bip::mapped_region(impl->shm, bip::read_write);
-    init_header(static_cast<proto::SharedState*>(impl->region.get_address()));
+    if (auto why = check_header(impl->region.get_address(), impl->region.get_size()); !why.empty())
+      throw SharedStateError(fmt::format("shared memory {}: {}", shm_path(name), why));
     return SharedStateMapping(std::move(impl), name);
   } catch (const bip::interprocess_exception& e) {
-    throw SharedStateError(fmt::format("shared memory {}: {}", name, e.what()));
+    throw wrap(name, e);
   }
 }
 
 SharedStateMapping SharedStateMapping::attach(const std::string& name) {
-  try {
-    auto impl = std::make_unique<Impl>();
-    impl->shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
-    impl->region = bip::mapped_region(impl->shm, bip::read_write);
-    if (auto why = check_header(impl->region.get_address(), impl->region.get_size()); !why.empty())
-      throw SharedStateError(fmt::format("shared memory {}: {}", name, why));
-    return SharedStateMapping(std::move(impl), name);
-  } catch (const bip::interprocess_exception& e) {
-    throw SharedStateError(fmt::format("shared memory {}: {}", name, e.what()));
-  }
+  if (auto m = open_existing(name)) return std::move(*m);
+  throw SharedStateError(fmt::format("shared memory {}: no such segment (is the supervisor running?)", shm_path(name)));
 }
 
 SharedStateMapping SharedStateMapping::open_or_create(const std::string& name) {
-  try {
-    return attach(name);
-  } catch (const SharedStateError&) {
-    return create(name);
+  // An unusable segment (owner, mode, header) is an error, never replaced:
+  // a live process may be using it. Two rounds: a segment created by someone
+  // else between our look and our create is opened (and checked) on the second.
+  for (int round = 0;; ++round) {
+    if (auto m = open_existing(name)) return std::move(*m);
+    try {
+      return create_exclusive(name);
+    } catch (const bip::interprocess_exception& e) {
+      if (!is_existing(e) || round > 0) throw wrap(name, e);
+    }
   }
 }
 

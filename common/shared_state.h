@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -19,13 +20,19 @@ struct SharedStateError : std::runtime_error {
 
 class SharedStateMapping {
  public:
-  // Creates (or re-creates and zeroes) the segment `name` ("ondemand-<tag>").
+  // Replaces any segment `name` ("ondemand-<tag>") with a fresh, zeroed one:
+  // unlinks it, then creates exclusively (O_EXCL, 0600). Only for a caller
+  // that knows no process maps the old one; the supervisor uses
+  // open_or_create.
   static SharedStateMapping create(const std::string& name);
-  // Attaches to an existing segment, or creates it when absent (a supervisor
-  // adopting a running worker keeps the counters). Checks the header.
+  // Attaches to an existing segment (a supervisor adopting a running worker
+  // keeps the counters), or creates it exclusively, 0600, when absent. A
+  // segment that fails the checks of attach() is an error, never re-created.
   static SharedStateMapping open_or_create(const std::string& name);
-  // Attaches read-write to an existing segment; throws SharedStateError
-  // naming the mismatch when the header is wrong.
+  // Attaches read-write to an existing segment. Throws SharedStateError
+  // naming the path and the problem when it is missing, is not owned by our
+  // euid, has group/other permission bits, or has a wrong header (magic,
+  // incompatible version, a layout older than ours: see shm_layout.h).
   static SharedStateMapping attach(const std::string& name);
   static void remove(const std::string& name);
 
@@ -39,6 +46,8 @@ class SharedStateMapping {
  private:
   struct Impl;
   SharedStateMapping(std::unique_ptr<Impl> impl, std::string name);
+  static SharedStateMapping create_exclusive(const std::string& name);
+  static std::optional<SharedStateMapping> open_existing(const std::string& name);  // nullopt: missing
   std::unique_ptr<Impl> impl_;
   proto::SharedState* state_ = nullptr;
   std::string name_;
@@ -52,6 +61,7 @@ nlohmann::json counters_json(const proto::WorkerCounters& counters);
 std::string shm_name_for_tag(const std::string& tag);
 
 // Checks a mapped header; returns an error text or empty. Pure, unit-tested.
+// Accepts a layout at least as large as ours with our magic and version.
 std::string check_header(const void* mapping, std::size_t mapped_size);
 
 }  // namespace ondemand

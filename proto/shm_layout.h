@@ -6,7 +6,18 @@
 // field (noted beside each), no allocator and no mutex that a dying process
 // could leave locked. Counters are monotonic; readers take differences.
 //
-// Changelog:
+// Compatibility rule (two versions share the segment during a rolling
+// upgrade, and a restarted supervisor adopts a running worker's):
+//   - fields are only ever appended, at the end of SharedState; `size` is
+//     the layout size of the supervisor that created the segment;
+//   - a reader accepts size >= sizeof(its SharedState) with the same magic
+//     and the same `version`, and uses only the fields it knows;
+//   - `version` changes only for an incompatible change (a field moved,
+//     resized or re-purposed), which rolling upgrades cannot cross.
+// The segment is created O_EXCL with mode 0600 and must be owned by the
+// attaching process's euid with no group/other bits.
+//
+// Changelog (version, then appended fields by layout size):
 //   1  initial layout.
 //      appended (no version bump; a reader accepts a size >= its own):
 //      worker_metrics, supervisor_metrics (proto/metrics.h).

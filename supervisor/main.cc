@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
                "else opens and binds /dev/cachefiles.\n"
                "Exit codes: 0 stopped by SIGTERM/SIGINT or ondemandctl stop, 64 usage,\n"
                "69 a running worker refused adoption (another supervisor?), 70 internal error,\n"
-               "74 cannot open or bind /dev/cachefiles, 78 configuration."};
+               "74 cannot open or bind /dev/cachefiles, 78 configuration (or an unusable\n"
+               "/dev/shm/ondemand-<tag>)."};
   std::string config_path;
   app.add_option("--config", config_path, "configuration file (JSON); see deploy/ondemand.json")
       ->required();
@@ -74,6 +75,11 @@ int main(int argc, char** argv) {
     sv::Supervisor supervisor(std::move(config), config_path, std::move(cache), policy);
     return supervisor.run();
   } catch (const ondemand::ConfigError& e) {
+    spdlog::critical("{}", e.what());
+    return static_cast<int>(ExitCode::CONFIG);
+  } catch (const ondemand::SharedStateError& e) {
+    // Someone else's, or an incompatible, segment under our name: restarting
+    // will not help, and replacing it could cut off a live worker.
     spdlog::critical("{}", e.what());
     return static_cast<int>(ExitCode::CONFIG);
   } catch (const ondemand::supervisor::AdoptError& e) {

@@ -1,11 +1,18 @@
 #include "common/shared_state.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <memory>
 #include <random>
 
 #include <catch2/catch.hpp>
+
+#include "common/unique_fd.h"
 
 namespace ondemand {
 namespace {
@@ -29,6 +36,30 @@ struct SegmentName {
   std::string name = unique_name();
   ~SegmentName() { SharedStateMapping::remove(name); }
 };
+
+// A segment made by hand, as another version (or another user) would make
+// it: `bytes` long, header from `header` (none if null), then `mode`/`uid`.
+void make_segment(const std::string& name, std::size_t bytes, const proto::SharedState* header, mode_t mode,
+                  uid_t uid) {
+  int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  UniqueFd owner{fd};
+  REQUIRE(::ftruncate(fd, static_cast<off_t>(bytes)) == 0);
+  if (header) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    REQUIRE(p != MAP_FAILED);
+    std::memcpy(p, header, std::min(bytes, sizeof(proto::SharedState)));
+    ::munmap(p, bytes);
+  }
+  REQUIRE(::fchmod(fd, mode) == 0);
+  REQUIRE(::fchown(fd, uid, static_cast<gid_t>(-1)) == 0);
+}
+
+struct stat segment_stat(const std::string& name) {
+  struct stat st{};
+  REQUIRE(::stat(("/dev/shm/" + name).c_str(), &st) == 0);
+  return st;
+}
 
 }  // namespace
 
@@ -112,6 +143,85 @@ TEST_CASE("open_or_create() creates a fresh segment when none exists", "[common]
   SegmentName seg;
   auto m = SharedStateMapping::open_or_create(seg.name);
   CHECK(check_header(&m.state(), sizeof(proto::SharedState)) == "");
+}
+
+TEST_CASE("check_header accepts a larger (newer, appended) layout, refuses an older one", "[common][shared_state]") {
+  Header h;
+  h.state->size = sizeof(proto::SharedState) + 64;
+  CHECK_THAT(check_header(h.state.get(), sizeof(proto::SharedState)), Catch::Contains("exceeds"));
+  CHECK(check_header(h.state.get(), sizeof(proto::SharedState) + 64) == "");
+  h.state->size = sizeof(proto::SharedState) - 8;
+  CHECK_THAT(check_header(h.state.get(), sizeof(proto::SharedState) + 64), Catch::Contains("older"));
+}
+
+TEST_CASE("create() makes the segment 0600 and ours", "[common][shared_state]") {
+  SegmentName seg;
+  const mode_t old_mask = ::umask(0);  // the mode must not depend on the umask
+  auto created = SharedStateMapping::create(seg.name);
+  ::umask(old_mask);
+  const auto st = segment_stat(seg.name);
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_uid == ::geteuid());
+}
+
+TEST_CASE("attach() accepts a larger segment from a future version", "[common][shared_state]") {
+  SegmentName seg;
+  Header h;
+  const std::size_t future = sizeof(proto::SharedState) + 512;
+  h.state->size = static_cast<std::uint32_t>(future);
+  h.state->counters.reads.store(11);
+  make_segment(seg.name, future, h.state.get(), 0600, ::geteuid());
+  auto attached = SharedStateMapping::attach(seg.name);
+  CHECK(attached.state().counters.reads.load() == 11);
+  CHECK(attached.state().size == future);
+  auto supervisor = SharedStateMapping::open_or_create(seg.name);  // kept, not re-created
+  CHECK(supervisor.state().counters.reads.load() == 11);
+}
+
+TEST_CASE("attach() and open_or_create() refuse a smaller segment without re-creating it", "[common][shared_state]") {
+  SegmentName seg;
+  Header h;
+  h.state->size = sizeof(proto::SharedState) - 64;  // an older, shorter layout
+  make_segment(seg.name, sizeof(proto::SharedState) - 64, h.state.get(), 0600, ::geteuid());
+  CHECK_THROWS_WITH(SharedStateMapping::attach(seg.name),
+                    Catch::Contains("/dev/shm/" + seg.name) && Catch::Contains("bytes"));
+  CHECK_THROWS_AS(SharedStateMapping::open_or_create(seg.name), SharedStateError);
+  CHECK(segment_stat(seg.name).st_size == static_cast<off_t>(sizeof(proto::SharedState) - 64));
+}
+
+TEST_CASE("open_or_create() refuses a segment with a wrong magic instead of re-creating it", "[common][shared_state]") {
+  SegmentName seg;
+  Header h;
+  h.state->magic = 0x1234;
+  make_segment(seg.name, sizeof(proto::SharedState), h.state.get(), 0600, ::geteuid());
+  CHECK_THROWS_WITH(SharedStateMapping::open_or_create(seg.name),
+                    Catch::Contains("/dev/shm/" + seg.name) && Catch::Contains("magic"));
+}
+
+TEST_CASE("a segment of another user or with group/other bits is refused", "[common][shared_state]") {
+  if (::geteuid() != 0) {
+    WARN("not root: cannot chown a segment to another uid");
+    return;
+  }
+  SECTION("0666, owned by nobody") {
+    SegmentName seg;
+    Header h;
+    make_segment(seg.name, sizeof(proto::SharedState), h.state.get(), 0666, 65534);
+    const auto path = "/dev/shm/" + seg.name;
+    CHECK_THROWS_WITH(SharedStateMapping::attach(seg.name),
+                      Catch::Contains(path) && Catch::Contains("uid 65534") && Catch::Contains("0666"));
+    CHECK_THROWS_WITH(SharedStateMapping::open_or_create(seg.name),
+                      Catch::Contains(path) && Catch::Contains("uid 65534") && Catch::Contains("0666"));
+    const auto st = segment_stat(seg.name);  // left alone
+    CHECK(st.st_uid == 65534);
+    CHECK((st.st_mode & 0777) == 0666);
+  }
+  SECTION("ours, but 0640") {
+    SegmentName seg;
+    Header h;
+    make_segment(seg.name, sizeof(proto::SharedState), h.state.get(), 0640, ::geteuid());
+    CHECK_THROWS_WITH(SharedStateMapping::attach(seg.name), Catch::Contains("0640"));
+  }
 }
 
 TEST_CASE("shm_name_for_tag gives one segment per cache tag", "[common][shared_state]") {
