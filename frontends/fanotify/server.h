@@ -1,0 +1,90 @@
+// The fanotify front end's event loop: wait readable, drain, and for every
+// FAN_PRE_ACCESS event fill the asked range and answer, recording each step
+// in the pending record first so that a successor can finish the event if
+// this process dies at any instant.
+//
+// Per event, in this order (each step is a kill point in the tests):
+//   read()      straight into an empty inbox of the record (the kernel
+//               writes fd number and range into shared memory)
+//   record      file[k] = the cache file the fd resolves to
+//   fill        the range, through the file's writer fd
+//   answer      FAN_ALLOW, or FAN_DENY with an errno when the fill failed
+//   answered[k] then close the event fd
+// recover() must run before the first read: it fills and answers whatever a
+// dead predecessor left in the record. Event fd numbers repeat once the dead
+// worker's fd table is gone, and the kernel answers the OLDEST pending event
+// with a given number (list_for_each_entry over access_list in
+// process_access_response), so a number must never be answered for a new
+// event while an old one may still wait under it.
+//
+// Event-loop thread only. Fills run inline for now (the engine will move
+// them to its pool with one completion per fill).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include "frontends/fanotify/cache_file.h"
+#include "frontends/fanotify/filler.h"
+#include "frontends/fanotify/pending_record.h"
+#include "proto/fanotify_msg.h"
+
+namespace ondemand::fanotify {
+
+// Test hook: die by SIGKILL at one step of the Nth event handled.
+enum class KillPoint { NONE, AFTER_READ, AFTER_RECORD, AFTER_FILL, AFTER_ANSWER };
+struct KillHook {
+  KillPoint point = KillPoint::NONE;
+  std::uint64_t at_event = 1;  // 1-based, counted per process
+};
+
+struct RecoveryReport {
+  std::uint64_t events = 0;         // unanswered events found in the record
+  std::uint64_t stale = 0;          // answers that got ENOENT (already answered)
+  std::uint64_t unknown_file = 0;   // events whose file was never recorded
+  std::uint64_t denied = 0;         // fills that failed: FAN_DENY
+};
+
+class Server {
+ public:
+  // `group` is borrowed for the server's life (a duplicate is handed to asio).
+  Server(boost::asio::io_context& loop, int group, CacheFileSet& files, RangeFiller& filler,
+         PendingRecord& record, KillHook hook = {});
+  ~Server();
+
+  // Finish a dead predecessor's events. Call once, before start().
+  RecoveryReport recover();
+  // Arm the wait-readable/drain loop.
+  void start();
+  void stop();
+
+  std::uint64_t events_handled() const { return handled_; }
+
+ private:
+  void wait();
+  void drain();
+  bool read_into(proto::fanotify::PendingInbox& inbox);
+  void handle_event(proto::fanotify::PendingInbox& inbox, std::size_t k,
+                    const proto::fanotify::ParsedEvent& parsed);
+  int fill_for(std::uint32_t slot, std::uint64_t offset, std::uint64_t count, bool& unknown);
+  void answer(std::int32_t fd, int fill_err);
+  void after_fill(std::uint32_t file);  // file index
+  void clear(proto::fanotify::PendingInbox& inbox);
+  void maybe_die(KillPoint point);
+
+  boost::asio::io_context& loop_;
+  int group_;
+  boost::asio::posix::stream_descriptor descriptor_;
+  CacheFileSet& files_;
+  RangeFiller& filler_;
+  PendingRecord& record_;
+  KillHook hook_;
+  std::uint64_t handled_ = 0;
+  std::vector<bool> unmarked_;
+  bool stopped_ = false;
+};
+
+}  // namespace ondemand::fanotify
