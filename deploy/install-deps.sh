@@ -7,9 +7,13 @@
 #   --runtime-only  only what the installed binaries need at run time
 set -euo pipefail
 
-runtime=(libfmt9 libspdlog1.10)
+runtime=(libfmt9 libspdlog1.10 libcurl4)
 build=(build-essential cmake pkg-config ccache
-       libboost1.81-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev catch2)
+       libboost1.81-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev catch2
+       libcurl4-openssl-dev libssl-dev)
+# The registry tests: a real registry (CNCF distribution), htpasswd for its
+# basic auth, openssl for test CAs and token keys.
+registry=(docker-registry apache2-utils openssl)
 # The VM rig: kernel source and its build tools, qemu, the guest userland and
 # image tools.
 vm=(linux-source-6.12 bc bison flex libelf-dev libssl-dev xz-utils cpio
@@ -20,7 +24,7 @@ extra=(clang libclang-rt-14-dev systemd prometheus curl)
 
 want=("${runtime[@]}")
 if [[ ${1:-} != --runtime-only ]]; then
-    want+=("${build[@]}" "${vm[@]}" "${extra[@]}")
+    want+=("${build[@]}" "${registry[@]}" "${vm[@]}" "${extra[@]}")
 fi
 
 missing=()
