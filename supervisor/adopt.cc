@@ -56,6 +56,10 @@ std::optional<AdoptedWorker> try_adopt(const std::filesystem::path& state_dir) {
     throw;
   } catch (const ChannelError& e) {
     throw AdoptError(fmt::format("adopting the worker behind {} failed: {}", path.string(), e.what()));
+  } catch (const nlohmann::json::exception& e) {
+    // A worker's adopt message with wrong field types (not a runtime_error).
+    // A live worker answered: binding afresh would make two readers.
+    throw AdoptError(fmt::format("adopting the worker behind {} failed: malformed reply: {}", path.string(), e.what()));
   } catch (const std::runtime_error& e) {
     throw AdoptError(fmt::format("adopting the worker behind {} failed: {}", path.string(), e.what()));
   }

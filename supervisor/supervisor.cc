@@ -280,7 +280,24 @@ void Supervisor::watch_channel(Running* w) {
       if (received.peer_closed() || received.err) return;  // its death follows through the pidfd
       auto decoded = proto::decode_message(received.bytes);
       if (auto* msg = std::get_if<proto::DecodedMessage>(&decoded)) {
-        on_message(w, *msg);
+        // A known message whose fields have the wrong type makes
+        // nlohmann's value()/get() throw type_error; escaping this handler
+        // would end the supervisor (and, without the fd store, every mount).
+        // Such a message is unrecognized, nothing more.
+        try {
+          on_message(w, *msg);
+        } catch (const nlohmann::json::exception& e) {
+          spdlog::warn("malformed \"{}\" from worker pid={}: {}", msg->type, w->pid, e.what());
+          if (!ours(w)) return;
+          if (!w->handshake_ok) {
+            kill(w, "malformed hello");
+          } else {
+            try {
+              send_json(w->channel.get(), proto::make_unrecognized(msg->type));
+            } catch (const ChannelError&) {
+            }
+          }
+        }
       } else {
         const auto& what = std::get<proto::DecodeError>(decoded).what;
         spdlog::warn("unrecognized message from worker pid={}: {}", w->pid, what);

@@ -163,6 +163,10 @@ void Worker::start_reading(bool restore) {
                config_.io_threads, config_.fill_window);
   reading_ = true;
   state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
+  // The field is per worker: a dead predecessor's stuck request must not
+  // count against us. Written before "serving", because the supervisor
+  // checks it from then on and our first heartbeat may come 100 ms later.
+  state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
   device_->start(*engine_);
   listen_for_supervisor();
   report_serving();
@@ -251,7 +255,16 @@ void Worker::watch_channel() {
                            msg->announced_fds, received.fds.size());
               continue;
             }
-            self->on_channel_message(*msg, std::move(received.fds));
+            try {
+              self->on_channel_message(*msg, std::move(received.fds));
+            } catch (const nlohmann::json::exception& e) {
+              // Wrong field types: unrecognized, never fatal.
+              spdlog::warn("malformed \"{}\" from the supervisor: {}", msg->type, e.what());
+              try {
+                send_json(self->channel_.get(), proto::make_unrecognized(msg->type));
+              } catch (const ChannelError&) {
+              }
+            }
           } else {
             const auto& what = std::get<proto::DecodeError>(decoded).what;
             spdlog::warn("unrecognized message from the supervisor: {}", what);
@@ -428,10 +441,49 @@ void Worker::adopt(UniqueFd conn) {
     spdlog::warn("worker.sock: refused peer uid={}", cred.uid);
     return;
   }
+  // Wait for the peer's hello on the event loop, never in a blocking
+  // receive: a peer that connects and says nothing must not stall the
+  // requests this loop serves (it did, for PEER_TIMEOUT, as long as the
+  // watchdog's limit). Bounded by PEER_TIMEOUT; each pending peer owns its
+  // connection, watch and timer.
+  struct Pending {
+    UniqueFd conn;
+    asio::posix::stream_descriptor watch;
+    asio::steady_timer deadline;
+    bool done = false;
+  };
+  std::shared_ptr<Pending> pending;
+  try {
+    auto watch = watch_fd(loop_, conn.get());
+    pending = std::make_shared<Pending>(Pending{std::move(conn), std::move(watch), asio::steady_timer(loop_), false});
+  } catch (const std::exception& e) {
+    spdlog::warn("adoption by pid={} not attempted: {}", cred.pid, e.what());
+    return;
+  }
+  pending->deadline.expires_after(PEER_TIMEOUT);
+  pending->deadline.async_wait([pending, pid = cred.pid](boost::system::error_code ec) {
+    if (ec || pending->done) return;
+    pending->done = true;
+    spdlog::warn("adoption by pid={} abandoned: no hello within {} s", pid, PEER_TIMEOUT.count());
+    pending->watch.cancel();
+  });
+  pending->watch.async_wait(asio::posix::stream_descriptor::wait_read,
+                            [this, pending, cred](boost::system::error_code ec) {
+    if (ec || pending->done) return;
+    pending->done = true;
+    pending->deadline.cancel();
+    finish_adoption(std::move(pending->conn), cred.pid);
+  });
+}
+
+// The peer's hello is waiting (or it closed): answer it.
+void Worker::finish_adoption(UniqueFd conn, pid_t peer_pid) {
+  struct { pid_t pid; } cred{peer_pid};
   try {
     // Read the hello first in every case, so a refusal reaches the peer as a
     // reply rather than as a broken pipe on its own hello.
-    auto hello = receive_message(conn.get(), PEER_TIMEOUT);
+    // Readable already: the bound only covers a datagram still in flight.
+    auto hello = receive_message(conn.get(), std::chrono::milliseconds(100));
     if (hello.message.type != "hello") throw ChannelError("expected hello");
     if (!supervisor_gone_ || handing_over_ || stopping_) {
       const char* why = supervisor_gone_ ? "worker is stopping or handing over" : "worker still has a live supervisor";
@@ -453,6 +505,9 @@ void Worker::adopt(UniqueFd conn) {
               fds);
   } catch (const ChannelError& e) {
     spdlog::warn("adoption by pid={} failed: {}", cred.pid, e.what());
+    return;
+  } catch (const nlohmann::json::exception& e) {
+    spdlog::warn("adoption by pid={} failed: malformed hello: {}", cred.pid, e.what());
     return;
   }
   spdlog::info("adopted by a new supervisor pid={}", cred.pid);

@@ -75,6 +75,7 @@ class Worker {
   void listen_for_supervisor();
   void accept_supervisor();
   void adopt(UniqueFd connection);
+  void finish_adoption(UniqueFd connection, pid_t peer_pid);
 
   Config config_;
   UniqueFd channel_;

@@ -1,6 +1,6 @@
 // harness-fake-worker: stands in for ondemand-worker (as `worker_binary`) and
 // speaks the channel on fd 3 as a script says, to feed the supervisor
-// malformed messages. The script is the file named by FAKE_WORKER_SCRIPT,
+// malformed messages. The script is the file named by ONDEMAND_FAKE_WORKER_SCRIPT,
 // one step per line:
 //   send <bytes>   one datagram with the rest of the line, sent as is
 //   recv           wait (10 s at most) for one datagram; log it to stderr
@@ -34,7 +34,15 @@ bool receive_one(int timeout_ms) {
   return true;
 }
 
+// Proof for the test that the whole script ran (a worker that never got
+// its script would make every "supervisor survived" check pass vacuously).
+const char* script_path = nullptr;
+void mark_done() {
+  if (script_path) std::ofstream(std::string(script_path) + ".done") << "done\n";
+}
+
 int hold() {
+  mark_done();
   for (;;) {
     pollfd p{CHANNEL, POLLIN, 0};
     if (::poll(&p, 1, -1) < 0) return 0;
@@ -46,11 +54,12 @@ int hold() {
 }  // namespace
 
 int main() {
-  const char* path = std::getenv("FAKE_WORKER_SCRIPT");
+  const char* path = std::getenv("ONDEMAND_FAKE_WORKER_SCRIPT");
   if (!path) {
-    std::fprintf(stderr, "fake-worker: FAKE_WORKER_SCRIPT not set\n");
+    std::fprintf(stderr, "fake-worker: ONDEMAND_FAKE_WORKER_SCRIPT not set\n");
     return 64;
   }
+  script_path = path;
   std::ifstream script(path);
   for (std::string line; std::getline(script, line);) {
     if (line.starts_with("send ")) {

@@ -24,11 +24,13 @@ void survives(const std::string& script, const std::string& what) {
   const auto script_path = scripts.path() / "script";
   std::ofstream(script_path) << script;
   options.config = {{"worker_binary", fake_worker_binary().string()}, {"spare_worker", false}};
-  options.extra_env = {"FAKE_WORKER_SCRIPT=" + script_path.string()};
+  options.extra_env = {"ONDEMAND_FAKE_WORKER_SCRIPT=" + script_path.string()};
   SupervisorProcess sv(options);
   INFO(what);
   // Every step of the script has run well within this (it never sleeps).
   std::this_thread::sleep_for(700ms);
+  // The script ran to its end (its "hold"): the messages were sent.
+  CHECK(std::filesystem::exists(script_path.string() + ".done"));
   CHECK(sv.alive());
   auto status = sv.status();
   REQUIRE(status);
