@@ -176,7 +176,9 @@ void Engine::pump_prefetch() {
     const auto end = std::min(size, start + std::max<std::uint64_t>(options_.fill_window, PAGE));
     job.next = end;
     asio::post(pool_, [this, object = job.object, start, end] {
-      const auto written = copy_to_cache(*object, start, end).written;
+      const auto copied = copy_to_cache(*object, start, end);
+      const auto written = copied.written;
+      if (!copied.in_backend && copied.err == ENOBUFS) counters_.cache_enobufs.fetch_add(1, std::memory_order_relaxed);
       counters_.prefetched_bytes.fetch_add(written, std::memory_order_relaxed);
       asio::post(loop_, [this] {
         prefetch_busy_ = false;
@@ -278,6 +280,7 @@ void Engine::handle_read(const proto::ReadRequest& request) {
     const auto copied = copy_to_cache(*object, range.start, range.end);
     const bool ok = copied.err == 0;
     const auto written = copied.written;
+    if (!copied.in_backend && copied.err == ENOBUFS) counters_.cache_enobufs.fetch_add(1, std::memory_order_relaxed);
     if (!ok) {
       const auto at = range.start + written;
       if (copied.in_backend)
