@@ -352,7 +352,9 @@ void Culler::finish_pass() {
                  result_.busy, result_.unknown, options_.interval.count());
     warned_stuck_ = true;
   }
-  if (running_) arm(options_.interval);
+  // A pass that culled goes on at once: buried volumes hold their space and
+  // inodes until the next scan empties the graveyard.
+  if (running_) arm(result_.culled != 0 ? std::chrono::milliseconds{0} : options_.interval);
 }
 
 }  // namespace ondemand::worker

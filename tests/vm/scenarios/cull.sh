@@ -1,5 +1,5 @@
 #!/bin/sh
-# A full cache, culled (issue 9). The cache ramdisk (--cache-mb 16) is
+# A full cache, culled (issue 9). The cache ramdisk (--cache-mb 32) is
 # smaller than the data read: small@1..small@N are mounted, verified and
 # unmounted in turn. VT_CULL=on (default): cache_max_bytes 6 MiB, every
 # file verifies, the culler removes objects and the cache ends under its
@@ -9,7 +9,7 @@
 . /lib/vmtest.sh
 
 : "${VT_CULL:=on}"
-: "${VT_CULL_IMAGES:=20}"
+: "${VT_CULL_IMAGES:=40}"
 limit=$((6 << 20))
 if [ "$VT_CULL" = on ]; then
     VT_CONFIG_EXTRA="\"cache_max_bytes\": $limit, \"cache_low_watermark\": 50"
@@ -44,7 +44,7 @@ vt_info "verified $ok, failed $failed; largest du ${max_du} KiB; $(df -k "$VT_CA
 vt_info "counters: $(vt-counters | tr '\n' ' ')"
 
 if [ "$VT_CULL" = on ]; then
-    [ "$failed" -eq 0 ] && vt_pass cull-verified "$ok images of small verified through a 16 MiB cache" \
+    [ "$failed" -eq 0 ] && vt_pass cull-verified "$ok images of small verified through a 32 MiB cache" \
         || vt_fail cull-verified "$failed of $VT_CULL_IMAGES images failed"
     # Unmounted volumes stay in use for the cookie LRU (~10 s); then the
     # culler gets the cache under its limit.
