@@ -82,7 +82,14 @@ nlohmann::json counters_json(const proto::WorkerCounters& c) {
           {"restores", c.restores.load()},
           {"restores_repair", c.restores_repair.load()},
           {"inflight", c.inflight.load()},
-          {"prefetched_bytes", c.prefetched_bytes.load()}};
+          {"prefetched_bytes", c.prefetched_bytes.load()},
+          {"cull_passes", c.cull_passes.load()},
+          {"culled_objects", c.culled_objects.load()},
+          {"culled_bytes", c.culled_bytes.load()},
+          {"cull_skipped_busy", c.cull_skipped_busy.load()},
+          {"cull_skipped_unknown", c.cull_skipped_unknown.load()},
+          {"cache_enobufs", c.cache_enobufs.load()},
+          {"cache_dead", c.cache_dead.load()}};
 }
 
 std::string shm_name_for_tag(const std::string& tag) { return "ondemand-" + tag; }

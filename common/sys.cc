@@ -75,6 +75,16 @@ Result pwrite_full(int fd, const void* buf, std::size_t len, std::uint64_t off) 
   return {static_cast<std::int64_t>(done), 0};
 }
 
+Result fstatat(int dirfd, const char* path, struct stat* st, int flags) {
+  return retry("fstatat", [&] { return ::fstatat(dirfd, path, st, flags); });
+}
+Result statfs(const char* path, struct statfs* st) {
+  return retry("statfs", [&] { return ::statfs(path, st); });
+}
+Result fchdir(int fd) {
+  return retry("fchdir", [&] { return ::fchdir(fd); });
+}
+
 OpenResult open(const char* path, int flags, mode_t mode) {
   auto r = retry("open", [&] { return ::open(path, flags, mode); });
   if (!r.ok()) return {UniqueFd{}, r.err};

@@ -3,6 +3,8 @@
 // inject failures (see tests/unit/sys_fault_test.cc).
 #pragma once
 
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/types.h>
 
 #include <cerrno>
@@ -49,6 +51,11 @@ OpenResult dup_cloexec(int fd);
 // Adds O_NONBLOCK to the open file description (shared with every dup and
 // with the peer that passed it to us). Returns 0 or an errno.
 int set_nonblocking(int fd);
+// Metadata and the working directory (the cachefiles culler: its device
+// commands act on the process's current directory).
+Result fstatat(int dirfd, const char* path, struct stat* st, int flags);
+Result statfs(const char* path, struct statfs* st);
+Result fchdir(int fd);
 
 // Writes a device command like "bind ondemand" in one write(2).
 Result write_command(int fd, std::string_view command);

@@ -107,6 +107,11 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
          c.crash_loop_window_ms = static_cast<std::uint32_t>(as_count(k, v, 1, 86'400'000)); }}},
       {"park_retry_ms", {false, [](Config& c, auto k, auto& v) {
          c.park_retry_ms = static_cast<std::uint32_t>(as_count(k, v, 100, 86'400'000)); }}},
+      {"cache_cull", {false, [](Config& c, auto k, auto& v) { c.cache_cull = as_bool(k, v); }}},
+      {"cache_max_bytes", {false, [](Config& c, auto k, auto& v) {
+         c.cache_max_bytes = as_count(k, v, 0, std::uint64_t{1} << 62); }}},
+      {"cache_low_watermark", {false, [](Config& c, auto k, auto& v) {
+         c.cache_low_watermark = static_cast<std::uint32_t>(as_count(k, v, 1, 99)); }}},
       {"request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
       {"metrics_listen", {false, [](Config& c, auto k, auto& v) {

@@ -65,6 +65,12 @@ struct Config {
   bool spare_worker = true;  // keep a warm standby worker: failover without a process start
   // Besides <state_dir>/metrics.sock, serve GET /metrics here too.
   std::optional<ListenAddress> metrics_listen;
+  // The cache culler (frontends/cachefiles/cull.h): cachefiles never culls
+  // in on-demand mode, so without it a full cache_dir fails every uncached
+  // read for good.
+  bool cache_cull = true;
+  std::uint64_t cache_max_bytes = 0;       // 0: no limit of ours, cull only at the kernel's threshold
+  std::uint32_t cache_low_watermark = 80;  // percent of cache_max_bytes a cull pass gets down to
 };
 
 // Parses and validates; throws ConfigError naming the key or the problem.

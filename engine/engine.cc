@@ -179,6 +179,7 @@ void Engine::pump_prefetch() {
     asio::post(pool_, [this, object = job.object, start, end] {
       const auto copied = copy_to_cache(*object, start, end);
       counters_.prefetched_bytes.fetch_add(copied.written, std::memory_order_relaxed);
+      if (!copied.in_backend && copied.err == ENOBUFS) counters_.cache_enobufs.fetch_add(1, std::memory_order_relaxed);
       if (copied.err) {
         if (copied.in_backend) count_backend_error(proto::BackendErrorKind::READ);
         else metrics_.cache_write_errors.fetch_add(1, std::memory_order_relaxed);
@@ -289,6 +290,7 @@ void Engine::handle_read(const proto::ReadRequest& request) {
     const auto copied = copy_to_cache(*object, range.start, range.end);
     const bool ok = copied.err == 0;
     const auto written = copied.written;
+    if (!copied.in_backend && copied.err == ENOBUFS) counters_.cache_enobufs.fetch_add(1, std::memory_order_relaxed);
     if (!ok) {
       const auto at = range.start + written;
       if (copied.in_backend) count_backend_error(proto::BackendErrorKind::READ);

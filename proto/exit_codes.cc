@@ -15,6 +15,8 @@ ExitClass classify_exit(bool exited, int code_or_signal) {
     case ExitCode::USAGE:
     case ExitCode::CONFIG:
       return ExitClass::FATAL_CONFIG;
+    case ExitCode::CACHE_DEAD:
+      return ExitClass::CACHE_DEAD;
     default:
       return ExitClass::CRASHED;
   }
@@ -34,6 +36,7 @@ std::string describe_exit(bool exited, int code_or_signal) {
     case ExitCode::DEVICE_LOST: meaning = "device I/O error"; break;
     case ExitCode::TEMPORARY: meaning = "temporary failure"; break;
     case ExitCode::CONFIG: meaning = "configuration error"; break;
+    case ExitCode::CACHE_DEAD: meaning = "cache dead after an I/O error on cache_dir"; break;
   }
   return fmt::format("exited with {} ({})", code_or_signal, meaning);
 }

@@ -20,6 +20,11 @@ enum class ExitCode : std::uint8_t {
   DEVICE_LOST = 74,   // device I/O failed in a way restore may cure (EX_IOERR)
   TEMPORARY = 75,     // transient start failure (EX_TEMPFAIL): restart
   CONFIG = 78,        // configuration rejected (EX_CONFIG): do not spin
+  // cachefiles marked the cache dead after an I/O error on cache_dir
+  // (cachefiles_io_error: CACHEFILES_DEAD, every device write then fails
+  // with EIO). Nothing a new worker does can revive it while the device stays
+  // bound: park. No sysexits.h value fits.
+  CACHE_DEAD = 79,
 };
 
 // What the supervisor should do about a worker that ended.
@@ -27,6 +32,7 @@ enum class ExitClass {
   STOPPED,      // clean exit: restart only if the supervisor still wants one
   CRASHED,      // killed by a signal or failed at run time: restart, with backoff
   FATAL_CONFIG, // will fail the same way again: park until told otherwise
+  CACHE_DEAD,   // the kernel's cache is dead: park; the operator must unbind and fix cache_dir
 };
 
 // `wait_status` is the raw status from waitid/waitpid-style reaping, given as

@@ -54,6 +54,14 @@ struct WorkerCounters {
   Counter inflight;         // requests being served now (gauge, reset by each new worker)
   Counter first_reply_ns;   // CLOCK_MONOTONIC of this generation's first completed request
   Counter prefetched_bytes; // bytes written by background whole-blob prefetch
+  // The culler (frontends/cachefiles/cull.h), appended.
+  Counter cull_passes;         // passes that found the cache over a limit and culled
+  Counter culled_objects;      // cache files removed with `cull`
+  Counter culled_bytes;        // their allocated size
+  Counter cull_skipped_busy;   // candidates `inuse`/`cull` answered EBUSY (in use)
+  Counter cull_skipped_unknown;// candidates whose use could not be told (any other error): never culled
+  Counter cache_enobufs;       // cache writes refused with ENOBUFS (cache_dir below the kernel's threshold)
+  Counter cache_dead;          // gauge: 1 once the serving worker found the cache dead (CACHEFILES_DEAD)
 };
 
 // A histogram in shared memory (proto/metrics.h names it and fixes its

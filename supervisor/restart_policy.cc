@@ -16,7 +16,7 @@ RestartPolicyOptions policy_options_from(const Config& config) {
 }
 
 RestartDecision RestartPolicy::on_exit(proto::ExitClass how, bool served, Clock::time_point now) {
-  if (how == proto::ExitClass::FATAL_CONFIG) {
+  if (how == proto::ExitClass::FATAL_CONFIG || how == proto::ExitClass::CACHE_DEAD) {
     parked_ = true;
     return {options_.park_retry, true};
   }

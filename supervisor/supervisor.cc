@@ -462,8 +462,14 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   if (decision.parked) {
     set_state(proto::WorkerState::PARKED);
     spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms",
-                  how == proto::ExitClass::FATAL_CONFIG ? "configuration error" : "crash loop",
+                  how == proto::ExitClass::FATAL_CONFIG ? "configuration error"
+                  : how == proto::ExitClass::CACHE_DEAD ? "cache dead"
+                                                        : "crash loop",
                   decision.delay.count());
+    if (how == proto::ExitClass::CACHE_DEAD)
+      spdlog::critical("the cache in {} is dead after an I/O error: every mount on it fails; to recover, unmount "
+                       "them, stop this service (it unbinds the cache), fix the disk of cache_dir (fsck), start it again",
+                       config_.cache_dir.string());
   } else if (decision.delay.count() > 0) {
     spdlog::warn("restarting worker in {} ms (start failures back off)", decision.delay.count());
   } else {

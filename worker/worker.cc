@@ -120,6 +120,15 @@ proto::ExitCode Worker::run() {
   engine_ = std::make_unique<Engine>(loop_, *backend_, *device_, options, state_->counters,
                                      state_->worker_metrics);
   engine_->on_request_done([this] { on_request_done(); });
+  cull_commands_ = std::make_unique<DeviceCullCommands>(device_->fd(), config_.tag);
+  culler_ = std::make_unique<Culler>(
+      loop_, *cull_commands_,
+      CullerOptions{config_.cache_dir.string(), config_.cache_cull, {config_.cache_max_bytes, config_.cache_low_watermark}},
+      state_->counters);
+  culler_->on_dead([this] {
+    exit_code_ = proto::ExitCode::CACHE_DEAD;
+    stop("the cache is dead");
+  });
 
   signals_.add(SIGTERM);
   signals_.add(SIGINT);
@@ -142,7 +151,7 @@ proto::ExitCode Worker::run() {
   spdlog::info("stopped: {} opens, {} reads, {} bytes written so far in all generations",
                state_->counters.opens.load(), state_->counters.reads.load(),
                state_->counters.bytes_written.load());
-  return proto::ExitCode::OK;
+  return exit_code_;
 }
 
 void Worker::start_reading(bool restore) {
@@ -154,10 +163,19 @@ void Worker::start_reading(bool restore) {
   if (restore) {
     if (int err = device_->restore()) {
       spdlog::critical("writing restore failed: {}", sys::errno_name(err));
+      // cachefiles_daemon_write refuses every command on a dead cache with EIO.
+      if (err == EIO && cull_commands_->probe() == EIO) {
+        state_->counters.cache_dead.store(1);
+        spdlog::critical("the cache in {} is DEAD (cachefiles stopped it after an I/O error on its file system): "
+                         "unmount the EROFS mounts on it, stop the service, repair cache_dir's file system, start it",
+                         config_.cache_dir.string());
+        std::exit(static_cast<int>(proto::ExitCode::CACHE_DEAD));
+      }
       std::exit(static_cast<int>(proto::ExitCode::DEVICE_LOST));
     }
     counters.restores.fetch_add(1, std::memory_order_relaxed);
   }
+  counters.cache_dead.store(0);  // the device took our commands: the cache lives
   spdlog::info("generation {} serving with backend {} (restore={}, objects={}, max_inflight={}, io_threads={}, fill_window={})",
                generation_, backend_->describe(), restore, engine_->objects(), config_.max_inflight,
                config_.io_threads, config_.fill_window);
@@ -168,6 +186,7 @@ void Worker::start_reading(bool restore) {
   // checks it from then on and our first heartbeat may come 100 ms later.
   state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
   device_->start(*engine_);
+  culler_->start();
   listen_for_supervisor();
   report_serving();
 }
@@ -202,6 +221,7 @@ void Worker::stop(std::string_view why) {
   stopping_ = true;
   spdlog::info("stopping ({}): {} requests in flight", why, engine_->inflight());
   device_->stop_reading();
+  culler_->stop();
   drain_deadline_.expires_after(DRAIN_LIMIT);
   drain_deadline_.async_wait([this](boost::system::error_code ec) {
     if (ec) return;
@@ -299,6 +319,7 @@ void Worker::on_channel_message(const proto::DecodedMessage& msg, std::vector<Un
     handing_over_ = false;
     handover_peer_.reset();
     device_->resume_reading();
+    culler_->start();
     listen_for_supervisor();
     return;
   }
@@ -322,6 +343,7 @@ void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
   handing_over_ = true;
   handover_peer_ = std::move(peer);
   device_->stop_reading();
+  culler_->stop();
   listener_.reset();  // a new supervisor must find the successor, not us
   // No deadline of our own: the supervisor kills us if we do not finish in
   // time and lets the successor restore.

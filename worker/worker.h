@@ -34,6 +34,7 @@
 #include "proto/handoff.h"
 #include "backends/backend.h"
 #include "frontends/cachefiles/cachefiles_device.h"
+#include "frontends/cachefiles/cull.h"
 #include "engine/engine.h"
 
 namespace ondemand::worker {
@@ -86,6 +87,9 @@ class Worker {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<CachefilesDevice> device_;
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<DeviceCullCommands> cull_commands_;
+  std::unique_ptr<Culler> culler_;  // also notices a dead cache
+  proto::ExitCode exit_code_ = proto::ExitCode::OK;
   std::unique_ptr<boost::asio::posix::stream_descriptor> channel_watch_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> listener_;
   std::string listener_path_;

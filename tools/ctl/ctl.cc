@@ -129,6 +129,14 @@ std::string format_status(const nlohmann::json& s) {
   out += fmt::format("{:<11} {} at worker start, {} repair; unknown objects {}, bad messages {}\n",
                      "restores", num(c, "restores"), num(c, "restores_repair"), num(c, "unknown_object"),
                      num(c, "bad_messages"));
+  out += fmt::format("{:<11} culled {} objects ({:.1f} MiB) in {} passes, skipped {} in use and {} of unknown use; "
+                     "{} writes refused with ENOBUFS\n",
+                     "cache", num(c, "culled_objects"), static_cast<double>(num(c, "culled_bytes")) / (1 << 20),
+                     num(c, "cull_passes"), num(c, "cull_skipped_busy"), num(c, "cull_skipped_unknown"),
+                     num(c, "cache_enobufs"));
+  if (num(c, "cache_dead") != 0)
+    out += fmt::format("{:<11} DEAD after an I/O error on cache_dir: unmount, stop the service, repair the disk, "
+                       "start it\n", "cache");
   return out;
 }
 

@@ -185,6 +185,48 @@ TEST_CASE("parse_config accepts boundary values", "[common][config]") {
   CHECK(c.io_threads == 256);
 }
 
+TEST_CASE("parse_config: the culler's keys, their defaults and their ranges", "[common][config][cull]") {
+  const auto defaults = parse_config(minimal().dump());
+  CHECK(defaults.cache_cull);
+  CHECK(defaults.cache_max_bytes == 0);  // no limit of ours: the kernel's threshold only
+  CHECK(defaults.cache_low_watermark == 80);
+
+  auto doc = minimal();
+  doc["cache_cull"] = false;
+  doc["cache_max_bytes"] = std::uint64_t{64} << 20;
+  doc["cache_low_watermark"] = 50;
+  const auto c = parse_config(doc.dump());
+  CHECK_FALSE(c.cache_cull);
+  CHECK(c.cache_max_bytes == std::uint64_t{64} << 20);
+  CHECK(c.cache_low_watermark == 50);
+
+  doc["cache_low_watermark"] = 1;
+  CHECK(parse_config(doc.dump()).cache_low_watermark == 1);
+  doc["cache_low_watermark"] = 99;
+  CHECK(parse_config(doc.dump()).cache_low_watermark == 99);
+
+  struct Case {
+    const char* key;
+    json value;
+    const char* why;
+  };
+  const Case cases[] = {
+      {"cache_cull", "on", "string for a bool"},
+      {"cache_max_bytes", -1, "negative size"},
+      {"cache_max_bytes", "64M", "size with a unit"},
+      {"cache_max_bytes", 1.5, "fractional size"},
+      {"cache_low_watermark", 0, "0% would empty the cache at every pass"},
+      {"cache_low_watermark", 100, "100% would cull one object per pass, forever"},
+      {"cache_low_watermark", "80%", "percent sign in a string"},
+  };
+  for (const auto& k : cases) {
+    INFO(k.key << ": " << k.why << " (" << k.value.dump() << ")");
+    auto bad = minimal();
+    bad[k.key] = k.value;
+    CHECK_THAT(error_for(bad), Catch::Contains(quoted(k.key)));
+  }
+}
+
 TEST_CASE("parse_config refuses text that is not JSON", "[common][config]") {
   for (auto text : {"", "{", "{\"tag\": }", "cache_dir = /x", "{\"tag\":\"a\"} extra"}) {
     INFO("input: " << text);

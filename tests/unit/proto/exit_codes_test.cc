@@ -29,6 +29,13 @@ TEST_CASE("classify_exit: run-time failures and unknown codes are crashes (resta
     CHECK(classify_exit(true, code) == ExitClass::CRASHED);
 }
 
+TEST_CASE("classify_exit: a dead cache is its own class, and it parks instead of crash-looping",
+          "[proto][exit_codes][cull]") {
+  CHECK(static_cast<int>(ExitCode::CACHE_DEAD) == 79);
+  CHECK(classify_exit(true, 79) == ExitClass::CACHE_DEAD);
+  CHECK_THAT(describe_exit(true, 79), Catch::Contains("79") && Catch::Contains("cache dead"));
+}
+
 TEST_CASE("describe_exit names the signal or the code's meaning", "[proto][exit_codes]") {
   CHECK(describe_exit(false, SIGKILL) == "killed by SIGKILL");
   CHECK_THAT(describe_exit(true, 78), Catch::Contains("78") && Catch::Contains("configuration"));

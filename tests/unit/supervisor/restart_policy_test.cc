@@ -106,6 +106,17 @@ TEST_CASE("RestartPolicy: a FATAL_CONFIG exit parks at once, served or not", "[s
   }
 }
 
+TEST_CASE("RestartPolicy: a CACHE_DEAD exit parks at once, served or not", "[supervisor][restart_policy][cull]") {
+  for (bool served : {false, true}) {
+    INFO("served=" << served);
+    RestartPolicy policy(options());
+    const auto d = policy.on_exit(ExitClass::CACHE_DEAD, served, T0);
+    CHECK(d.parked);
+    CHECK(d.delay == 30000ms);
+    CHECK(policy.parked());
+  }
+}
+
 TEST_CASE("RestartPolicy: reset() unparks and restarts the backoff from zero", "[supervisor][restart_policy]") {
   RestartPolicy policy(options());
   for (int i = 0; i < 11; ++i) policy.on_exit(ExitClass::CRASHED, false, T0 + std::chrono::milliseconds(i));
