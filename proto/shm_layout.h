@@ -19,8 +19,12 @@
 //
 // Changelog (version, then appended fields by layout size):
 //   1  initial layout.
-//      appended (no version bump; a reader accepts a size >= its own):
-//      worker_metrics, supervisor_metrics (proto/metrics.h).
+//      appended (no version bump; a reader accepts a size >= its own), in
+//      this order after the 13 counters of the initial layout, which ended
+//      the segment: the cull/cache counters of WorkerCounters (cull_passes
+//      .. cache_dead), then worker_metrics, supervisor_metrics
+//      (proto/metrics.h). WorkerCounters is the last member but for these
+//      appended structs: grow it no further; append new structs instead.
 #pragma once
 
 #include <array>

@@ -34,6 +34,14 @@ bool allowed_kind(const SupervisorProcess& sv, const std::string& link) {
   return false;
 }
 
+// The culler keeps the worker's starting directory open to fchdir back to
+// after each `cull` (frontends/cachefiles/cull.cc): that is the worker's own
+// cwd, which it inherits from the supervisor.
+bool own_cwd(pid_t worker, const std::string& link) {
+  std::error_code ec;
+  return link == std::filesystem::read_symlink(fmt::format("/proc/{}/cwd", worker), ec).string();
+}
+
 // Checks one process that the supervisor spawned (a worker, or a stand-in
 // binary of an upgrade). `full`: also require that every fd is of a kind a
 // worker has a reason to hold (false for stand-ins that are not workers).
@@ -56,7 +64,7 @@ void check_worker_fds(SupervisorProcess& sv, pid_t worker, const char* role, boo
     if (fd <= 2) continue;  // stdio is the supervisor's to share (it may be one pipe)
     if (auto inode = socket_or_pipe_inode(link); inode && supervisor_inodes.count(*inode))
       problems.push_back(fmt::format("fd {} ({}) is also held by the supervisor", fd, link));
-    else if (full && !allowed_kind(sv, link))
+    else if (full && !allowed_kind(sv, link) && !own_cwd(worker, link))
       problems.push_back(fmt::format("fd {} ({}) is nothing a worker opens or is given", fd, link));
   }
   CHECK(problems == std::vector<std::string>{});

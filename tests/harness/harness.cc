@@ -176,7 +176,9 @@ void FakeDevice::reader() {
 // over the unparsed tail splits them unambiguously. (The worker writes each
 // command in one write(2), which a small pty transfer does not split.)
 void FakeDevice::parse_locked() {
-  static const std::regex command(R"(^(restore|copen (\d+),(-?\d+)))");
+  // `tag <tag>` is the worker's dead-cache probe (frontends/cachefiles/
+  // cull.cc), once a second; the harness's tags end in digits.
+  static const std::regex command(R"(^(restore|copen (\d+),(-?\d+)|tag harness-\d+-\d+))");
   const auto now = Clock::now();
   for (;;) {
     const std::string tail = text_.substr(parsed_);
@@ -184,6 +186,8 @@ void FakeDevice::parse_locked() {
     if (!std::regex_search(tail, m, command)) return;
     if (m[1] == "restore")
       ++restores_;
+    else if (m[1].str().starts_with("tag "))
+      ++tag_probes_;
     else
       copens_.emplace(static_cast<std::uint32_t>(std::stoul(m[2])), Copen{std::stoll(m[3]), now});
     parsed_ += static_cast<std::size_t>(m.length(1));

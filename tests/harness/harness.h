@@ -114,6 +114,7 @@ class FakeDevice {
   std::size_t parsed_ = 0;      // prefix of text_ already parsed
   std::multimap<std::uint32_t, Copen> copens_;
   std::size_t restores_ = 0;
+  std::size_t tag_probes_ = 0;  // dead-cache probes (`tag <tag>`) seen
   bool stop_ = false;
   std::thread thread_;
 };
