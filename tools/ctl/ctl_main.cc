@@ -9,6 +9,7 @@
 #include "proto/control.h"
 #include "proto/handoff.h"
 #include "tools/ctl/ctl.h"
+#include "tools/ctl/doctor.h"
 
 int main(int argc, char** argv) {
   using namespace ondemand;
@@ -31,6 +32,8 @@ int main(int argc, char** argv) {
   app.add_subcommand("stop", "stop the worker and the supervisor (unbinds the cache: mounts die)");
   app.add_subcommand("metrics", "print the supervisor's Prometheus metrics (GET /metrics on\n"
                                 "<state_dir>/metrics.sock, exactly what a scrape gets)");
+  app.add_subcommand("doctor", "check whether this host can run the daemon natively: kernel options,\n"
+                               "/dev/cachefiles, cache_dir's file system (from --config), /dev/shm, root");
   std::string binary;
   auto* upgrade = app.add_subcommand(
       "upgrade", "rolling upgrade: start a new worker, hand it the open objects, retire the old one;\n"
@@ -40,8 +43,37 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // CLI11 says only "A subcommand is required" for a mistyped command:
+    // name the word it did not know.
+    for (int i = 1; i < argc; ++i) {
+      const std::string_view arg = argv[i];
+      if (arg == "--config" || arg == "--state-dir" || arg == "--timeout-ms") {
+        ++i;
+        continue;
+      }
+      if (arg.starts_with("-")) continue;
+      bool known = false;
+      for (const auto* sub : app.get_subcommands({})) known = known || sub->get_name() == arg;
+      if (!known) {
+        std::fprintf(stderr, "ondemandctl: unknown command \"%s\" (see ondemandctl --help)\n", argv[i]);
+        return ctl::USAGE;
+      }
+      break;
+    }
     int rc = app.exit(e);
     return rc == 0 ? ctl::OK : ctl::USAGE;
+  }
+  if (app.got_subcommand("doctor")) {
+    // Needs no supervisor; the config is optional (it names cache_dir).
+    std::optional<std::filesystem::path> cache_dir;
+    try {
+      cache_dir = load_config(config_path).cache_dir;
+    } catch (const ConfigError& e) {
+      std::fprintf(stderr, "ondemandctl: %s (cache_dir not checked)\n", e.what());
+    }
+    const auto checks = ctl::run_doctor(ctl::doctor_inputs_of_this_host(cache_dir));
+    std::cout << ctl::format_doctor(checks);
+    return ctl::doctor_exit_code(checks);
   }
   std::filesystem::path dir = state_dir;
   if (dir.empty()) {
