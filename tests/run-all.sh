@@ -13,6 +13,9 @@ build=${BUILD_DIR:-$root/build/ci}
 deploy/install-deps.sh
 # Compiler cache outside the repo, like the kernel cache.
 export CCACHE_DIR=${CCACHE_DIR:-/var/cache/cachefiles-ondemand/ccache}
+# Hits across clones (CI builds a fresh clone in another folder): paths
+# under the tree are hashed relative to it, and -g's cwd is not hashed.
+export CCACHE_BASEDIR=$root CCACHE_NOHASHDIR=1
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)"
 # The VM tests' kernel, built once and cached (ctest's vm_kernel fixture
