@@ -34,15 +34,15 @@ bool receive_one(int timeout_ms) {
   return true;
 }
 
-// Proof for the test that the whole script ran (a worker that never got
-// its script would make every "supervisor survived" check pass vacuously).
-const char* script_path = nullptr;
-void mark_done() {
-  if (script_path) std::ofstream(std::string(script_path) + ".done") << "done\n";
+// Proof for the test that this worker got and read its script (one that
+// never got it would make every "supervisor survived" check pass
+// vacuously). Written before the first step: the supervisor may kill us
+// for a malformed hello the moment it is sent.
+void mark_loaded(const char* script_path) {
+  std::ofstream(std::string(script_path) + ".loaded") << "loaded\n";
 }
 
 int hold() {
-  mark_done();
   for (;;) {
     pollfd p{CHANNEL, POLLIN, 0};
     if (::poll(&p, 1, -1) < 0) return 0;
@@ -59,8 +59,12 @@ int main() {
     std::fprintf(stderr, "fake-worker: ONDEMAND_FAKE_WORKER_SCRIPT not set\n");
     return 64;
   }
-  script_path = path;
   std::ifstream script(path);
+  if (!script) {
+    std::fprintf(stderr, "fake-worker: cannot read %s\n", path);
+    return 64;
+  }
+  mark_loaded(path);
   for (std::string line; std::getline(script, line);) {
     if (line.starts_with("send ")) {
       const std::string bytes = line.substr(5);

@@ -29,8 +29,8 @@ void survives(const std::string& script, const std::string& what) {
   INFO(what);
   // Every step of the script has run well within this (it never sleeps).
   std::this_thread::sleep_for(700ms);
-  // The script ran to its end (its "hold"): the messages were sent.
-  CHECK(std::filesystem::exists(script_path.string() + ".done"));
+  // The fake worker got and read its script, so its messages were sent.
+  CHECK(std::filesystem::exists(script_path.string() + ".loaded"));
   CHECK(sv.alive());
   auto status = sv.status();
   REQUIRE(status);
