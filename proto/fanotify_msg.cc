@@ -1,17 +1,12 @@
 #include "proto/fanotify_msg.h"
 
+#include "proto/bytes.h"
+
 #include <cerrno>
 #include <cstring>
 
 namespace ondemand::proto::fanotify {
 namespace {
-
-template <typename T>
-T load(std::span<const std::byte> bytes, std::size_t offset) {
-  T value;
-  std::memcpy(&value, bytes.data() + offset, sizeof(T));
-  return value;
-}
 
 template <typename T>
 void store(std::string& out, std::size_t offset, T value) {

@@ -1,18 +1,13 @@
 #include "proto/kernel_msg.h"
 
+#include "proto/bytes.h"
+
 #include <cstring>
 
 #include <fmt/format.h>
 
 namespace ondemand::proto {
 namespace {
-
-template <typename T>
-T load(std::span<const std::byte> bytes, std::size_t offset) {
-  T value;
-  std::memcpy(&value, bytes.data() + offset, sizeof(T));
-  return value;
-}
 
 constexpr std::size_t HEADER = sizeof(cachefiles_msg);
 
