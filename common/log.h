@@ -4,6 +4,8 @@
 // handler: signals arrive through asio::signal_set.
 #pragma once
 
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include <spdlog/spdlog.h>
@@ -11,7 +13,7 @@
 namespace ondemand {
 
 // `role` is "supervisor", "worker" or "ctl". Level from $ONDEMAND_LOG_LEVEL
-// (trace|debug|info|warn|error), default info. The sink is thread-safe: the
+// (see parse_log_level), default info. The sink is thread-safe: the
 // worker logs from its I/O pool threads as well as from its event loop.
 //
 // Also ignores SIGPIPE for the whole process: stderr is often a pipe (a
@@ -19,6 +21,15 @@ namespace ondemand {
 // turn our writes into EPIPE, not kill a process that holds the cache. Every
 // program that logs calls this first; spawned children start with SIGPIPE
 // at its default and set it here themselves.
-void init_logging(std::string_view role);
+//
+// Returns "" or, when $ONDEMAND_LOG_LEVEL names no level, the error (also
+// logged, at the default level): callers exit with a usage/config error
+// rather than run with logging silently off.
+[[nodiscard]] std::string init_logging(std::string_view role);
+
+// trace, debug, info, warn (warning), error (err), critical, off, in any
+// case; nullopt for anything else (spdlog's own from_str turns an unknown
+// name into "off", which hid even critical errors).
+std::optional<spdlog::level::level_enum> parse_log_level(std::string_view name);
 
 }  // namespace ondemand

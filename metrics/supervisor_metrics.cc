@@ -15,6 +15,9 @@ proto::RestartCause restart_cause(proto::ExitClass how, bool killed_by_us, bool 
     case proto::ExitClass::STOPPED: return proto::RestartCause::EXIT;
     case proto::ExitClass::FATAL_CONFIG: return proto::RestartCause::CONFIG;
     case proto::ExitClass::CRASHED: break;
+    // A dead cache parks the worker and is its own state (status, metrics
+    // worker_state); as a restart cause it is a crash.
+    case proto::ExitClass::CACHE_DEAD: break;
   }
   return proto::RestartCause::CRASH;
 }

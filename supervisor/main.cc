@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : static_cast<int>(ExitCode::USAGE);
   }
-  ondemand::init_logging("supervisor");
+  if (!ondemand::init_logging("supervisor").empty()) return static_cast<int>(ExitCode::USAGE);
   // SIGHUP (a closed terminal, `kill -HUP` out of habit) must not take the
   // cache down. There is nothing to reload in place; `ondemandctl
   // restart-worker` applies a new configuration. Workers get SIG_DFL back

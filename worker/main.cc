@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : static_cast<int>(ExitCode::USAGE);
   }
-  ondemand::init_logging("worker");
+  if (!ondemand::init_logging("worker").empty()) return static_cast<int>(ExitCode::USAGE);
   try {
     auto config = ondemand::load_config(config_path);
     ondemand::worker::Worker worker(std::move(config), ondemand::UniqueFd{channel_fd});

@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : static_cast<int>(ondemand::proto::ExitCode::USAGE);
   }
-  ondemand::init_logging("chaos");
+  if (!ondemand::init_logging("chaos").empty()) return static_cast<int>(ondemand::proto::ExitCode::USAGE);
   try {
     if (*manifest) {
       std::fputs(ondemand::chaos::make_manifest(manifest_dir).c_str(), stdout);

@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
                "Exit codes: 0 done, 1 the supervisor refused or failed the command,\n"
                "2 usage error, 3 supervisor not reachable."};
   app.require_subcommand(1);
-  std::string config_path = "/etc/ondemand/ondemand.json";
+  std::string config_path = ONDEMAND_DEFAULT_CONFIG;
   std::string state_dir;
   unsigned timeout_ms = 10000;
   app.add_option("--config", config_path, "configuration file, to find state_dir")->capture_default_str();

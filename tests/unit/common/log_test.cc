@@ -43,7 +43,7 @@ struct QuietStderr {
 // race between pool threads.
 TEST_CASE("init_logging: pool threads may log concurrently", "[common][log]") {
   QuietStderr quiet;
-  init_logging("unit");
+  REQUIRE(init_logging("unit").empty());
   spdlog::set_level(spdlog::level::info);
   std::atomic<int> done{0};
   {
@@ -64,7 +64,7 @@ TEST_CASE("init_logging ignores SIGPIPE", "[common][log]") {
   struct sigaction dfl{};
   dfl.sa_handler = SIG_DFL;
   REQUIRE(::sigaction(SIGPIPE, &dfl, &old) == 0);
-  init_logging("unit");
+  REQUIRE(init_logging("unit").empty());
   struct sigaction now{};
   REQUIRE(::sigaction(SIGPIPE, nullptr, &now) == 0);
   CHECK(now.sa_handler == SIG_IGN);
@@ -93,5 +93,30 @@ TEST_CASE("supervisor and worker survive a stderr pipe without a reader", "[comm
   }
 }
 #endif
+
+}  // namespace ondemand
+
+namespace ondemand {
+
+TEST_CASE("parse_log_level: any case, and nothing unknown becomes off", "[common][log]") {
+  CHECK(parse_log_level("info") == spdlog::level::info);
+  CHECK(parse_log_level("INFO") == spdlog::level::info);
+  CHECK(parse_log_level("Warning") == spdlog::level::warn);
+  CHECK(parse_log_level("err") == spdlog::level::err);
+  CHECK(parse_log_level("CRITICAL") == spdlog::level::critical);
+  CHECK(parse_log_level("off") == spdlog::level::off);
+  CHECK_FALSE(parse_log_level("inof").has_value());
+  CHECK_FALSE(parse_log_level("").has_value());
+}
+
+TEST_CASE("init_logging: an unknown ONDEMAND_LOG_LEVEL is an error that names it", "[common][log]") {
+  QuietStderr quiet;
+  ::setenv("ONDEMAND_LOG_LEVEL", "verbose", 1);
+  const std::string error = init_logging("unit");
+  ::unsetenv("ONDEMAND_LOG_LEVEL");
+  CHECK_THAT(error, Catch::Contains("ONDEMAND_LOG_LEVEL=\"verbose\""));
+  // Logging is not off: the error itself went out at the default level.
+  CHECK(spdlog::default_logger()->level() == spdlog::level::info);
+}
 
 }  // namespace ondemand
