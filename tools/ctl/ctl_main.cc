@@ -1,4 +1,6 @@
 // ondemandctl: drives a running ondemand-supervisor over its control socket.
+#include <unistd.h>
+
 #include <cstdio>
 #include <algorithm>
 #include <iostream>
@@ -10,6 +12,7 @@
 #include "proto/handoff.h"
 #include "tools/ctl/ctl.h"
 #include "tools/ctl/doctor.h"
+#include "tools/ctl/top.h"
 
 int main(int argc, char** argv) {
   using namespace ondemand;
@@ -32,6 +35,18 @@ int main(int argc, char** argv) {
   app.add_subcommand("stop", "stop the worker and the supervisor (unbinds the cache: mounts die)");
   app.add_subcommand("metrics", "print the supervisor's Prometheus metrics (GET /metrics on\n"
                                 "<state_dir>/metrics.sock, exactly what a scrape gets)");
+  unsigned top_interval_ms = 1000;
+  unsigned top_iterations = 0;
+  auto* top = app.add_subcommand("top", "live view once a second: requests/s, MiB/s, in flight, READ p99,\n"
+                                        "failovers (from metrics.sock); one line per interval when stdout\n"
+                                        "is not a terminal");
+  top->add_option("--interval-ms", top_interval_ms, "refresh interval")->capture_default_str()->check(
+      CLI::Range(100u, 3600000u));
+  top->add_option("-n,--iterations", top_iterations, "stop after this many refreshes (0: until ^C)")
+      ->capture_default_str();
+  bool top_screen = false, top_lines = false;
+  auto* screen_flag = top->add_flag("--screen", top_screen, "redraw a screen even when stdout is not a terminal");
+  top->add_flag("--lines", top_lines, "one line per interval even on a terminal")->excludes(screen_flag);
   app.add_subcommand("doctor", "check whether this host can run the daemon natively: kernel options,\n"
                                "/dev/cachefiles, cache_dir's file system (from --config), /dev/shm, root");
   std::string binary;
@@ -98,6 +113,15 @@ int main(int argc, char** argv) {
     }
     std::cout << m.body;
     return ctl::OK;
+  }
+  if (cmd == "top") {
+    ctl::TopOptions options;
+    options.metrics_socket = dir / std::string(METRICS_SOCKET_NAME);
+    options.interval = std::chrono::milliseconds(top_interval_ms);
+    options.iterations = top_iterations;
+    options.tty = top_screen || (!top_lines && ::isatty(STDOUT_FILENO) == 1);
+    options.timeout = std::chrono::milliseconds(timeout_ms);
+    return ctl::run_top(options);
   }
   nlohmann::json request = {{"v", proto::CONTROL_VERSION}, {"cmd", cmd}};
   if (cmd == "upgrade") {

@@ -103,6 +103,11 @@ vt_mount_fscache basic-again /mnt/again || { vt_fail metrics "mount of basic-aga
   echo $? > /tmp/reader.rc ) &
 reader=$!
 scrape /tmp/before
+# ondemandctl top, off a terminal: one line per interval, through the kills.
+( vt_ctl top --interval-ms 500 -n 6 > /tmp/top.out 2> /tmp/top.err; echo $? > /tmp/top.rc ) &
+top_pid=$!
+( sleep 0.5; vt_ctl top --screen --interval-ms 1000 -n 1 > /tmp/top.screen 2>&1 ) &
+screen_pid=$!
 i=0
 while [ "$i" -lt "$METRICS_KILLS" ]; do
     i=$((i + 1))
@@ -125,7 +130,23 @@ while [ "$i" -lt "$METRICS_KILLS" ]; do
     sleep 0.3  # let the reader get some requests through the new worker
 done
 wait "$reader"
+wait "$top_pid" "$screen_pid"
 scrape /tmp/after
+# Six lines, no escape codes, and the kills show up in them.
+top_lines=$(grep -c 'requests_per_s=' /tmp/top.out)
+top_busy=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^requests_per_s=/) { split($i, kv, "="); if (kv[2] > 0) n++ } } END { print n + 0 }' /tmp/top.out)
+top_failovers=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^failovers_now=/) { split($i, kv, "="); n += kv[2] } } END { print n + 0 }' /tmp/top.out)
+vt_info "ondemandctl top: $(tr '\n' '|' < /tmp/top.out)"
+# The screen a terminal gets (forced, captured without its escape codes).
+sed "s/$(printf '\033')\[[0-9;]*[A-Za-z]//g" /tmp/top.screen | while IFS= read -r l; do
+    vt_info "top screen: $l"
+done
+if [ "$(cat /tmp/top.rc)" = 0 ] && [ "$top_lines" = 6 ] && ! grep -q "$(printf '\033')" /tmp/top.out && \
+   [ "$top_busy" -ge 1 ] && [ "$top_failovers" -ge 1 ]; then
+    vt_pass metrics-top "6 lines, $top_busy with requests, $top_failovers failovers seen"
+else
+    vt_fail metrics-top "rc $(cat /tmp/top.rc), $top_lines lines, $top_busy busy, $top_failovers failovers: $(head -c 300 /tmp/top.err)"
+fi
 if [ "$(cat /tmp/reader.rc)" = 0 ]; then
     vt_pass metrics-reader "during $METRICS_KILLS kills: $(cat /tmp/reader.out)"
 else
