@@ -477,4 +477,50 @@ bool report_ok(const nlohmann::json& r, const Options& o) {
   return ok;
 }
 
+namespace {
+
+std::string field(const nlohmann::json& j, std::initializer_list<const char*> path, const char* fmt_spec) {
+  const nlohmann::json* at = &j;
+  for (const char* key : path) {
+    if (!at->is_object() || !at->contains(key)) return "-";
+    at = &(*at)[key];
+  }
+  if (!at->is_number()) return "-";
+  return fmt::format(fmt::runtime(fmt_spec), at->get<double>());
+}
+
+}  // namespace
+
+std::string format_report(const nlohmann::json& r) {
+  std::string out;
+  out += fmt::format("kills {}, every failover proven: {} (new pid, one more restore); {} rounds\n",
+                     field(r, {"kills"}, "{:.0f}"), field(r, {"failover_proven"}, "{:.0f}"),
+                     field(r, {"rounds"}, "{:.0f}"));
+  out += fmt::format("verified {} files, {} MiB: {} read errors, {} mismatches\n", field(r, {"files_verified"}, "{:.0f}"),
+                     r.contains("bytes_verified") && r["bytes_verified"].is_number()
+                         ? fmt::format("{:.1f}", r["bytes_verified"].get<double>() / (1024.0 * 1024.0))
+                         : std::string("-"),
+                     field(r, {"read_errors"}, "{:.0f}"), field(r, {"mismatches"}, "{:.0f}"));
+  out += "\n";
+  out += fmt::format("  {:<40} {:>8} {:>8} {:>8} {:>8}\n", "after a kill -9", "samples", "p50 ms", "p99 ms", "max ms");
+  out += fmt::format("  {:<40} {:>8} {:>8} {:>8} {:>8}\n", "  a new worker serves", field(r, {"failover_proven"}, "{:.0f}"),
+                     field(r, {"kill_to_serving_ms", "p50"}, "{:.1f}"), field(r, {"kill_to_serving_ms", "p99"}, "{:.1f}"),
+                     field(r, {"kill_to_serving_ms", "max"}, "{:.1f}"));
+  out += fmt::format("  {:<40} {:>8} {:>8} {:>8} {:>8}\n", "  a reader's request is answered",
+                     field(r, {"recovery_ms", "samples"}, "{:.0f}"), field(r, {"recovery_ms", "p50"}, "{:.1f}"),
+                     field(r, {"recovery_ms", "p99"}, "{:.1f}"), field(r, {"recovery_ms", "max"}, "{:.1f}"));
+  out += fmt::format("  {:<40} {:>8} {:>8} {:>8} {:>8}\n", "longest wait of one reader's read()", "", "", "",
+                     field(r, {"longest_reader_stall_ms"}, "{:.1f}"));
+  out += "\n";
+  out += "\"serves\": the supervisor sees the next worker (usually the warm spare) reading the\n"
+         "device. \"answered\": the first request completes after that, which includes the kernel\n"
+         "re-sending what the dead worker held and filling its window (up to 4 MiB), so it is\n"
+         "the slower figure and the one readers feel.";
+  const std::string unobserved = field(r, {"recovery_ms", "unobserved"}, "{:.0f}");
+  if (unobserved != "-" && unobserved != "0")
+    out += fmt::format(" {} kill(s) came while no reader had a request\nto answer (between rounds) and have no \"answered\" sample.", unobserved);
+  out += "\nEach failover also starts a new spare, so the worker generation grows by about two per kill.\n";
+  return out;
+}
+
 }  // namespace ondemand::chaos

@@ -72,4 +72,9 @@ nlohmann::json run(const Options& options);
 // failover for every kill.
 bool report_ok(const nlohmann::json& report, const Options& options);
 
+// The report for a person: counts, then a table of the two failover
+// timings with units and what each one measures. Pure; a report missing a
+// field shows "-" there rather than throwing.
+std::string format_report(const nlohmann::json& report);
+
 }  // namespace ondemand::chaos

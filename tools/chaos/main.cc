@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   app.add_option("--until-file", o.until_file, "after --rounds, keep starting rounds until this file exists");
   app.add_option("--stall-log", o.stall_log, "log read gaps >= --stall-log-ms as \"<boottime s> <gap ms>\"");
   app.add_option("--stall-log-ms", o.stall_log_ms, "threshold for --stall-log");
+  bool summary = false;
+  app.add_flag("--summary", summary, "before the JSON line, print the report for a person (a table with units)");
 
   // `manifest DIR`: the manifest of an image's tree (gen-tree.py's format).
   auto* manifest = app.add_subcommand("manifest", "print the manifest of directory DIR (e.g. an image's source "
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
       throw std::runtime_error("--kill-interval-ms wants MIN-MAX, got " + kill_ms);
     auto report = ondemand::chaos::run(o);
     const bool ok = ondemand::chaos::report_ok(report, o);
+    if (summary) std::printf("%s\n", ondemand::chaos::format_report(report).c_str());
     std::printf("%s\n", report.dump().c_str());
     return ok ? 0 : EXIT_FAILED;
   } catch (const std::exception& e) {

@@ -43,3 +43,27 @@ TEST_CASE("make_manifest names a path the format cannot hold", "[tools][chaos]")
 }
 
 }  // namespace ondemand::chaos
+
+namespace ondemand::chaos {
+
+TEST_CASE("chaos report for a person: units, both timings explained, missing fields shown as -", "[tools][chaos]") {
+  const auto report = nlohmann::json::parse(R"({"rounds":2,"kills":12,"failover_proven":12,"files_verified":1152,
+    "bytes_verified":109532844,"read_errors":0,"mismatches":0,"longest_reader_stall_ms":532.03325,
+    "recovery_ms":{"max":476.02975,"p50":160.01,"p99":476.02975,"samples":11,"unobserved":1},
+    "kill_to_serving_ms":{"p50":24.0,"p99":60.5,"max":61.25}})");
+  const std::string text = format_report(report);
+  CHECK_THAT(text, Catch::Contains("kills 12, every failover proven: 12"));
+  CHECK_THAT(text, Catch::Contains("104.5 MiB: 0 read errors, 0 mismatches"));
+  CHECK_THAT(text, Catch::Contains("p50 ms"));
+  CHECK_THAT(text, Catch::Contains("160.0"));   // one decimal, not six
+  CHECK_THAT(text, Catch::Contains("532.0"));
+  CHECK(text.find("476.02975") == std::string::npos);
+  CHECK_THAT(text, Catch::Contains("1 kill(s) came while no reader had a request"));
+  CHECK_THAT(text, Catch::Contains("generation grows"));
+  CHECK(text.find("unobserved") == std::string::npos);
+
+  const std::string partial = format_report(nlohmann::json::parse(R"({"kills":"x"})"));
+  CHECK_THAT(partial, Catch::Contains("kills -,"));
+}
+
+}  // namespace ondemand::chaos
