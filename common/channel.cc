@@ -24,20 +24,31 @@ ChannelMessage receive_message(int sock, std::chrono::milliseconds timeout) {
     if (received.err == EAGAIN) continue;
     if (received.err) throw ChannelError(fmt::format("recvmsg: {}", sys::errno_name(received.err)));
     if (received.peer_closed()) throw ChannelError("peer closed the channel");
-    auto decoded = proto::decode_message(received.bytes);
+    auto decoded = proto::decode(received.bytes, received.fds.size());
     if (auto* err = std::get_if<proto::DecodeError>(&decoded))
       throw ChannelError(fmt::format("bad message: {}", err->what));
-    auto& msg = std::get<proto::DecodedMessage>(decoded);
-    if (msg.announced_fds != received.fds.size())
-      throw ChannelError(fmt::format("message \"{}\" announced {} fds but carried {}", msg.type,
-                                     msg.announced_fds, received.fds.size()));
-    return {std::move(msg), std::move(received.fds)};
+    return {std::move(std::get<proto::Message>(decoded)), std::move(received.fds)};
   }
 }
 
-void send_json(int sock, const nlohmann::json& body, std::span<const int> fds) {
-  if (int err = send_message(sock, proto::encode_message(body), fds))
+void send(int sock, const proto::Message& m, std::span<const int> fds) {
+  if (fds.size() != proto::fds_of(m))
+    throw ChannelError(fmt::format("\"{}\" carries {} fds, {} given", proto::type_of(m), proto::fds_of(m), fds.size()));
+  const std::string bytes = proto::encode(m);
+  if (bytes.empty())
+    throw ChannelError(fmt::format("\"{}\" does not fit one datagram ({} bytes at most)", proto::type_of(m),
+                                   proto::MAX_MESSAGE_BYTES));
+  if (int err = send_message(sock, bytes, fds))
     throw ChannelError(fmt::format("sendmsg: {}", sys::errno_name(err)));
+}
+
+bool send_quietly(int sock, const proto::Message& m) noexcept {
+  try {
+    send(sock, m);
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
 }  // namespace ondemand

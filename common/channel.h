@@ -1,20 +1,22 @@
-// Blocking helpers for the handoff channel (proto/handoff.h) used during
-// startup handshakes, each bounded by a deadline.
+// Sending and receiving typed channel messages (proto/channel.h) over a
+// SOCK_SEQPACKET socket, with their fds. The blocking receive is for
+// startup handshakes, each bounded by a deadline; event-loop code receives
+// with recv_message() and proto::decode() itself.
 #pragma once
 
 #include <chrono>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "common/unique_fd.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 
 namespace ondemand {
 
 struct ChannelMessage {
-  proto::DecodedMessage message;
+  proto::Message message;
   std::vector<UniqueFd> fds;
 };
 
@@ -23,11 +25,17 @@ struct ChannelError : std::runtime_error {
 };
 
 // Waits up to `timeout` for one message; throws ChannelError on timeout,
-// peer close, transport error, undecodable message or an fd count differing
-// from the one announced.
+// peer close, transport error, or a message that does not decode (wrong
+// fields, wrong fd count).
 ChannelMessage receive_message(int sock, std::chrono::milliseconds timeout);
 
-// Throws ChannelError on failure.
-void send_json(int sock, const nlohmann::json& body, std::span<const int> fds = {});
+// Sends `m` with `fds` (as many as proto::fds_of(m)). Throws ChannelError
+// on a transport error, an fd count that does not match, or a message too
+// large for one datagram.
+void send(int sock, const proto::Message& m, std::span<const int> fds = {});
+
+// Like send(), for paths that have nothing to do about a failure (an answer
+// to a peer that may be gone): returns false instead of throwing.
+bool send_quietly(int sock, const proto::Message& m) noexcept;
 
 }  // namespace ondemand

@@ -1,6 +1,6 @@
 // Finding a worker that outlived its supervisor: it listens on
 // <state_dir>/worker.sock and, once its old supervisor's channel is closed,
-// hands a new supervisor its /dev/cachefiles fd (proto/handoff.h, "adopt").
+// hands a new supervisor its /dev/cachefiles fd (proto/channel.h, "adopt").
 #pragma once
 
 #include <sys/types.h>

@@ -10,7 +10,7 @@
 #include "common/log.h"
 #include "common/shared_state.h"
 #include "proto/exit_codes.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 #include "common/systemd.h"
 #include "supervisor/adopt.h"
 #include "supervisor/cache_device.h"

@@ -19,7 +19,7 @@
 #include "common/watch_fd.h"
 #include "metrics/exposition.h"
 #include "proto/exit_codes.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 
 namespace ondemand::supervisor {
 namespace asio = boost::asio;
@@ -204,28 +204,23 @@ std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::pa
 }
 
 // The worker's hello arrived: agree on a version, hand over the device.
-void Supervisor::complete_handshake(Running* w, const proto::DecodedMessage& hello) {
-  const auto& h = hello.body;
-  w->version = h.value("version", std::string("?"));
-  auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX, h.value("proto_min", 0u),
-                                  h.value("proto_max", 0u));
+void Supervisor::complete_handshake(Running* w, const proto::msg::Hello& h) {
+  w->version = h.version;
+  auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX, h.proto_min, h.proto_max);
   try {
-    send_json(w->channel.get(), proto::make_hello("supervisor", ::getpid()));
+    send(w->channel.get(), proto::make_hello("supervisor", ::getpid()));
     if (!version)
-      throw ChannelError(fmt::format("no common handoff protocol version (worker {}..{}, us {}..{})",
-                                     h.value("proto_min", 0u), h.value("proto_max", 0u), proto::HANDOFF_PROTO_MIN,
-                                     proto::HANDOFF_PROTO_MAX));
+      throw ChannelError(fmt::format("no common handoff protocol version (worker {}..{}, us {}..{})", h.proto_min,
+                                     h.proto_max, proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX));
     const int fds[] = {cache_.fd.get()};
-    send_json(w->channel.get(),
-              {{"type", "device"},
-               {"fds", 1},
-               {"generation", w->generation},
-               {"rdev", static_cast<std::uint64_t>(cache_.rdev)},
-               {"shm", shm_->name()},
-               {"restore", !w->standby},
-               {"standby", w->standby},
-               {"spare", w->spare}},
-              fds);
+    send(w->channel.get(),
+         proto::msg::Device{.generation = w->generation,
+                            .rdev = static_cast<std::uint64_t>(cache_.rdev),
+                            .shm = shm_->name(),
+                            .restore = !w->standby,
+                            .standby = w->standby,
+                            .spare = w->spare},
+         fds);
   } catch (const ChannelError& e) {
     spdlog::error("handshake with worker pid={} failed: {}", w->pid, e.what());
     return kill(w, "handshake failed");  // its death is handled like any other
@@ -278,32 +273,17 @@ void Supervisor::watch_channel(Running* w) {
       auto received = recv_message(w->channel.get(), proto::MAX_MESSAGE_BYTES, proto::MAX_FDS_PER_MESSAGE);
       if (received.err == EAGAIN) break;
       if (received.peer_closed() || received.err) return;  // its death follows through the pidfd
-      auto decoded = proto::decode_message(received.bytes);
-      if (auto* msg = std::get_if<proto::DecodedMessage>(&decoded)) {
-        // A known message whose fields have the wrong type makes
-        // nlohmann's value()/get() throw type_error; escaping this handler
-        // would end the supervisor (and, without the fd store, every mount).
-        // Such a message is unrecognized, nothing more.
-        try {
-          on_message(w, *msg);
-        } catch (const nlohmann::json::exception& e) {
-          spdlog::warn("malformed \"{}\" from worker pid={}: {}", msg->type, w->pid, e.what());
-          if (!ours(w)) return;
-          if (!w->handshake_ok) {
-            kill(w, "malformed hello");
-          } else {
-            try {
-              send_json(w->channel.get(), proto::make_unrecognized(msg->type));
-            } catch (const ChannelError&) {
-            }
-          }
-        }
+      auto decoded = proto::decode(received.bytes, received.fds.size());
+      if (auto* msg = std::get_if<proto::Message>(&decoded)) {
+        on_message(w, *msg);
       } else {
-        const auto& what = std::get<proto::DecodeError>(decoded).what;
-        spdlog::warn("unrecognized message from worker pid={}: {}", w->pid, what);
-        try {
-          send_json(w->channel.get(), proto::make_unrecognized(what));
-        } catch (const ChannelError&) {
+        const auto& error = std::get<proto::DecodeError>(decoded);
+        spdlog::warn("unrecognized message from worker pid={}: {}", w->pid, error.what);
+        if (!w->handshake_ok) {
+          // Its hello could not be read: nothing later can be trusted.
+          kill(w, "malformed message during the handshake");
+        } else {
+          send_quietly(w->channel.get(), proto::msg::Unrecognized{error.what});
         }
       }
       if (!ours(w)) return;
@@ -312,30 +292,28 @@ void Supervisor::watch_channel(Running* w) {
   });
 }
 
-void Supervisor::on_message(Running* w, const proto::DecodedMessage& msg) {
+void Supervisor::on_message(Running* w, const proto::Message& m) {
   if (!w->handshake_ok) {
-    if (msg.type == "hello") return complete_handshake(w, msg);
-    spdlog::error("worker pid={} sent \"{}\" before its hello", w->pid, msg.type);
+    if (const auto* hello = std::get_if<proto::msg::Hello>(&m)) return complete_handshake(w, *hello);
+    spdlog::error("worker pid={} sent \"{}\" before its hello", w->pid, proto::type_of(m));
     return kill(w, "protocol violation during the handshake");
   }
-  if (msg.type == "serving") {
+  if (const auto* serving = std::get_if<proto::msg::Serving>(&m)) {
+    (void)serving;
     w->serving = true;
     return on_serving(w);
   }
-  if (msg.type == "handed-over") {
+  if (const auto* handed = std::get_if<proto::msg::HandedOver>(&m)) {
     w->handed_over = true;
-    spdlog::info("worker pid={} handed over {} objects", w->pid, msg.body.value("objects", 0));
+    spdlog::info("worker pid={} handed over {} objects", w->pid, handed->objects);
     return;
   }
-  if (msg.type == "unrecognized") {
-    spdlog::warn("worker pid={} did not recognize our message: {}", w->pid, msg.body.value("what", std::string("?")));
+  if (const auto* unrecognized = std::get_if<proto::msg::Unrecognized>(&m)) {
+    spdlog::warn("worker pid={} did not recognize our message: {}", w->pid, unrecognized->what);
     return;
   }
-  spdlog::warn("unrecognized message \"{}\" from worker pid={}", msg.type, w->pid);
-  try {
-    send_json(w->channel.get(), proto::make_unrecognized(msg.type));
-  } catch (const ChannelError&) {
-  }
+  spdlog::warn("unexpected message \"{}\" from worker pid={}", proto::type_of(m), w->pid);
+  send_quietly(w->channel.get(), proto::msg::Unrecognized{std::string(proto::type_of(m))});
 }
 
 void Supervisor::on_serving(Running* w) {
@@ -405,10 +383,7 @@ void Supervisor::on_exit(Running* w, const ExitStatus& status) {
   if (upgrade_reply_) finish_upgrade(false, fmt::format("the new worker {} before serving", desc));
   if (worker_ && worker_->handover_sent && !worker_->handed_over) {
     spdlog::info("asking worker pid={} to resume reading", worker_->pid);
-    try {
-      send_json(worker_->channel.get(), {{"type", "resume"}});
-    } catch (const ChannelError&) {
-    }
+    send_quietly(worker_->channel.get(), proto::msg::Resume{});
     set_state(proto::WorkerState::RUNNING);
   } else if (!worker_ || worker_->handed_over) {
     // Nobody is left to serve: a regular restart (with restore).
@@ -449,7 +424,7 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
       spdlog::info("outgoing worker gone without a handover: incoming worker pid={} takes over with restore",
                    incoming_->pid);
       try {
-        send_json(incoming_->channel.get(), {{"type", "takeover"}});
+        send(incoming_->channel.get(), proto::msg::Takeover{});
       } catch (const ChannelError& e) {
         spdlog::error("takeover message failed: {}", e.what());
       }
@@ -527,7 +502,7 @@ bool Supervisor::promote_spare() {
   // may have been spawned before the worker that just died.
   spare_->generation = state.generation.fetch_add(1) + 1;
   try {
-    send_json(spare_->channel.get(), {{"type", "takeover"}, {"generation", spare_->generation}});
+    send(spare_->channel.get(), proto::msg::Takeover{spare_->generation});
   } catch (const ChannelError& e) {
     spdlog::warn("spare worker pid={} unreachable ({}); starting a fresh worker", spare_->pid, e.what());
     kill(spare_.get(), "unreachable spare");
@@ -545,7 +520,7 @@ void Supervisor::retire(std::unique_ptr<Running> w, const char* why) {
   if (!w) return;
   spdlog::info("retiring worker pid={} generation={}: {}", w->pid, w->generation, why);
   try {
-    send_json(w->channel.get(), {{"type", "stop"}});
+    send(w->channel.get(), proto::msg::Stop{});
   } catch (const ChannelError&) {
     kill(w.get(), why);
   }
@@ -600,7 +575,7 @@ void Supervisor::shutdown() {
   if (!worker_) return finish_shutdown_if_done();
   spdlog::info("asking worker pid={} to stop", worker_->pid);
   try {
-    send_json(worker_->channel.get(), {{"type", "stop"}});
+    send(worker_->channel.get(), proto::msg::Stop{});
   } catch (const ChannelError&) {
     ::syscall(SYS_pidfd_send_signal, worker_->pidfd.get(), SIGTERM, nullptr, 0);
   }
@@ -647,7 +622,7 @@ void Supervisor::restart_worker() {
   if (worker_) {
     spdlog::info("restart requested: asking worker pid={} to stop", worker_->pid);
     try {
-      send_json(worker_->channel.get(), {{"type", "stop"}});
+      send(worker_->channel.get(), proto::msg::Stop{});
     } catch (const ChannelError&) {
       kill(worker_.get(), "restart requested and the channel is gone");
     }
@@ -715,11 +690,10 @@ void Supervisor::begin_handover() {
   }
   try {
     const int b_end[] = {pair.b.get()};
-    send_json(incoming_->channel.get(), {{"type", "handover-peer"}, {"fds", 1}}, b_end);
+    send(incoming_->channel.get(), proto::msg::HandoverPeer{}, b_end);
     const int a_end[] = {pair.a.get()};
-    send_json(worker_->channel.get(),
-              {{"type", "handover"}, {"fds", 1}, {"drain_ms", std::chrono::milliseconds(UPGRADE_DRAIN).count()}},
-              a_end);
+    send(worker_->channel.get(),
+         proto::msg::Handover{static_cast<std::uint64_t>(std::chrono::milliseconds(UPGRADE_DRAIN).count())}, a_end);
     worker_->handover_sent = true;
     recorder_.handover_started(Clock::now());
   } catch (const ChannelError& e) {

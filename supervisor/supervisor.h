@@ -13,7 +13,7 @@
 //      on that.
 // Rolling upgrade (ondemandctl upgrade): a second, "incoming" worker starts
 // in standby, the current one hands it its objects over a socketpair and
-// exits; see proto/handoff.h for the conversation and its failure paths.
+// exits; see proto/channel.h for the conversation and its failure paths.
 // Supervisor restart: a worker that outlived its supervisor is adopted
 // (supervisor/adopt.h) instead of binding the device again.
 #pragma once
@@ -33,7 +33,7 @@
 #include "config/config.h"
 #include "common/shared_state.h"
 #include "metrics/supervisor_metrics.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 #include "supervisor/adopt.h"
 #include "supervisor/cache_device.h"
 #include "supervisor/control_server.h"
@@ -63,7 +63,7 @@ class Supervisor {
   std::unique_ptr<Running> spawn(const std::filesystem::path& binary, bool standby, std::string* why,
                                  bool spare = false);
   bool ours(const Running* w) const;
-  void complete_handshake(Running* w, const proto::DecodedMessage& hello);
+  void complete_handshake(Running* w, const proto::msg::Hello& hello);
   void begin_handover();
   void maybe_spawn_spare();
   bool promote_spare();
@@ -71,7 +71,7 @@ class Supervisor {
   void start_worker();
   void watch_exit(Running* w);
   void watch_channel(Running* w);
-  void on_message(Running* w, const proto::DecodedMessage& msg);
+  void on_message(Running* w, const proto::Message& m);
   void on_exit(Running* w, const ExitStatus& status);
   void on_current_exit(const ExitStatus& status);
   void on_serving(Running* w);

@@ -15,7 +15,7 @@
 #include "common/fd_passing.h"
 #include "common/spawn.h"
 #include "common/sys.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3

@@ -6,7 +6,7 @@
 #include "config/config.h"
 #include "common/log.h"
 #include "proto/exit_codes.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 #include "worker/worker.h"
 
 int main(int argc, char** argv) {

@@ -27,18 +27,26 @@ constexpr auto HEARTBEAT_PERIOD = 100ms;
 constexpr auto DRAIN_LIMIT = 10s;
 constexpr auto PEER_TIMEOUT = 5s;
 constexpr std::string_view WORKER_SOCKET = "worker.sock";
+// How soon a supervisor we answered "busy" should ask again.
+constexpr std::uint64_t BUSY_RETRY_MS = 100;
 
-std::uint32_t negotiate_or_throw(const nlohmann::json& hello, std::string_view peer) {
-  auto version = proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX,
-                                  hello.value("proto_min", 0u), hello.value("proto_max", 0u));
+std::uint32_t negotiate_or_throw(const proto::msg::Hello& hello, std::string_view peer) {
+  auto version =
+      proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX, hello.proto_min, hello.proto_max);
   if (!version)
     throw ChannelError(fmt::format("no common handoff protocol version with the {} ({}..{}, we speak {}..{})",
-                                   peer, hello.value("proto_min", 0u), hello.value("proto_max", 0u),
-                                   proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX));
-  spdlog::info("{} {} speaks handoff protocol {}..{}; using {}", peer,
-               hello.value("version", std::string("?")), hello.value("proto_min", 0u),
-               hello.value("proto_max", 0u), *version);
+                                   peer, hello.proto_min, hello.proto_max, proto::HANDOFF_PROTO_MIN,
+                                   proto::HANDOFF_PROTO_MAX));
+  spdlog::info("{} {} speaks handoff protocol {}..{}; using {}", peer, hello.version, hello.proto_min,
+               hello.proto_max, *version);
   return *version;
+}
+
+// The message `m` as T, or a ChannelError naming what came instead.
+template <class T>
+const T& expect(const ChannelMessage& m, std::string_view wanted) {
+  if (const auto* v = std::get_if<T>(&m.message)) return *v;
+  throw ChannelError(fmt::format("expected \"{}\", got \"{}\"", wanted, proto::type_of(m.message)));
 }
 }  // namespace
 
@@ -46,35 +54,33 @@ Worker::Worker(Config config, UniqueFd channel)
     : config_(std::move(config)), channel_(std::move(channel)) {}
 
 Worker::~Worker() {
-  if (!listener_path_.empty()) {
-    // Remove our socket only if it is still ours (an upgrade's successor
-    // replaces the path with its own).
-    struct stat path_st{}, fd_st{};
-    if (listener_ && ::stat(listener_path_.c_str(), &path_st) == 0 &&
-        ::fstat(listener_->native_handle(), &fd_st) == 0 && path_st.st_ino == fd_st.st_ino)
-      ::unlink(listener_path_.c_str());
-  }
+  // Remove our socket only if it is still ours (an upgrade's successor
+  // replaces the path with its own).
+  if (listener_at_path()) ::unlink(listener_path_.c_str());
+}
+
+bool Worker::listener_at_path() const {
+  struct stat path_st{}, fd_st{};
+  return listener_ && !listener_path_.empty() && ::stat(listener_path_.c_str(), &path_st) == 0 &&
+         ::fstat(listener_->native_handle(), &fd_st) == 0 && path_st.st_ino == fd_st.st_ino &&
+         path_st.st_dev == fd_st.st_dev;
 }
 
 Worker::Handoff Worker::handshake() {
-  send_json(channel_.get(), proto::make_hello("worker", ::getpid()));
+  send(channel_.get(), proto::make_hello("worker", ::getpid()));
   auto hello = receive_message(channel_.get(), HANDSHAKE_TIMEOUT);
-  if (hello.message.type != "hello")
-    throw ChannelError("expected hello, got \"" + hello.message.type + "\"");
-  negotiate_or_throw(hello.message.body, "supervisor");
+  negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "supervisor");
 
   auto device = receive_message(channel_.get(), HANDSHAKE_TIMEOUT);
-  if (device.message.type != "device" || device.fds.size() != 1)
-    throw ChannelError("expected \"device\" with one fd, got \"" + device.message.type + "\"");
-  const auto& d = device.message.body;
+  const auto& d = expect<proto::msg::Device>(device, "device");
   Handoff out;
-  out.device = std::move(device.fds[0]);
-  out.generation = d.value("generation", std::uint64_t{0});
-  out.rdev = d.value("rdev", std::uint64_t{0});
-  out.shm_name = d.value("shm", std::string());
-  out.restore = d.value("restore", true);
-  out.standby = d.value("standby", false);
-  out.spare = d.value("spare", false);
+  out.device = std::move(device.fds[0]);  // decode() checked there is exactly one
+  out.generation = d.generation;
+  out.rdev = d.rdev;
+  out.shm_name = d.shm;
+  out.restore = d.restore;
+  out.standby = d.standby;
+  out.spare = d.spare;
 
   struct stat st{};
   if (::fstat(out.device.get(), &st) < 0)
@@ -194,7 +200,7 @@ void Worker::start_reading(bool restore) {
 void Worker::report_serving() {
   state_->serving_generation.store(generation_);
   try {
-    send_json(channel_.get(), {{"type", "serving"}, {"generation", generation_}});
+    send(channel_.get(), proto::msg::Serving{generation_});
   } catch (const ChannelError& e) {
     spdlog::warn("could not tell the supervisor we serve: {}", e.what());
   }
@@ -268,30 +274,14 @@ void Worker::watch_channel() {
                          received.err ? sys::errno_name(received.err) : "EOF", self->listener_path_);
             return;
           }
-          auto decoded = proto::decode_message(received.bytes);
-          if (auto* msg = std::get_if<proto::DecodedMessage>(&decoded)) {
-            if (msg->announced_fds != received.fds.size()) {
-              spdlog::warn("supervisor message \"{}\" announced {} fds, carried {}: ignored", msg->type,
-                           msg->announced_fds, received.fds.size());
-              continue;
-            }
-            try {
-              self->on_channel_message(*msg, std::move(received.fds));
-            } catch (const nlohmann::json::exception& e) {
-              // Wrong field types: unrecognized, never fatal.
-              spdlog::warn("malformed \"{}\" from the supervisor: {}", msg->type, e.what());
-              try {
-                send_json(self->channel_.get(), proto::make_unrecognized(msg->type));
-              } catch (const ChannelError&) {
-              }
-            }
+          auto decoded = proto::decode(received.bytes, received.fds.size());
+          if (auto* msg = std::get_if<proto::Message>(&decoded)) {
+            self->on_channel_message(*msg, std::move(received.fds));
           } else {
+            // Wrong fields, a wrong fd count, garbage: unrecognized, never fatal.
             const auto& what = std::get<proto::DecodeError>(decoded).what;
             spdlog::warn("unrecognized message from the supervisor: {}", what);
-            try {
-              send_json(self->channel_.get(), proto::make_unrecognized(what));
-            } catch (const ChannelError&) {
-            }
+            send_quietly(self->channel_.get(), proto::msg::Unrecognized{what});
           }
           if (self->channel_watch_.get() != watch) return;  // replaced meanwhile
         }
@@ -302,36 +292,37 @@ void Worker::watch_channel() {
   Waiter{this, watch}();
 }
 
-void Worker::on_channel_message(const proto::DecodedMessage& msg, std::vector<UniqueFd> fds) {
-  if (msg.type == "stop") return stop("asked by the supervisor");
-  if (msg.type == "handover" && fds.size() == 1)
-    return hand_over(std::move(fds[0]), std::chrono::milliseconds(msg.body.value("drain_ms", 5000u)));
-  if (msg.type == "handover-peer" && fds.size() == 1) return receive_objects(std::move(fds[0]));
-  if (msg.type == "takeover") {
+void Worker::on_channel_message(const proto::Message& m, std::vector<UniqueFd> fds) {
+  namespace msg = proto::msg;
+  if (std::holds_alternative<msg::Stop>(m)) return stop("asked by the supervisor");
+  if (const auto* handover = std::get_if<msg::Handover>(&m))
+    return hand_over(std::move(fds[0]), std::chrono::milliseconds(handover->drain_ms));
+  if (std::holds_alternative<msg::HandoverPeer>(m)) return receive_objects(std::move(fds[0]));
+  if (const auto* takeover = std::get_if<msg::Takeover>(&m)) {
     if (reading_) return;
-    generation_ = msg.body.value("generation", generation_);
+    if (takeover->generation) generation_ = *takeover->generation;
     spdlog::info("takeover: the previous worker is gone; restoring and serving");
     return start_reading(/*restore=*/true);
   }
-  if (msg.type == "resume") {
+  if (std::holds_alternative<msg::Resume>(m)) {
     if (!handing_over_) return;
     spdlog::info("upgrade called off: reading the device again");
     handing_over_ = false;
     handover_peer_.reset();
     device_->resume_reading();
     culler_->start();
+    // A successor that got as far as listening replaced our socket at the
+    // path: listen there again.
+    if (!listener_at_path()) listener_.reset();
     listen_for_supervisor();
     return;
   }
-  if (msg.type == "unrecognized") {
-    spdlog::warn("supervisor did not recognize our message: {}", msg.body.value("what", std::string("?")));
+  if (const auto* unrecognized = std::get_if<msg::Unrecognized>(&m)) {
+    spdlog::warn("supervisor did not recognize our message: {}", unrecognized->what);
     return;
   }
-  spdlog::warn("unrecognized message \"{}\" from the supervisor", msg.type);
-  try {
-    send_json(channel_.get(), proto::make_unrecognized(msg.type));
-  } catch (const ChannelError&) {
-  }
+  spdlog::warn("unexpected message \"{}\" from the supervisor", proto::type_of(m));
+  send_quietly(channel_.get(), msg::Unrecognized{std::string(proto::type_of(m))});
 }
 
 // ---- upgrade: outgoing side ----
@@ -344,7 +335,8 @@ void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
   handover_peer_ = std::move(peer);
   device_->stop_reading();
   culler_->stop();
-  listener_.reset();  // a new supervisor must find the successor, not us
+  // The listener stays: a new supervisor that connects now is told "busy"
+  // until the successor's socket replaces ours at the path (or we resume).
   // No deadline of our own: the supervisor kills us if we do not finish in
   // time and lets the successor restore.
   if (engine_->inflight() == 0) send_objects();
@@ -355,23 +347,30 @@ void Worker::send_objects() {
   const int peer = handover_peer_.get();
   auto objects = engine_->export_objects();
   try {
-    send_json(peer, proto::make_hello("worker", ::getpid()));
+    send(peer, proto::make_hello("worker", ::getpid()));
     auto hello = receive_message(peer, PEER_TIMEOUT);
-    if (hello.message.type != "hello") throw ChannelError("expected hello from the successor");
-    negotiate_or_throw(hello.message.body, "successor");
-    for (std::size_t i = 0; i < objects.size(); i += proto::MAX_FDS_PER_MESSAGE) {
-      const auto n = std::min(proto::MAX_FDS_PER_MESSAGE, objects.size() - i);
-      nlohmann::json list = nlohmann::json::array();
+    negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "successor");
+    // Batches that fit one datagram each, by fd count and by size: a table
+    // of long blob ids must never make a message the successor cannot read.
+    std::vector<proto::msg::ObjectEntry> entries;
+    entries.reserve(objects.size());
+    for (const auto& o : objects) entries.push_back({o->object_id, o->blob_id});
+    const auto batches = proto::split_objects(entries);
+    if (!batches) throw ChannelError("an object entry does not fit one datagram");
+    std::size_t i = 0;
+    for (const std::size_t n : *batches) {
+      proto::msg::Objects batch;
       std::vector<int> fds;
       for (std::size_t j = i; j < i + n; ++j) {
-        list.push_back({{"object_id", objects[j]->object_id}, {"blob_id", objects[j]->blob_id}});
+        batch.objects.push_back(std::move(entries[j]));
         fds.push_back(objects[j]->anon_fd.get());
       }
-      send_json(peer, {{"type", "objects"}, {"fds", n}, {"objects", list}}, fds);
+      send(peer, batch, fds);
+      i += n;
     }
-    send_json(peer, {{"type", "objects-done"}, {"count", objects.size()}});
-    spdlog::info("handover: sent {} objects to the successor", objects.size());
-    send_json(channel_.get(), {{"type", "handed-over"}, {"objects", objects.size()}});
+    send(peer, proto::msg::ObjectsDone{objects.size()});
+    spdlog::info("handover: sent {} objects to the successor in {} messages", objects.size(), batches->size());
+    send(channel_.get(), proto::msg::HandedOver{objects.size()});
   } catch (const ChannelError& e) {
     // Our copies of the fds close when we exit; the successor restores.
     spdlog::error("handover to the successor failed: {}", e.what());
@@ -398,20 +397,15 @@ void Worker::receive_objects(UniqueFd peer_fd) {
     std::size_t imported = 0, received_total = 0;
     try {
       auto hello = receive_message(peer->get(), PEER_TIMEOUT);
-      if (hello.message.type != "hello") throw ChannelError("expected hello from the predecessor");
-      negotiate_or_throw(hello.message.body, "predecessor");
-      send_json(peer->get(), proto::make_hello("worker", ::getpid()));
+      negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "predecessor");
+      send(peer->get(), proto::make_hello("worker", ::getpid()));
       for (;;) {
         auto msg = receive_message(peer->get(), PEER_TIMEOUT);
-        if (msg.message.type == "objects-done") break;
-        if (msg.message.type != "objects") throw ChannelError("unexpected \"" + msg.message.type + "\"");
-        const auto& list = msg.message.body.at("objects");
-        if (!list.is_array() || list.size() != msg.fds.size())
-          throw ChannelError("objects list does not match the fds carried");
-        for (std::size_t i = 0; i < list.size(); ++i) {
+        if (std::holds_alternative<proto::msg::ObjectsDone>(msg.message)) break;
+        const auto& batch = expect<proto::msg::Objects>(msg, "objects");
+        for (std::size_t i = 0; i < batch.objects.size(); ++i) {  // decode() matched fds to entries
           ++received_total;
-          if (engine_->import_object(list[i].at("object_id").get<std::uint32_t>(),
-                                     list[i].at("blob_id").get<std::string>(), std::move(msg.fds[i])))
+          if (engine_->import_object(batch.objects[i].object_id, batch.objects[i].blob_id, std::move(msg.fds[i])))
             ++imported;
         }
       }
@@ -506,30 +500,35 @@ void Worker::finish_adoption(UniqueFd conn, pid_t peer_pid) {
     // reply rather than as a broken pipe on its own hello.
     // Readable already: the bound only covers a datagram still in flight.
     auto hello = receive_message(conn.get(), std::chrono::milliseconds(100));
-    if (hello.message.type != "hello") throw ChannelError("expected hello");
-    if (!supervisor_gone_ || handing_over_ || stopping_) {
-      const char* why = supervisor_gone_ ? "worker is stopping or handing over" : "worker still has a live supervisor";
-      send_json(conn.get(), {{"type", "refused"}, {"why", why}});
+    const auto& peer_hello = expect<proto::msg::Hello>(hello, "hello");
+    if (handing_over_ || stopping_) {
+      // Not refused: a refusal makes the new supervisor give up, and no
+      // answer at all made it start a second reader next to us. Our
+      // successor (or nobody, once we are gone) answers the next attempt.
+      const char* why = handing_over_ ? "handing over to an upgrade's successor" : "stopping";
+      send_quietly(conn.get(), proto::msg::Busy{why, BUSY_RETRY_MS});
+      spdlog::info("adoption by pid={}: busy ({})", cred.pid, why);
+      return;
+    }
+    if (!supervisor_gone_) {
+      const char* why = "worker still has a live supervisor";
+      send_quietly(conn.get(), proto::msg::Refused{why});
       spdlog::warn("refused adoption by pid={}: {}", cred.pid, why);
       return;
     }
-    negotiate_or_throw(hello.message.body, "adopting supervisor");
-    send_json(conn.get(), proto::make_hello("worker", ::getpid()));
+    negotiate_or_throw(peer_hello, "adopting supervisor");
+    send(conn.get(), proto::make_hello("worker", ::getpid()));
     const int fds[] = {device_->fd()};
-    send_json(conn.get(),
-              {{"type", "adopt"},
-               {"fds", 1},
-               {"pid", ::getpid()},
-               {"generation", generation_},
-               {"rdev", rdev_},
-               {"version", std::string(proto::VERSION)},
-               {"serving", reading_}},
-              fds);
+    send(conn.get(),
+         proto::msg::Adopt{.pid = ::getpid(),
+                           .generation = generation_,
+                           .rdev = rdev_,
+                           .version = std::string(proto::VERSION),
+                           .serving = reading_},
+         fds);
   } catch (const ChannelError& e) {
+    // A malformed hello included: decoding is total.
     spdlog::warn("adoption by pid={} failed: {}", cred.pid, e.what());
-    return;
-  } catch (const nlohmann::json::exception& e) {
-    spdlog::warn("adoption by pid={} failed: malformed hello: {}", cred.pid, e.what());
     return;
   }
   spdlog::info("adopted by a new supervisor pid={}", cred.pid);

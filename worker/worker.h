@@ -31,7 +31,7 @@
 #include "common/shared_state.h"
 #include "common/unique_fd.h"
 #include "proto/exit_codes.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 #include "backends/backend.h"
 #include "frontends/cachefiles/cachefiles_device.h"
 #include "frontends/cachefiles/cull.h"
@@ -64,7 +64,7 @@ class Worker {
   void report_serving();
 
   void watch_channel();
-  void on_channel_message(const proto::DecodedMessage& msg, std::vector<UniqueFd> fds);
+  void on_channel_message(const proto::Message& m, std::vector<UniqueFd> fds);
 
   // Upgrade, as the outgoing worker (A).
   void hand_over(UniqueFd peer, std::chrono::milliseconds drain);
@@ -77,6 +77,7 @@ class Worker {
   void accept_supervisor();
   void adopt(UniqueFd connection);
   void finish_adoption(UniqueFd connection, pid_t peer_pid);
+  bool listener_at_path() const;  // our worker.sock is still the one at its path
 
   Config config_;
   UniqueFd channel_;

@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "common/fd_passing.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 
 namespace {
 constexpr int CHANNEL = ondemand::proto::WORKER_CHANNEL_FD;

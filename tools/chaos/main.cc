@@ -8,7 +8,7 @@
 
 #include "common/log.h"
 #include "proto/exit_codes.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 #include "tools/chaos/chaos.h"
 
 namespace {

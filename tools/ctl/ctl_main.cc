@@ -9,7 +9,7 @@
 
 #include "config/config.h"
 #include "proto/control.h"
-#include "proto/handoff.h"
+#include "proto/channel.h"
 #include "tools/ctl/ctl.h"
 #include "tools/ctl/doctor.h"
 #include "tools/ctl/top.h"

@@ -24,10 +24,10 @@ TEST_CASE("receive_message returns the decoded message with exactly the announce
   auto p = pair_or_fail();
   auto memfd = test::make_memfd("device");
   const int fds[] = {memfd.get()};
-  send_json(p.a.get(), {{"type", "device"}, {"fds", 1}, {"generation", 4}}, fds);
+  send(p.a.get(), proto::msg::Device{.generation = 4, .rdev = 1, .shm = "s"}, fds);
   auto msg = receive_message(p.b.get(), 1000ms);
-  CHECK(msg.message.type == "device");
-  CHECK(msg.message.body["generation"] == 4);
+  REQUIRE(std::holds_alternative<proto::msg::Device>(msg.message));
+  CHECK(std::get<proto::msg::Device>(msg.message).generation == 4);
   REQUIRE(msg.fds.size() == 1);
   CHECK(test::same_file(msg.fds[0].get(), memfd.get()));
 }
@@ -55,18 +55,19 @@ TEST_CASE("receive_message throws when the fd count differs from the announced o
         owned.push_back(test::make_memfd("chan"));
         fds.push_back(owned.back().get());
       }
-      nlohmann::json body = {{"type", "device"}};
-      if (c.announced >= 0) body["fds"] = c.announced;
-      send_json(p.a.get(), body, fds);
+      std::string body = R"({"type":"device","generation":1,"rdev":1,"shm":"s","restore":true,"standby":false,"spare":false)";
+      if (c.announced >= 0) body += ",\"fds\":" + std::to_string(c.announced);
+      body += "}";
+      REQUIRE(send_message(p.a.get(), body, fds) == 0);
     }
     const auto before = test::open_fd_count();
     CHECK_THROWS_MATCHES(receive_message(p.b.get(), 1000ms), ChannelError,
                          Catch::Matchers::Predicate<ChannelError>(
                              [](const ChannelError& e) {
-                               return std::string_view(e.what()).find("announced") !=
+                               return std::string_view(e.what()).find("fds") !=
                                       std::string_view::npos;
                              },
-                             "message mentions the announced count"));
+                             "message names the fd counts"));
     CHECK(test::open_fd_count() == before);
   }
 }
@@ -96,10 +97,18 @@ TEST_CASE("receive_message throws ChannelError when the peer closed", "[common][
   CHECK_THROWS_WITH(receive_message(p.b.get(), 1000ms), Catch::Contains("closed"));
 }
 
-TEST_CASE("send_json to a closed peer throws ChannelError", "[common][channel]") {
+TEST_CASE("send to a closed peer throws ChannelError; send_quietly says false", "[common][channel]") {
   auto p = pair_or_fail();
   p.b.reset();
-  CHECK_THROWS_AS(send_json(p.a.get(), {{"type", "stop"}}), ChannelError);
+  CHECK_THROWS_AS(send(p.a.get(), proto::msg::Stop{}), ChannelError);
+  CHECK_FALSE(send_quietly(p.a.get(), proto::msg::Stop{}));
+}
+
+TEST_CASE("send refuses a wrong fd count and a message over one datagram", "[common][channel]") {
+  auto p = pair_or_fail();
+  CHECK_THROWS_WITH(send(p.a.get(), proto::msg::Device{}), Catch::Contains("fds"));
+  CHECK_THROWS_WITH(send(p.a.get(), proto::msg::Refused{std::string(proto::MAX_MESSAGE_BYTES, 'x')}),
+                    Catch::Contains("datagram"));
 }
 
 }  // namespace ondemand
