@@ -19,7 +19,9 @@
 #include "common/watch_fd.h"
 #include "metrics/exposition.h"
 #include "proto/exit_codes.h"
+#include "common/log.h"
 #include "proto/channel.h"
+#include "proto/log_events.h"
 
 namespace ondemand::supervisor {
 namespace asio = boost::asio;
@@ -320,10 +322,14 @@ void Supervisor::on_serving(Running* w) {
   auto& st = shm_->state();
   if (w == worker_.get()) recorder_.worker_serving(st, Clock::now());
   if (w == incoming_.get()) recorder_.upgrade_serving(st, Clock::now());
-  if (last_death_ != Clock::time_point{} && w == worker_.get())
+  if (last_death_ != Clock::time_point{} && w == worker_.get()) {
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::FAILOVER_SERVING)},
+                      {"WORKER_PID", std::to_string(w->pid)},
+                      {"WORKER_GENERATION", std::to_string(w->generation)},
+                      {"RECOVERY_MS", fmt::format("{:.1f}", ms_since(last_death_))}});
     spdlog::info("worker pid={} generation={} serving, {:.1f} ms after the previous worker died", w->pid,
                  w->generation, ms_since(last_death_));
-  else
+  } else
     spdlog::info("worker pid={} generation={} serving", w->pid, w->generation);
   if (!ready_notified_) {
     // READY only once a worker serves: until then mounts would hang.
@@ -371,10 +377,17 @@ void Supervisor::on_exit(Running* w, const ExitStatus& status) {
     return;
   }
   const bool outgoing = w == worker_.get();
-  spdlog::log(shutting_down_ || w->handed_over ? spdlog::level::info : spdlog::level::warn,
-              "worker pid={} generation={} {} after {:.0f} ms ({}{})", w->pid, w->generation, desc,
-              ms_since(w->started), w->serving ? "had been serving" : "never served",
-              incoming_ ? (outgoing ? ", outgoing in an upgrade" : ", incoming in an upgrade") : "");
+  {
+    // The fields tag this one line, not what the handling below logs.
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::WORKER_DIED)},
+                      {"WORKER_PID", std::to_string(w->pid)},
+                      {"WORKER_GENERATION", std::to_string(w->generation)},
+                      {"EXIT", desc}});
+    spdlog::log(shutting_down_ || w->handed_over ? spdlog::level::info : spdlog::level::warn,
+                "worker pid={} generation={} {} after {:.0f} ms ({}{})", w->pid, w->generation, desc,
+                ms_since(w->started), w->serving ? "had been serving" : "never served",
+                incoming_ ? (outgoing ? ", outgoing in an upgrade" : ", incoming in an upgrade") : "");
+  }
   if (outgoing) return on_current_exit(status);
 
   // The incoming worker of an upgrade died.
@@ -436,11 +449,16 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   recorder_.worker_died(state, cause, last_death_);
   if (decision.parked) {
     set_state(proto::WorkerState::PARKED);
-    spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms",
-                  how == proto::ExitClass::FATAL_CONFIG ? "configuration error"
-                  : how == proto::ExitClass::CACHE_DEAD ? "cache dead"
-                                                        : "crash loop",
-                  decision.delay.count());
+    const char* reason = how == proto::ExitClass::FATAL_CONFIG ? "configuration error"
+                         : how == proto::ExitClass::CACHE_DEAD ? "cache dead"
+                                                               : "crash loop";
+    {
+      LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::PARKED)},
+                        {"REASON", reason},
+                        {"RETRY_MS", std::to_string(decision.delay.count())}});
+      spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms", reason,
+                    decision.delay.count());
+    }
     if (how == proto::ExitClass::CACHE_DEAD)
       spdlog::critical("the cache in {} is dead after an I/O error: every mount on it fails; to recover, unmount "
                        "them, stop this service (it unbinds the cache), fix the disk of cache_dir (fsck), start it again",
@@ -530,7 +548,13 @@ void Supervisor::retire(std::unique_ptr<Running> w, const char* why) {
 void Supervisor::kill(Running* w, const char* why) {
   if (!w || w->killed_by_us) return;
   w->killed_by_us = true;
-  spdlog::warn("killing worker pid={} generation={}: {}", w->pid, w->generation, why);
+  {
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::WORKER_KILLED)},
+                      {"WORKER_PID", std::to_string(w->pid)},
+                      {"WORKER_GENERATION", std::to_string(w->generation)},
+                      {"REASON", why}});
+    spdlog::warn("killing worker pid={} generation={}: {}", w->pid, w->generation, why);
+  }
   // pidfd_send_signal: cannot hit a recycled pid.
   if (::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0) < 0)
     spdlog::error("pidfd_send_signal: {}", sys::errno_name(errno));
@@ -722,15 +746,22 @@ void Supervisor::finish_upgrade(bool ok, const std::string& message) {
   if (!upgrade_reply_) return;
   auto reply = std::move(upgrade_reply_);
   upgrade_reply_ = nullptr;
+  {
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::UPGRADE)},
+                      {"RESULT", ok ? "done" : "failed"},
+                      {"WORKER_PID", std::to_string(worker_ ? worker_->pid : 0)}});
+    if (ok)
+      spdlog::info("upgrade done: worker pid={} generation={} version {} serves", worker_->pid,
+                   worker_->generation, worker_->version);
+    else
+      spdlog::error("upgrade failed: {}", message);
+  }
   if (ok) {
-    spdlog::info("upgrade done: worker pid={} generation={} version {} serves", worker_->pid, worker_->generation,
-                 worker_->version);
     reply(proto::control_ok({{"message", "upgraded"},
                              {"pid", worker_->pid},
                              {"generation", worker_->generation},
                              {"version", worker_->version}}));
   } else {
-    spdlog::error("upgrade failed: {}", message);
     reply(proto::control_error("upgrade failed, old worker still serves: " + message));
   }
 }

@@ -8,7 +8,9 @@
 #     across the kill verifies every byte, 0 errors;
 #   - SD_RESTARTS `systemctl restart`s under continuous verified reads
 #     (ondemand-chaos --no-kill): 0 read errors, longest stall reported;
-#   - the journal has the supervisor's lines (journalctl -u);
+#   - the journal has the supervisor's lines (journalctl -u), and after
+#     SD_KILLS kill -9s of the worker exactly that many "worker died" and
+#     "failover serving" entries by MESSAGE_ID (proto/log_events.h);
 #   - `systemctl stop` stops both processes and the unit is inactive.
 . /lib/vmtest.sh
 : "${SD_RESTARTS:=10}"
@@ -113,12 +115,42 @@ else
     vt_fail systemd-restart "$detail; chaos rc $chaos_rc: $(head -c 300 /tmp/chaos.err)"; dump
 fi
 
-# ---- the journal ----
+# ---- the journal: every failover findable by MESSAGE_ID ----
 n=$(journalctl -u "$UNIT" --no-pager | grep -c 'serving')
 if [ "$n" -ge 1 ]; then
     vt_pass systemd-journal "journalctl -u $UNIT: $n 'serving' lines"
 else
     vt_fail systemd-journal "no supervisor lines in the journal"; dump
+fi
+# proto/log_events.h
+DIED=22f72b8707814e68bf823557e21875a8
+SERVING=cb3a9d6495e94c88a76d3aed761ee803
+died0=$(journalctl -u "$UNIT" --no-pager -o cat MESSAGE_ID=$DIED | wc -l)
+serving0=$(journalctl -u "$UNIT" --no-pager -o cat MESSAGE_ID=$SERVING | wc -l)
+: "${SD_KILLS:=3}"
+i=0
+while [ "$i" -lt "$SD_KILLS" ]; do
+    i=$((i + 1))
+    victim=$(tr -d ' \n' < "$state_dir/worker.pid")
+    kill -KILL "$victim"
+    vt_wait_gone "$victim" 10
+    t0=$(vt_now)
+    until [ "$(tr -d ' \n' < "$state_dir/worker.pid")" != "$victim" ] && \
+          "$CTL" --config "$CONFIG" status --json 2>/dev/null | grep -q '"serving":true'; do
+        if awk -v t="$(vt_elapsed "$t0")" 'BEGIN { exit !(t > 20) }'; then
+            vt_fail systemd-failover "kill $i: no serving worker 20 s after killing $victim"; break 2
+        fi
+        sleep 0.1
+    done
+done
+sleep 0.5  # the journal receives asynchronously
+died=$(( $(journalctl -u "$UNIT" --no-pager -o cat MESSAGE_ID=$DIED | wc -l) - died0 ))
+serving=$(( $(journalctl -u "$UNIT" --no-pager -o cat MESSAGE_ID=$SERVING | wc -l) - serving0 ))
+fields=$(journalctl -u "$UNIT" --no-pager -o verbose MESSAGE_ID=$SERVING -n 1 | grep -E '^ *(RECOVERY_MS|WORKER_PID|ONDEMAND_ROLE)=' | tr -s ' \n' ' ')
+if [ "$died" = "$SD_KILLS" ] && [ "$serving" = "$SD_KILLS" ] && printf '%s' "$fields" | grep -q RECOVERY_MS=; then
+    vt_pass systemd-journal-ids "$SD_KILLS kill -9s: journalctl MESSAGE_ID=<worker died> +$died, MESSAGE_ID=<failover serving> +$serving; last:$fields"
+else
+    vt_fail systemd-journal-ids "$SD_KILLS kills: died +$died, serving +$serving, fields '$fields'"; dump
 fi
 
 # ---- systemctl stop: both processes end, the unit is inactive ----
