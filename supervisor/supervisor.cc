@@ -29,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEALTH_PERIOD = 100ms;
+constexpr unsigned STATE_DIR_CHECK_TICKS = 10;  // state_dir checked every second
 constexpr auto STOP_GRACE = 15s;
 constexpr auto UPGRADE_DRAIN = 5s;         // outgoing worker must finish in-flight requests
 constexpr auto UPGRADE_SERVE_LIMIT = 15s;  // incoming worker must serve after that
@@ -128,11 +129,7 @@ int Supervisor::run() {
     spdlog::info("received SIG{}: stopping", sigabbrev_np(signo));
     shutdown();
   });
-  control_ = std::make_unique<ControlServer>(
-      loop_, config_.state_dir, std::vector<uid_t>(config_.control_uids.begin(), config_.control_uids.end()),
-      [this](const proto::ControlRequest& request, ControlServer::Reply reply) {
-        handle_control(request, std::move(reply));
-      });
+  bind_control();
   const metrics::RenderInfo info{proto::VERSION, std::chrono::duration<double>(
                                                      std::chrono::system_clock::now().time_since_epoch()).count()};
   metrics_ = std::make_unique<MetricsServer>(loop_, metrics_options_from(config_),
@@ -157,6 +154,44 @@ int Supervisor::run() {
   return 0;
 }
 
+void Supervisor::bind_control() {
+  control_ = std::make_unique<ControlServer>(
+      loop_, config_.state_dir, std::vector<uid_t>(config_.control_uids.begin(), config_.control_uids.end()),
+      [this](const proto::ControlRequest& request, ControlServer::Reply reply) {
+        handle_control(request, std::move(reply));
+      });
+}
+
+// state_dir removed under us (rm -rf, a tmpfiles cleanup): make it again and
+// rebind control.sock, and say so. Never throws: it runs on the event loop.
+void Supervisor::keep_state_dir() {
+  std::error_code ec;
+  if (std::filesystem::is_socket(config_.state_dir / std::string(proto::CONTROL_SOCKET_NAME), ec)) {
+    state_dir_error_.clear();
+    return;
+  }
+  std::string error;
+  std::filesystem::create_directories(config_.state_dir, ec);
+  if (ec) {
+    error = fmt::format("cannot recreate state_dir {}: {}", config_.state_dir.string(), ec.message());
+  } else {
+    try {
+      control_.reset();
+      bind_control();
+      spdlog::error("state_dir {} lost its control.sock (removed?): recreated it and rebound the control socket. "
+                    "The running worker's worker.sock and serving.lock went with it: a restarted supervisor cannot "
+                    "adopt that worker; the next worker recreates them",
+                    config_.state_dir.string());
+      state_dir_error_.clear();
+      return;
+    } catch (const std::exception& e) {
+      error = fmt::format("cannot rebind the control socket in {}: {}", config_.state_dir.string(), e.what());
+    }
+  }
+  if (error != state_dir_error_) spdlog::error("{}; ondemandctl cannot reach us until it works (retrying)", error);
+  state_dir_error_ = error;
+}
+
 void Supervisor::set_state(proto::WorkerState state) {
   shm_->state().worker_state.store(static_cast<std::uint64_t>(state));
 }
@@ -164,11 +199,16 @@ void Supervisor::set_state(proto::WorkerState state) {
 void Supervisor::write_pid_file(pid_t pid) {
   const auto path = config_.state_dir / "worker.pid";
   const auto tmp = config_.state_dir / "worker.pid.tmp";
+  // Informational only: a missing state_dir must not throw out of the loop.
+  std::error_code ec;
+  std::filesystem::create_directories(config_.state_dir, ec);
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << pid << '\n';
+    if (!out) ec = std::make_error_code(std::errc::io_error);
   }
-  std::filesystem::rename(tmp, path);
+  if (!ec) std::filesystem::rename(tmp, path, ec);
+  if (ec) spdlog::warn("cannot write {}: {}", path.string(), ec.message());
 }
 
 // ---- spawning ----
@@ -583,6 +623,7 @@ void Supervisor::check_health() {
         kill(worker_.get(), why.c_str());
       }
     }
+    if (++health_ticks_ % STATE_DIR_CHECK_TICKS == 0) keep_state_dir();
     check_health();
   });
 }

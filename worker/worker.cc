@@ -12,6 +12,7 @@
 
 #include "common/channel.h"
 #include "common/fd_passing.h"
+#include "common/serving_lock.h"
 #include "common/sys.h"
 #include "common/unix_socket.h"
 #include "common/watch_fd.h"
@@ -26,6 +27,7 @@ constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEARTBEAT_PERIOD = 100ms;
 constexpr auto DRAIN_LIMIT = 10s;
 constexpr auto PEER_TIMEOUT = 5s;
+constexpr auto SERVING_LOCK_WAIT = 5000ms;
 constexpr std::string_view WORKER_SOCKET = "worker.sock";
 
 std::uint32_t negotiate_or_throw(const nlohmann::json& hello, std::string_view peer) {
@@ -155,6 +157,16 @@ proto::ExitCode Worker::run() {
 }
 
 void Worker::start_reading(bool restore) {
+  // Never a second reader of the device: an upgrade's predecessor frees the
+  // lock when it exits, just after handing over, hence the bounded wait.
+  if (!serving_lock_) {
+    auto lock = take_serving_lock(config_.state_dir, SERVING_LOCK_WAIT);
+    if (!lock.held()) {
+      spdlog::critical("not reading the device: {}", lock.error);
+      std::exit(static_cast<int>(proto::ExitCode::TEMPORARY));
+    }
+    serving_lock_ = std::move(lock.fd);
+  }
   auto& counters = state_->counters;
   // Per-generation values: a dead predecessor's in-flight requests were
   // re-queued by the kernel, not finished, so its gauge must not carry over.
