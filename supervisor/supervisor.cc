@@ -30,6 +30,8 @@ namespace {
 constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEALTH_PERIOD = 100ms;
 constexpr unsigned STATE_DIR_CHECK_TICKS = 10;  // state_dir checked every second
+constexpr auto UNREAPED_WARN_AFTER = 5s;
+constexpr auto UNREAPED_WARN_EVERY = 10s;
 constexpr auto STOP_GRACE = 15s;
 constexpr auto UPGRADE_DRAIN = 5s;         // outgoing worker must finish in-flight requests
 constexpr auto UPGRADE_SERVE_LIMIT = 15s;  // incoming worker must serve after that
@@ -64,6 +66,8 @@ struct Supervisor::Running {
   std::function<void()> on_ready;
   std::unique_ptr<asio::steady_timer> handshake_timer;
   bool killed_by_us = false;
+  Clock::time_point killed_at{};       // when killed_by_us was set
+  Clock::time_point unreaped_logged{};  // last "not reaped" warning
   bool adopted = false;
   bool handed_over = false;   // outgoing worker said "handed-over"
   bool handover_sent = false; // we asked it to hand over
@@ -595,6 +599,7 @@ void Supervisor::retire(std::unique_ptr<Running> w, const char* why) {
 void Supervisor::kill(Running* w, const char* why) {
   if (!w || w->killed_by_us) return;
   w->killed_by_us = true;
+  w->killed_at = Clock::now();
   spdlog::warn("killing worker pid={} generation={}: {}", w->pid, w->generation, why);
   // pidfd_send_signal: cannot hit a recycled pid.
   if (::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0) < 0)
@@ -624,8 +629,23 @@ void Supervisor::check_health() {
       }
     }
     if (++health_ticks_ % STATE_DIR_CHECK_TICKS == 0) keep_state_dir();
+    warn_unreaped(worker_.get());
     check_health();
   });
+}
+
+// A worker we SIGKILLed whose exit the pidfd has not reported: it is stuck
+// in the kernel (D state: a hung cache file system, a blocked device write).
+// Nothing replaces it before it is gone, since it may still hold a request
+// of the device, so the device is not read meanwhile: say so, every 10 s.
+void Supervisor::warn_unreaped(Running* w) {
+  if (!w || !w->killed_by_us) return;
+  const auto now = Clock::now();
+  if (now - w->killed_at < UNREAPED_WARN_AFTER || now - w->unreaped_logged < UNREAPED_WARN_EVERY) return;
+  w->unreaped_logged = now;
+  spdlog::error("worker pid={} generation={} killed {:.0f} s ago, not reaped (stuck in the kernel, D state?): no "
+                "new worker until it exits, so nothing reads the device",
+                w->pid, w->generation, std::chrono::duration<double>(now - w->killed_at).count());
 }
 
 void Supervisor::shutdown() {
@@ -664,7 +684,11 @@ nlohmann::json Supervisor::status() const {
             {"binary", w->binary.string()},
             {"serving", w->serving},
             {"adopted", w->adopted},
-            {"uptime_s", std::chrono::duration<double>(Clock::now() - w->started).count()}};
+            {"uptime_s", std::chrono::duration<double>(Clock::now() - w->started).count()},
+            // Set once we SIGKILLed it: how long its exit has been awaited.
+            {"killed_s_ago", w->killed_by_us ? nlohmann::json(std::chrono::duration<double>(
+                                                   Clock::now() - w->killed_at).count())
+                                             : nlohmann::json(nullptr)}};
   };
   return proto::control_ok({
       {"supervisor_pid", ::getpid()},

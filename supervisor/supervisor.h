@@ -78,6 +78,7 @@ class Supervisor {
   void check_health();
   void bind_control();
   void keep_state_dir();
+  void warn_unreaped(Running* w);
   void kill(Running* w, const char* why);
   void shutdown();
   void finish_shutdown_if_done();

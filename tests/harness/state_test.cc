@@ -6,6 +6,8 @@
 // first read(); the harness sees every restore, so a second reader shows as
 // one more restore (and as one more ondemand-worker on our config).
 #include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -137,4 +139,67 @@ TEST_CASE("losing state_dir does not end the supervisor; it recreates the dir an
   CHECK_THAT(sv.log(), Catch::Contains("recreated it and rebound the control socket"));
   std::this_thread::sleep_for(1500ms);  // no crash loop behind it
   REQUIRE(sv.alive());
+}
+
+// Property (issue 9, "a worker stuck in D state"): a worker the supervisor
+// SIGKILLed but whose exit never completes is not replaced while it may
+// still hold a device request, and the wait is visible: status gives its
+// "killed_s_ago", the log says "not reaped" every 10 s. Simulated with
+// ptrace: a tracee with PTRACE_O_TRACEEXIT stops at PTRACE_EVENT_EXIT after
+// SIGKILL, before its exit is reported (its pidfd stays unreadable), which
+// is what a task in D state looks like to the supervisor. The hang that
+// gets it killed: PTRACE_INTERRUPT stops its event loop thread, so its
+// heartbeat goes stale.
+TEST_CASE("a killed worker that is never reaped is reported, and not run beside",
+          "[harness][state][unreaped]") {
+  SupervisorOptions options = no_spare();
+  options.config["watchdog_timeout_ms"] = 500;
+  SupervisorProcess sv(options);
+  auto serving = sv.wait_serving();
+  REQUIRE(serving);
+  REQUIRE(sv.device().wait_restores(1, 5s));
+  const auto restores = sv.device().restores();
+  const pid_t w = *serving;
+  REQUIRE(::ptrace(PTRACE_SEIZE, w, nullptr, PTRACE_O_TRACEEXIT) == 0);
+  struct Detach {
+    pid_t pid;
+    ~Detach() {
+      ::kill(pid, SIGKILL);
+      int status = 0;
+      // Let it finish exiting: consume the exit stop, then let go.
+      for (int i = 0; i < 50 && ::waitpid(pid, &status, __WALL | WNOHANG) == 0; ++i)
+        std::this_thread::sleep_for(10ms);
+      ::ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+    }
+  } detach{w};
+  REQUIRE(::ptrace(PTRACE_INTERRUPT, w, nullptr, nullptr) == 0);
+  int stop = 0;
+  REQUIRE(::waitpid(w, &stop, __WALL) == w);  // the PTRACE_EVENT_STOP
+
+  // Killed by the watchdog within about a second; reported 5 s after that.
+  const auto deadline = Clock::now() + 15s;
+  bool reported = false;
+  while (!reported && Clock::now() < deadline) {
+    reported = sv.log().find(fmt::format("worker pid={} generation=", w)) != std::string::npos &&
+               sv.log().find("not reaped") != std::string::npos;
+    std::this_thread::sleep_for(100ms);
+  }
+  INFO(sv.log());
+  REQUIRE(reported);
+  CHECK_THAT(sv.log(), Catch::Contains(fmt::format("killing worker pid={}", w)));
+  auto status = sv.status();
+  REQUIRE(status);
+  CHECK((*status)["worker"].value("pid", -1) == w);
+  REQUIRE((*status)["worker"]["killed_s_ago"].is_number());
+  CHECK((*status)["worker"]["killed_s_ago"].get<double>() >= 5.0);
+  for (pid_t other : workers_of(sv)) CHECK(other == w);  // not run beside
+  CHECK(sv.device().restores() == restores);
+
+  // Let the exit finish: a successor serves.
+  int st = 0;
+  REQUIRE(::waitpid(w, &st, __WALL) == w);  // the PTRACE_EVENT_EXIT stop
+  REQUIRE(::ptrace(PTRACE_DETACH, w, nullptr, nullptr) == 0);
+  auto next = sv.wait_serving(10s, w);
+  REQUIRE(next);
+  CHECK(sv.device().open_missing(10) == -2);
 }
