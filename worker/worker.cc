@@ -28,6 +28,7 @@ constexpr auto HEARTBEAT_PERIOD = 100ms;
 constexpr auto DRAIN_LIMIT = 10s;
 constexpr auto PEER_TIMEOUT = 5s;
 constexpr auto SERVING_LOCK_WAIT = 5000ms;
+constexpr auto SERVING_LOCK_RETRY = 10ms;
 constexpr std::string_view WORKER_SOCKET = "worker.sock";
 
 std::uint32_t negotiate_or_throw(const nlohmann::json& hello, std::string_view peer) {
@@ -158,10 +159,18 @@ proto::ExitCode Worker::run() {
 
 void Worker::start_reading(bool restore) {
   // Never a second reader of the device: an upgrade's predecessor frees the
-  // lock when it exits, just after handing over, hence the bounded wait.
+  // lock when it exits, just after handing over, hence the bounded retry
+  // (on a timer: the loop keeps answering the supervisor meanwhile).
   if (!serving_lock_) {
-    auto lock = take_serving_lock(config_.state_dir, SERVING_LOCK_WAIT);
+    auto lock = take_serving_lock(config_.state_dir);
     if (!lock.held()) {
+      if (serving_lock_tries_++ * SERVING_LOCK_RETRY < SERVING_LOCK_WAIT) {
+        serving_lock_retry_.expires_after(SERVING_LOCK_RETRY);
+        serving_lock_retry_.async_wait([this, restore](boost::system::error_code ec) {
+          if (!ec && !reading_ && !stopping_) start_reading(restore);
+        });
+        return;
+      }
       spdlog::critical("not reading the device: {}", lock.error);
       std::exit(static_cast<int>(proto::ExitCode::TEMPORARY));
     }
