@@ -1,7 +1,9 @@
 #include "common/systemd.h"
 
 #include <fcntl.h>
+#include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -43,6 +45,70 @@ std::optional<UniqueFd> take_listen_fd(std::string_view name) {
     std::free(names);
   }
   return found;
+}
+
+namespace {
+
+struct Bus {
+  sd_bus* bus = nullptr;
+  ~Bus() { sd_bus_flush_close_unref(bus); }
+};
+struct Message {
+  sd_bus_message* m = nullptr;
+  ~Message() { sd_bus_message_unref(m); }
+};
+struct Error {
+  sd_bus_error e = SD_BUS_ERROR_NULL;
+  ~Error() { sd_bus_error_free(&e); }
+  std::string text(int rc) const { return e.message ? e.message : sys::errno_name(-rc); }
+};
+
+constexpr const char* SYSTEMD = "org.freedesktop.systemd1";
+
+}  // namespace
+
+std::optional<std::string> own_job_type(std::chrono::milliseconds timeout) {
+  if (!std::getenv("NOTIFY_SOCKET") && !std::getenv("INVOCATION_ID")) return std::nullopt;  // not a unit
+  Bus b;
+  int rc = sd_bus_new(&b.bus);
+  if (rc >= 0) rc = sd_bus_set_address(b.bus, "unix:path=/run/systemd/private");
+  if (rc >= 0) rc = sd_bus_set_method_call_timeout(b.bus, static_cast<std::uint64_t>(timeout.count()) * 1000);
+  if (rc >= 0) rc = sd_bus_start(b.bus);
+  if (rc < 0) {
+    spdlog::warn("asking systemd for our job: cannot reach /run/systemd/private: {}", sys::errno_name(-rc));
+    return std::nullopt;
+  }
+  Error err;
+  Message reply;
+  rc = sd_bus_call_method(b.bus, SYSTEMD, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+                          "GetUnitByPID", &err.e, &reply.m, "u", static_cast<std::uint32_t>(::getpid()));
+  const char* unit_path = nullptr;
+  if (rc >= 0) rc = sd_bus_message_read(reply.m, "o", &unit_path);
+  if (rc < 0) {
+    spdlog::warn("asking systemd for our unit: {}", err.text(rc));
+    return std::nullopt;
+  }
+  Message job;
+  rc = sd_bus_get_property(b.bus, SYSTEMD, unit_path, "org.freedesktop.systemd1.Unit", "Job", &err.e, &job.m,
+                           "(uo)");
+  std::uint32_t job_id = 0;
+  const char* job_path = nullptr;
+  if (rc >= 0) rc = sd_bus_message_read(job.m, "(uo)", &job_id, &job_path);
+  if (rc < 0) {
+    spdlog::warn("asking systemd for our unit's job: {}", err.text(rc));
+    return std::nullopt;
+  }
+  if (job_id == 0) return std::string();
+  char* type = nullptr;
+  rc = sd_bus_get_property_string(b.bus, SYSTEMD, job_path, "org.freedesktop.systemd1.Job", "JobType", &err.e,
+                                  &type);
+  if (rc < 0) {
+    spdlog::warn("asking systemd for job {}'s type: {}", job_id, err.text(rc));
+    return std::nullopt;
+  }
+  std::string out = type;
+  std::free(type);
+  return out;
 }
 
 }  // namespace ondemand::systemd

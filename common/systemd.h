@@ -5,7 +5,9 @@
 // systemd.
 #pragma once
 
+#include <chrono>
 #include <optional>
+#include <string>
 #include <span>
 #include <string_view>
 
@@ -21,5 +23,14 @@ bool notify(std::string_view state, std::span<const int> fds = {});
 // pid), sets CLOEXEC on every passed fd and unsets the variables. Other
 // passed fds are closed.
 std::optional<UniqueFd> take_listen_fd(std::string_view name);
+
+// The type of the job systemd is running on our own unit ("restart",
+// "stop", "start", ..., "" when no job is running), asked over systemd's
+// private bus (/run/systemd/private; root only) and bounded by `timeout`.
+// nullopt when not under systemd or the question failed (logged): a caller
+// must then assume the conservative answer. This is how SIGTERM tells
+// `systemctl restart` (a job of type "restart" during its stop phase) from
+// `systemctl stop`.
+std::optional<std::string> own_job_type(std::chrono::milliseconds timeout);
 
 }  // namespace ondemand::systemd

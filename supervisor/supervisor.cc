@@ -132,6 +132,7 @@ void Supervisor::init_shared_state() {
 int Supervisor::run() {
   signals_.async_wait([this](boost::system::error_code ec, int signo) {
     if (ec) return;
+    if (signo == SIGTERM && leave_worker_for_restart()) return;
     spdlog::info("received SIG{}: stopping", sigabbrev_np(signo));
     shutdown();
   });
@@ -645,6 +646,35 @@ void Supervisor::warn_unreaped(Running* w) {
   spdlog::error("worker pid={} generation={} killed {:.0f} s ago, not reaped (stuck in the kernel, D state?): no "
                 "new worker until it exits, so nothing reads the device",
                 w->pid, w->generation, std::chrono::duration<double>(now - w->killed_at).count());
+}
+
+// `systemctl restart` sends SIGTERM exactly as `systemctl stop` does; only
+// the job systemd runs on our unit tells them apart ("restart" during its
+// stop phase). On a restart the serving worker is left running (the unit's
+// KillMode=process spares it) and the next supervisor adopts it through
+// worker.sock: readers see no pause. A stop, or any doubt, is a full stop.
+bool Supervisor::leave_worker_for_restart() {
+  if (shutting_down_ || !worker_ || !worker_->serving || incoming_ || worker_->killed_by_us) return false;
+  const auto job = systemd::own_job_type(std::chrono::milliseconds(2000));
+  if (!job) return false;  // not under systemd, or it could not say: stop
+  if (*job != "restart") {
+    spdlog::info("SIGTERM with systemd job \"{}\" on our unit: a full stop", *job);
+    return false;
+  }
+  spdlog::info("SIGTERM for systemctl restart: leaving worker pid={} generation={} serving; the next supervisor "
+               "adopts it through {}",
+               worker_->pid, worker_->generation, (config_.state_dir / "worker.sock").string());
+  shutting_down_ = true;
+  restart_timer_.cancel();
+  health_timer_.cancel();
+  upgrade_timer_.cancel();
+  spare_timer_.cancel();
+  if (spare_) retire(std::move(spare_), "supervisor restarting");
+  // Our end of its channel closes with this: it serves on, waiting for a
+  // supervisor to adopt it.
+  worker_.reset();
+  finish_shutdown_if_done();
+  return true;
 }
 
 void Supervisor::shutdown() {

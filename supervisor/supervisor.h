@@ -81,6 +81,7 @@ class Supervisor {
   void warn_unreaped(Running* w);
   void kill(Running* w, const char* why);
   void shutdown();
+  bool leave_worker_for_restart();
   void finish_shutdown_if_done();
   void write_pid_file(pid_t pid);
   void set_state(proto::WorkerState state);
