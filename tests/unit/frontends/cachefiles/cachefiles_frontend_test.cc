@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -133,6 +134,7 @@ class FakeBlob final : public Blob {
   std::uint64_t fail_from = 0;
   std::atomic<int> reads{0};
   std::atomic<int> misaligned{0};  // buffers not page-aligned (IOCB_DIRECT needs them aligned)
+  std::chrono::milliseconds delay{0};  // per read: a slow backend
 
   std::uint64_t size() const override { return content_.size(); }
   std::optional<BackendError> read(std::uint64_t off, std::span<std::byte> out, Deadline) override {
@@ -141,6 +143,11 @@ class FakeBlob final : public Blob {
     if (out.size() >= 4096 && reinterpret_cast<std::uintptr_t>(out.data()) % 4096 != 0)
       misaligned.fetch_add(1);
     reads.fetch_add(1);
+    if (out.size() >= 4096) {
+      std::lock_guard lock(mu_);
+      fill_offsets_.push_back(off);
+    }
+    if (delay.count()) std::this_thread::sleep_for(delay);
     if (gate) gate->wait();
     if (err && off + out.size() > fail_from) return error_from_errno(err, "fake failure");
     std::memset(out.data(), 0, out.size());
@@ -149,9 +156,16 @@ class FakeBlob final : public Blob {
                   std::min<std::uint64_t>(out.size(), content_.size() - off));
     return std::nullopt;
   }
+  // Offsets of the page-sized (fill) reads, in order.
+  std::vector<std::uint64_t> fill_offsets() const {
+    std::lock_guard lock(mu_);
+    return fill_offsets_;
+  }
 
  private:
   std::string content_;
+  mutable std::mutex mu_;
+  std::vector<std::uint64_t> fill_offsets_;
 };
 
 class FakeBackend final : public Backend {
@@ -538,6 +552,10 @@ TEST_CASE("Cachefiles: READ fills from page-aligned buffers, as the anonymous fd
   CHECK(blob->misaligned.load() == 0);
 }
 
+std::uint64_t backend_errors_read(const proto::WorkerMetrics& m) {
+  return m.backend_errors[static_cast<std::size_t>(proto::BackendErrorKind::READ)].load();
+}
+
 // An EROFS superblock at 1024 with the given feature_incompat bits.
 std::string erofs_image(std::size_t size, std::uint32_t feature_incompat, unsigned seed) {
   auto bytes = test::pattern_bytes(size, seed);
@@ -580,6 +598,89 @@ TEST_CASE("Cachefiles: a compressed EROFS image is filled whole at its first REA
           (c.content + std::string(rounded - size, '\0')).substr(0, c.expect_filled));
     CHECK(h.replies.completes().size() == 1);
   }
+}
+
+TEST_CASE("Cachefiles: a compressed image's whole-blob fill resumes from what the cache file already holds",
+          "[worker][cachefiles][resume]") {
+  // A predecessor killed mid-fill left the first 3 windows in the cache file;
+  // the next OPEN's anonymous fd writes into the same cache file (here: the
+  // same memfd). Only the rest is fetched, and the blob ends up whole.
+  const std::size_t size = 5 * 8192 + 100;
+  const std::uint64_t rounded = (size + 4095) / 4096 * 4096;
+  const auto content = erofs_image(size, 0x1, 31);
+  FakeBackend backend;
+  auto blob = std::make_shared<FakeBlob>(content);
+  backend.blobs["img"] = blob;
+  Harness h(backend);  // fill_window 8192
+  AnonMemfd anon("resume");
+  REQUIRE(::pwrite(anon.ours.get(), content.data(), 3 * 8192, 0) == 3 * 8192);
+  h.open(1, 28, std::move(anon.engine_end), "img");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
+  h.read(2, 28, 0, 4096);
+  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
+  CHECK(blob->fill_offsets() == std::vector<std::uint64_t>{3 * 8192});
+  CHECK(file_size(anon.ours.get()) == rounded);
+  CHECK(pread_all(anon.ours.get(), 0, size) == content);
+  CHECK(h.counters.bytes_written.load() == rounded - 3 * 8192);
+  CHECK(h.metrics.reads_ok.load() == 1);
+}
+
+TEST_CASE("Cachefiles: a READ whose backend passes the request deadline fails alone, with one completion",
+          "[worker][cachefiles][deadline]") {
+  FakeBackend backend;
+  auto blob = std::make_shared<FakeBlob>(test::pattern_bytes(4 * MiB, 41));
+  blob->delay = 80ms;  // per 1 MiB chunk
+  backend.blobs["slow"] = blob;
+  backend.blobs["fast"] = std::make_shared<FakeBlob>(test::pattern_bytes(8192, 42));
+  auto options = Harness::fast_options();
+  options.fill_window = 4 * MiB;
+  options.request_deadline = 200ms;
+  Harness h(backend, options);
+  AnonMemfd slow("slow");
+  AnonMemfd fast("fast");
+  h.open(1, 60, std::move(slow.engine_end), "slow");
+  h.open(2, 61, std::move(fast.engine_end), "fast");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 2 && h.idle(); }));
+  const auto started = std::chrono::steady_clock::now();
+  h.read(3, 60, 3 * MiB, 4096);  // needs the 4th chunk: past the deadline
+  h.read(4, 61, 0, 4096);        // another object is not held up
+  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 2 && h.idle(); }));
+  CHECK(std::chrono::steady_clock::now() - started < 1s);
+  h.settle();
+  const auto completes = h.replies.completes();
+  REQUIRE(completes.size() == 2);
+  CHECK(std::count(completes.begin(), completes.end(), std::pair<int, std::uint32_t>{slow.number, 3}) == 1);
+  CHECK(h.counters.read_failed.load() == 1);
+  CHECK(h.metrics.reads_ok.load() == 1);
+  CHECK(backend_errors_read(h.metrics) == 1);
+  CHECK(file_size(slow.ours.get()) < 4 * MiB);
+}
+
+TEST_CASE("Cachefiles: CLOSE drops its object from the prefetch queue at once, fds included",
+          "[worker][cachefiles][prefetch]") {
+  FakeBackend backend;
+  auto busy = std::make_shared<FakeBlob>(test::pattern_bytes(64 * 8192));
+  busy->gate = std::make_shared<Gate>();  // the queue's front stays busy
+  backend.blobs["busy"] = busy;
+  backend.blobs["queued"] = std::make_shared<FakeBlob>(test::pattern_bytes(64 * 8192));
+  auto options = Harness::fast_options();
+  options.prefetch = true;
+  Harness h(backend, options);
+  h.gates.push_back(busy->gate);
+  h.open(1, 70, test::make_memfd("busy"), "busy");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1 && busy->gate->waiting() == 1; }));
+  std::vector<test::Pipe> pipes;
+  for (std::uint32_t i = 0; i < 20; ++i) {
+    auto pipe = test::make_pipe();
+    h.open(10 + i, 100 + i, std::move(pipe.write), "queued");
+    pipes.push_back(std::move(pipe));
+  }
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 21 && h.idle(); }));
+  for (std::uint32_t i = 0; i < 20; ++i) h.close(40 + i, 100 + i);
+  // At once: the busy front of the queue has not moved.
+  for (auto& pipe : pipes) CHECK(test::pipe_writer_closed(pipe.read.get()));
+  CHECK(busy->gate->waiting() == 1);
+  CHECK(h.frontend->objects() == 1);
 }
 
 // ---------------------------------------------------------------- upgrade handover
