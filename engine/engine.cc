@@ -59,7 +59,11 @@ std::optional<FillRange> next_hole(int fd, std::uint64_t pos, std::uint64_t end)
   if (start >= end) return std::nullopt;
   auto [data, err2] = seek(fd, start, SEEK_DATA);
   if (err2) return FillRange{start, end};  // ENXIO: no data after the hole
-  return FillRange{start, std::min(end, align_up(static_cast<std::uint64_t>(data), PAGE))};
+  const auto hole_end = std::min(end, align_up(static_cast<std::uint64_t>(data), PAGE));
+  // A file that answers every seek with 0 (/dev/null's noop llseek) knows
+  // nothing about holes: copy it all.
+  if (hole_end <= start) return FillRange{start, end};
+  return FillRange{start, hole_end};
 }
 }  // namespace
 

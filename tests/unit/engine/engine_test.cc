@@ -5,6 +5,7 @@
 // OPEN/READ/CLOSE.
 #include "engine/engine.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -294,6 +295,19 @@ TEST_CASE("Engine: resuming into an fd that cannot seek copies the whole range",
   const auto r = run_fill(target, FillPlan{{0, 3 * 4096}, true, {}}, NO_DEADLINE);
   CHECK(blob->reads.load() == 1);  // tried to copy it all; a pipe refuses pwrite
   CHECK(r.write_err == ESPIPE);
+}
+
+TEST_CASE("Engine: resuming into a file whose every seek answers 0 (/dev/null) copies it all and ends",
+          "[worker][engine][resume]") {
+  auto blob = std::make_shared<SlowBlob>(test::pattern_bytes(3 * MiB));
+  Target target;
+  target.blob = blob;
+  target.fd.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  REQUIRE(target.fd);
+  const auto r = run_fill(target, FillPlan{{0, 3 * MiB}, true, {}}, std::chrono::steady_clock::now() + 5s);
+  CHECK(r.ok());
+  CHECK(r.written == 3 * MiB);
+  CHECK(blob->reads.load() == 3);
 }
 
 TEST_CASE("Engine: a long fill that makes progress keeps its request young; a stalled one ages",
