@@ -254,9 +254,14 @@ TEST_CASE("Engine: a stall timeout lets a fill that keeps landing chunks run pas
   UniqueFd ours;
   auto target = memfd_target(blob, "stall", &ours);
   std::optional<FillResult> seen;
+  std::atomic<bool> completed{false};  // the completion runs on the pool thread
   engine.fill(FillRequest{target, FillPlan{{0, 6 * MiB}, false, 150ms}, std::chrono::steady_clock::now() + 150ms, {}},
-              [&](const FillResult& r) { seen = r; });
-  REQUIRE(l.run_until([&] { return seen.has_value() && engine.inflight() == 0; }));
+              [&](const FillResult& r) {
+                seen = r;
+                completed = true;
+              });
+  REQUIRE(l.run_until([&] { return completed.load() && engine.inflight() == 0; }));
+  REQUIRE(seen);
   CHECK(seen->ok());
   CHECK(seen->done == 6 * MiB);
   CHECK(pread_all(ours.get(), 0, content.size()) == content);
@@ -318,11 +323,11 @@ TEST_CASE("Engine: a long fill that makes progress keeps its request young; a st
   OneBlobBackend backend(blob);
   Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
   auto target = memfd_target(blob, "liveness");
-  bool done = false;
+  std::atomic<bool> done{false};  // the completion runs on the pool thread
   const auto begun = sys::monotonic_ns();
   engine.fill(FillRequest{target, FillPlan{{0, 10 * MiB}}, NO_DEADLINE, {}}, [&](const FillResult&) { done = true; });
   l.loop.run_for(200ms);
-  REQUIRE_FALSE(done);
+  REQUIRE_FALSE(done.load());
   // Several chunks landed: the oldest request's clock is a recent chunk's.
   CHECK(engine.oldest_request_ns() > begun + 100'000'000);
   blob->hold = true;  // the backend stalls
@@ -331,7 +336,7 @@ TEST_CASE("Engine: a long fill that makes progress keeps its request young; a st
   l.loop.run_for(150ms);
   CHECK(engine.oldest_request_ns() == stalled_at);  // no progress, no younger
   blob->hold = false;
-  REQUIRE(l.run_until([&] { return done && engine.inflight() == 0; }));
+  REQUIRE(l.run_until([&] { return done.load() && engine.inflight() == 0; }));
   CHECK(engine.oldest_request_ns() == 0);
 }
 
