@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "common/sys.h"
 #include "proto/blob_id.h"
@@ -62,6 +64,21 @@ OpenResult LocalBackend::open(const proto::BlobRef& ref, Deadline) {
   do {
     rc = ::syscall(SYS_openat2, dir_.get(), name.c_str(), &how, sizeof how);
   } while (rc < 0 && errno == EINTR);
+  if (rc < 0 && errno == ENOSYS) {
+    // openat2 filtered: systemd's RestrictSUIDSGID= (the shipped unit sets
+    // it) answers ENOSYS because seccomp cannot inspect its mode argument.
+    // A validated blob id is one path component without "." or "..", so
+    // openat(dir, id, O_NOFOLLOW) resolves exactly as RESOLVE_BENEATH |
+    // RESOLVE_NO_SYMLINKS would: beneath blob_dir, no symlink followed.
+    static std::once_flag said;
+    std::call_once(said, [] {
+      spdlog::info("openat2 is not available (ENOSYS: a seccomp filter such as systemd's RestrictSUIDSGID=); "
+                   "blobs are opened with openat(O_NOFOLLOW), the same for one-component blob ids");
+    });
+    do {
+      rc = ::openat(dir_.get(), name.c_str(), static_cast<int>(how.flags));
+    } while (rc < 0 && errno == EINTR);
+  }
   if (rc < 0) {
     // ELOOP / EXDEV mean a symlink or an escape attempt: refuse as invalid.
     int err = errno;

@@ -1,5 +1,6 @@
 #include "common/fd_passing.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -73,6 +74,18 @@ ReceivedMessage recv_message(int sock, std::size_t max_bytes, std::size_t max_fd
   if (bad_cmsg) {
     out.fds.clear();
     out.err = EPROTO;
+    return out;
+  }
+  if (rc == 0 && out.fds.empty()) {
+    // EOF or a zero-length datagram? The peer's close sets our socket's
+    // shutdown state, which poll reports; a live peer's empty datagram
+    // leaves it clear.
+    pollfd p{sock, POLLRDHUP, 0};
+    int prc;
+    do {
+      prc = ::poll(&p, 1, 0);
+    } while (prc < 0 && errno == EINTR);
+    out.closed = prc > 0 && (p.revents & (POLLHUP | POLLRDHUP));
     return out;
   }
   buf.resize(static_cast<std::size_t>(rc));

@@ -16,10 +16,14 @@
 namespace ondemand {
 
 struct ReceivedMessage {
-  std::string bytes;          // empty with err == 0 means the peer closed
+  std::string bytes;
   std::vector<UniqueFd> fds;
   int err = 0;                // errno-style; EMSGSIZE for truncation
-  bool peer_closed() const { return err == 0 && bytes.empty() && fds.empty(); }
+  // recvmsg returns 0 both for a zero-length datagram and at EOF; only the
+  // socket's hang-up state (POLLHUP/POLLRDHUP) tells them apart. An empty
+  // datagram from a live peer has closed == false and empty bytes.
+  bool closed = false;
+  bool peer_closed() const { return closed; }
 };
 
 // Sends one datagram; returns 0 or an errno. Never raises SIGPIPE.

@@ -1,7 +1,8 @@
-// The two pieces of the systemd protocol the supervisor uses, spoken
-// directly (no libsystemd): sd_notify datagrams to $NOTIFY_SOCKET, with fds
-// for the fd store, and the LISTEN_FDS/LISTEN_FDNAMES hand-back at start.
-// Both are no-ops outside systemd.
+// The two pieces of the systemd protocol the supervisor uses, through
+// Debian's libsystemd: sd_notify datagrams to $NOTIFY_SOCKET, with fds for
+// the fd store (sd_pid_notify_with_fds), and the LISTEN_FDS/LISTEN_FDNAMES
+// hand-back at start (sd_listen_fds_with_names). Both are no-ops outside
+// systemd.
 #pragma once
 
 #include <optional>

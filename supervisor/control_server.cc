@@ -14,6 +14,7 @@
 #include "common/fd_passing.h"
 #include "common/sys.h"
 #include "common/unix_socket.h"
+#include "supervisor/control_policy.h"
 
 namespace ondemand::supervisor {
 namespace asio = boost::asio;
@@ -48,8 +49,10 @@ ControlServer::ControlServer(asio::io_context& loop, const std::filesystem::path
       path_(state_dir / std::string(proto::CONTROL_SOCKET_NAME)),
       allowed_uids_(std::move(allowed_uids)),
       handler_(std::move(handler)) {
-  // 0600 from the start: no window where others could connect.
-  auto fd = listen_seqpacket(path_, 0600, 16);
+  // Root only: 0600 from the start, no window where others could connect.
+  // With control_uids the socket is 0666 so they can reach it; SO_PEERCRED
+  // and control_policy.h then decide, per command.
+  auto fd = listen_seqpacket(path_, allowed_uids_.empty() ? 0600 : 0666, 16);
   listener_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd.release());
   spdlog::info("control socket {}", path_.string());
   accept_next();
@@ -114,6 +117,10 @@ void ControlServer::serve(UniqueFd fd) {
       return;
     }
     auto& request = std::get<proto::ControlRequest>(parsed);
+    if (auto refusal = control_refusal(request.cmd, request.body.contains("binary"), cred.uid, allowed_uids_)) {
+      spdlog::warn("control: refused \"{}\" from pid={}: {}", request.cmd, cred.pid, *refusal);
+      return conn->send(proto::control_error(*refusal));
+    }
     spdlog::info("control: \"{}\" from pid={} uid={}", request.cmd, cred.pid, cred.uid);
     handler_(request, [conn](const nlohmann::json& reply) { conn->send(reply); });
   });

@@ -26,7 +26,8 @@ class ControlServer {
   // The handler must call `reply` exactly once, now or later.
   using Handler = std::function<void(const proto::ControlRequest&, Reply)>;
 
-  // Binds <state_dir>/control.sock (replacing a stale one), mode 0600.
+  // Binds <state_dir>/control.sock (replacing a stale one), mode 0600, or
+  // 0666 when allowed_uids is not empty (who may do what: control_policy.h).
   // Throws std::runtime_error on failure.
   ControlServer(boost::asio::io_context& loop, const std::filesystem::path& state_dir,
                 std::vector<uid_t> allowed_uids, Handler handler);

@@ -14,6 +14,7 @@
 #include "common/systemd.h"
 #include "supervisor/adopt.h"
 #include "supervisor/cache_device.h"
+#include "supervisor/serving_guard.h"
 #include "supervisor/supervisor.h"
 
 int main(int argc, char** argv) {
@@ -25,7 +26,8 @@ int main(int argc, char** argv) {
                "<state_dir>/worker.sock), else takes the bound device from systemd's fd store,\n"
                "else opens and binds /dev/cachefiles.\n"
                "Exit codes: 0 stopped by SIGTERM/SIGINT or ondemandctl stop, 64 usage,\n"
-               "69 a running worker refused adoption (another supervisor?), 70 internal error,\n"
+               "69 a running worker refused adoption (another supervisor?) or reads the device\n"
+               "but does not answer on worker.sock, 70 internal error,\n"
                "74 cannot open or bind /dev/cachefiles, 78 configuration (or an unusable\n"
                "/dev/shm/ondemand-<tag>)."};
   std::string config_path;
@@ -54,7 +56,11 @@ int main(int argc, char** argv) {
     // to the adopted copy, and LISTEN_* leak into every worker's environment.
     auto stored = ondemand::systemd::take_listen_fd("cachefiles");
     // 1. A worker that outlived its supervisor holds the device: adopt it.
-    if (auto adopted = sv::try_adopt(config.state_dir)) {
+    // One that holds serving.lock but did not answer (handing over, its
+    // worker.sock gone or unbindable) is retried, never run beside.
+    auto adopted = sv::try_adopt(config.state_dir);
+    if (!adopted) adopted = sv::adopt_serving_worker(config.state_dir);
+    if (adopted) {
       stored.reset();  // the same device; systemd keeps its own copy
       sv::Supervisor supervisor(std::move(config), config_path, std::move(*adopted), policy);
       return supervisor.run();

@@ -19,7 +19,9 @@
 #include "common/watch_fd.h"
 #include "metrics/exposition.h"
 #include "proto/exit_codes.h"
+#include "common/log.h"
 #include "proto/channel.h"
+#include "proto/log_events.h"
 
 namespace ondemand::supervisor {
 namespace asio = boost::asio;
@@ -29,6 +31,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEALTH_PERIOD = 100ms;
+constexpr unsigned STATE_DIR_CHECK_TICKS = 10;  // state_dir checked every second
+constexpr auto UNREAPED_WARN_AFTER = 5s;
+constexpr auto UNREAPED_WARN_EVERY = 10s;
 constexpr auto STOP_GRACE = 15s;
 constexpr auto UPGRADE_DRAIN = 5s;         // outgoing worker must finish in-flight requests
 constexpr auto UPGRADE_SERVE_LIMIT = 15s;  // incoming worker must serve after that
@@ -63,6 +68,8 @@ struct Supervisor::Running {
   std::function<void()> on_ready;
   std::unique_ptr<asio::steady_timer> handshake_timer;
   bool killed_by_us = false;
+  Clock::time_point killed_at{};       // when killed_by_us was set
+  Clock::time_point unreaped_logged{};  // last "not reaped" warning
   bool adopted = false;
   bool handed_over = false;   // outgoing worker said "handed-over"
   bool handover_sent = false; // we asked it to hand over
@@ -128,11 +135,7 @@ int Supervisor::run() {
     spdlog::info("received SIG{}: stopping", sigabbrev_np(signo));
     shutdown();
   });
-  control_ = std::make_unique<ControlServer>(
-      loop_, config_.state_dir, std::vector<uid_t>(config_.control_uids.begin(), config_.control_uids.end()),
-      [this](const proto::ControlRequest& request, ControlServer::Reply reply) {
-        handle_control(request, std::move(reply));
-      });
+  bind_control();
   const metrics::RenderInfo info{proto::VERSION, std::chrono::duration<double>(
                                                      std::chrono::system_clock::now().time_since_epoch()).count()};
   metrics_ = std::make_unique<MetricsServer>(loop_, metrics_options_from(config_),
@@ -157,6 +160,44 @@ int Supervisor::run() {
   return 0;
 }
 
+void Supervisor::bind_control() {
+  control_ = std::make_unique<ControlServer>(
+      loop_, config_.state_dir, std::vector<uid_t>(config_.control_uids.begin(), config_.control_uids.end()),
+      [this](const proto::ControlRequest& request, ControlServer::Reply reply) {
+        handle_control(request, std::move(reply));
+      });
+}
+
+// state_dir removed under us (rm -rf, a tmpfiles cleanup): make it again and
+// rebind control.sock, and say so. Never throws: it runs on the event loop.
+void Supervisor::keep_state_dir() {
+  std::error_code ec;
+  if (std::filesystem::is_socket(config_.state_dir / std::string(proto::CONTROL_SOCKET_NAME), ec)) {
+    state_dir_error_.clear();
+    return;
+  }
+  std::string error;
+  std::filesystem::create_directories(config_.state_dir, ec);
+  if (ec) {
+    error = fmt::format("cannot recreate state_dir {}: {}", config_.state_dir.string(), ec.message());
+  } else {
+    try {
+      control_.reset();
+      bind_control();
+      spdlog::error("state_dir {} lost its control.sock (removed?): recreated it and rebound the control socket. "
+                    "The running worker's worker.sock and serving.lock went with it: a restarted supervisor cannot "
+                    "adopt that worker; the next worker recreates them",
+                    config_.state_dir.string());
+      state_dir_error_.clear();
+      return;
+    } catch (const std::exception& e) {
+      error = fmt::format("cannot rebind the control socket in {}: {}", config_.state_dir.string(), e.what());
+    }
+  }
+  if (error != state_dir_error_) spdlog::error("{}; ondemandctl cannot reach us until it works (retrying)", error);
+  state_dir_error_ = error;
+}
+
 void Supervisor::set_state(proto::WorkerState state) {
   shm_->state().worker_state.store(static_cast<std::uint64_t>(state));
 }
@@ -164,11 +205,16 @@ void Supervisor::set_state(proto::WorkerState state) {
 void Supervisor::write_pid_file(pid_t pid) {
   const auto path = config_.state_dir / "worker.pid";
   const auto tmp = config_.state_dir / "worker.pid.tmp";
+  // Informational only: a missing state_dir must not throw out of the loop.
+  std::error_code ec;
+  std::filesystem::create_directories(config_.state_dir, ec);
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << pid << '\n';
+    if (!out) ec = std::make_error_code(std::errc::io_error);
   }
-  std::filesystem::rename(tmp, path);
+  if (!ec) std::filesystem::rename(tmp, path, ec);
+  if (ec) spdlog::warn("cannot write {}: {}", path.string(), ec.message());
 }
 
 // ---- spawning ----
@@ -320,10 +366,14 @@ void Supervisor::on_serving(Running* w) {
   auto& st = shm_->state();
   if (w == worker_.get()) recorder_.worker_serving(st, Clock::now());
   if (w == incoming_.get()) recorder_.upgrade_serving(st, Clock::now());
-  if (last_death_ != Clock::time_point{} && w == worker_.get())
+  if (last_death_ != Clock::time_point{} && w == worker_.get()) {
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::FAILOVER_SERVING)},
+                      {"WORKER_PID", std::to_string(w->pid)},
+                      {"WORKER_GENERATION", std::to_string(w->generation)},
+                      {"RECOVERY_MS", fmt::format("{:.1f}", ms_since(last_death_))}});
     spdlog::info("worker pid={} generation={} serving, {:.1f} ms after the previous worker died", w->pid,
                  w->generation, ms_since(last_death_));
-  else
+  } else
     spdlog::info("worker pid={} generation={} serving", w->pid, w->generation);
   if (!ready_notified_) {
     // READY only once a worker serves: until then mounts would hang.
@@ -371,10 +421,17 @@ void Supervisor::on_exit(Running* w, const ExitStatus& status) {
     return;
   }
   const bool outgoing = w == worker_.get();
-  spdlog::log(shutting_down_ || w->handed_over ? spdlog::level::info : spdlog::level::warn,
-              "worker pid={} generation={} {} after {:.0f} ms ({}{})", w->pid, w->generation, desc,
-              ms_since(w->started), w->serving ? "had been serving" : "never served",
-              incoming_ ? (outgoing ? ", outgoing in an upgrade" : ", incoming in an upgrade") : "");
+  {
+    // The fields tag this one line, not what the handling below logs.
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::WORKER_DIED)},
+                      {"WORKER_PID", std::to_string(w->pid)},
+                      {"WORKER_GENERATION", std::to_string(w->generation)},
+                      {"EXIT", desc}});
+    spdlog::log(shutting_down_ || w->handed_over ? spdlog::level::info : spdlog::level::warn,
+                "worker pid={} generation={} {} after {:.0f} ms ({}{})", w->pid, w->generation, desc,
+                ms_since(w->started), w->serving ? "had been serving" : "never served",
+                incoming_ ? (outgoing ? ", outgoing in an upgrade" : ", incoming in an upgrade") : "");
+  }
   if (outgoing) return on_current_exit(status);
 
   // The incoming worker of an upgrade died.
@@ -436,11 +493,16 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   recorder_.worker_died(state, cause, last_death_);
   if (decision.parked) {
     set_state(proto::WorkerState::PARKED);
-    spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms",
-                  how == proto::ExitClass::FATAL_CONFIG ? "configuration error"
-                  : how == proto::ExitClass::CACHE_DEAD ? "cache dead"
-                                                        : "crash loop",
-                  decision.delay.count());
+    const char* reason = how == proto::ExitClass::FATAL_CONFIG ? "configuration error"
+                         : how == proto::ExitClass::CACHE_DEAD ? "cache dead"
+                                                               : "crash loop";
+    {
+      LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::PARKED)},
+                        {"REASON", reason},
+                        {"RETRY_MS", std::to_string(decision.delay.count())}});
+      spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms", reason,
+                    decision.delay.count());
+    }
     if (how == proto::ExitClass::CACHE_DEAD)
       spdlog::critical("the cache in {} is dead after an I/O error: every mount on it fails; to recover, unmount "
                        "them, stop this service (it unbinds the cache), fix the disk of cache_dir (fsck), start it again",
@@ -530,7 +592,14 @@ void Supervisor::retire(std::unique_ptr<Running> w, const char* why) {
 void Supervisor::kill(Running* w, const char* why) {
   if (!w || w->killed_by_us) return;
   w->killed_by_us = true;
-  spdlog::warn("killing worker pid={} generation={}: {}", w->pid, w->generation, why);
+  w->killed_at = Clock::now();
+  {
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::WORKER_KILLED)},
+                      {"WORKER_PID", std::to_string(w->pid)},
+                      {"WORKER_GENERATION", std::to_string(w->generation)},
+                      {"REASON", why}});
+    spdlog::warn("killing worker pid={} generation={}: {}", w->pid, w->generation, why);
+  }
   // pidfd_send_signal: cannot hit a recycled pid.
   if (::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0) < 0)
     spdlog::error("pidfd_send_signal: {}", sys::errno_name(errno));
@@ -558,8 +627,24 @@ void Supervisor::check_health() {
         kill(worker_.get(), why.c_str());
       }
     }
+    if (++health_ticks_ % STATE_DIR_CHECK_TICKS == 0) keep_state_dir();
+    warn_unreaped(worker_.get());
     check_health();
   });
+}
+
+// A worker we SIGKILLed whose exit the pidfd has not reported: it is stuck
+// in the kernel (D state: a hung cache file system, a blocked device write).
+// Nothing replaces it before it is gone, since it may still hold a request
+// of the device, so the device is not read meanwhile: say so, every 10 s.
+void Supervisor::warn_unreaped(Running* w) {
+  if (!w || !w->killed_by_us) return;
+  const auto now = Clock::now();
+  if (now - w->killed_at < UNREAPED_WARN_AFTER || now - w->unreaped_logged < UNREAPED_WARN_EVERY) return;
+  w->unreaped_logged = now;
+  spdlog::error("worker pid={} generation={} killed {:.0f} s ago, not reaped (stuck in the kernel, D state?): no "
+                "new worker until it exits, so nothing reads the device",
+                w->pid, w->generation, std::chrono::duration<double>(now - w->killed_at).count());
 }
 
 void Supervisor::shutdown() {
@@ -598,7 +683,11 @@ nlohmann::json Supervisor::status() const {
             {"binary", w->binary.string()},
             {"serving", w->serving},
             {"adopted", w->adopted},
-            {"uptime_s", std::chrono::duration<double>(Clock::now() - w->started).count()}};
+            {"uptime_s", std::chrono::duration<double>(Clock::now() - w->started).count()},
+            // Set once we SIGKILLed it: how long its exit has been awaited.
+            {"killed_s_ago", w->killed_by_us ? nlohmann::json(std::chrono::duration<double>(
+                                                   Clock::now() - w->killed_at).count())
+                                             : nlohmann::json(nullptr)}};
   };
   return proto::control_ok({
       {"supervisor_pid", ::getpid()},
@@ -722,15 +811,22 @@ void Supervisor::finish_upgrade(bool ok, const std::string& message) {
   if (!upgrade_reply_) return;
   auto reply = std::move(upgrade_reply_);
   upgrade_reply_ = nullptr;
+  {
+    LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::UPGRADE)},
+                      {"RESULT", ok ? "done" : "failed"},
+                      {"WORKER_PID", std::to_string(worker_ ? worker_->pid : 0)}});
+    if (ok)
+      spdlog::info("upgrade done: worker pid={} generation={} version {} serves", worker_->pid,
+                   worker_->generation, worker_->version);
+    else
+      spdlog::error("upgrade failed: {}", message);
+  }
   if (ok) {
-    spdlog::info("upgrade done: worker pid={} generation={} version {} serves", worker_->pid, worker_->generation,
-                 worker_->version);
     reply(proto::control_ok({{"message", "upgraded"},
                              {"pid", worker_->pid},
                              {"generation", worker_->generation},
                              {"version", worker_->version}}));
   } else {
-    spdlog::error("upgrade failed: {}", message);
     reply(proto::control_error("upgrade failed, old worker still serves: " + message));
   }
 }

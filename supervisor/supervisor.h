@@ -76,6 +76,9 @@ class Supervisor {
   void on_current_exit(const ExitStatus& status);
   void on_serving(Running* w);
   void check_health();
+  void bind_control();
+  void keep_state_dir();
+  void warn_unreaped(Running* w);
   void kill(Running* w, const char* why);
   void shutdown();
   void finish_shutdown_if_done();
@@ -105,6 +108,8 @@ class Supervisor {
   boost::asio::steady_timer spare_timer_;
   unsigned spare_failures_ = 0;
   std::unique_ptr<ControlServer> control_;
+  unsigned health_ticks_ = 0;
+  std::string state_dir_error_;  // the last one logged, so it is logged once
   std::unique_ptr<MetricsServer> metrics_;
   metrics::SupervisorRecorder recorder_;
   ControlServer::Reply upgrade_reply_;

@@ -27,7 +27,9 @@ namespace {
 // What a worker may see of the supervisor's environment: its own settings
 // and the locale/time basics, never NOTIFY_SOCKET or LISTEN_* (systemd talks
 // to the supervisor only) nor anything else the supervisor happened to get.
-constexpr std::string_view WORKER_ENV[] = {"ONDEMAND_*", "PATH", "TZ", "LANG", "LC_*",
+// JOURNAL_STREAM: the worker inherits our stderr, systemd's journal stream,
+// and logs to the journal with fields as we do (common/log.h).
+constexpr std::string_view WORKER_ENV[] = {"ONDEMAND_*", "PATH", "TZ", "LANG", "LC_*", "JOURNAL_STREAM",
                                             "ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
 }  // namespace
 

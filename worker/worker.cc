@@ -12,6 +12,7 @@
 
 #include "common/channel.h"
 #include "common/fd_passing.h"
+#include "common/serving_lock.h"
 #include "common/sys.h"
 #include "common/unix_socket.h"
 #include "common/watch_fd.h"
@@ -26,6 +27,8 @@ constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEARTBEAT_PERIOD = 100ms;
 constexpr auto DRAIN_LIMIT = 10s;
 constexpr auto PEER_TIMEOUT = 5s;
+constexpr auto SERVING_LOCK_WAIT = 5000ms;
+constexpr auto SERVING_LOCK_RETRY = 10ms;
 constexpr std::string_view WORKER_SOCKET = "worker.sock";
 // How soon a supervisor we answered "busy" should ask again.
 constexpr std::uint64_t BUSY_RETRY_MS = 100;
@@ -170,6 +173,24 @@ proto::ExitCode Worker::run() {
 }
 
 void Worker::start_reading(bool restore) {
+  // Never a second reader of the device: an upgrade's predecessor frees the
+  // lock when it exits, just after handing over, hence the bounded retry
+  // (on a timer: the loop keeps answering the supervisor meanwhile).
+  if (!serving_lock_) {
+    auto lock = take_serving_lock(config_.state_dir);
+    if (!lock.held()) {
+      if (serving_lock_tries_++ * SERVING_LOCK_RETRY < SERVING_LOCK_WAIT) {
+        serving_lock_retry_.expires_after(SERVING_LOCK_RETRY);
+        serving_lock_retry_.async_wait([this, restore](boost::system::error_code ec) {
+          if (!ec && !reading_ && !stopping_) start_reading(restore);
+        });
+        return;
+      }
+      spdlog::critical("not reading the device: {}", lock.error);
+      std::exit(static_cast<int>(proto::ExitCode::TEMPORARY));
+    }
+    serving_lock_ = std::move(lock.fd);
+  }
   auto& counters = state_->counters;
   // Per-generation values: a dead predecessor's in-flight requests were
   // re-queued by the kernel, not finished, so its gauge must not carry over.

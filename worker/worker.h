@@ -102,6 +102,9 @@ class Worker {
   std::uint64_t generation_ = 0;
   std::uint64_t rdev_ = 0;
   bool reading_ = false;
+  UniqueFd serving_lock_;  // common/serving_lock.h: held from the first read() to exit
+  boost::asio::steady_timer serving_lock_retry_{loop_};
+  unsigned serving_lock_tries_ = 0;
   bool stopping_ = false;
   bool supervisor_gone_ = false;
   bool spare_ = false;  // standby kept for failover (not an upgrade's successor)

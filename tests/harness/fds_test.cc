@@ -29,6 +29,7 @@ bool allowed_kind(const SupervisorProcess& sv, const std::string& link) {
   if (std::regex_match(link, own)) return true;
   if (link == "/dev/ptmx" || link == "/dev/pts/ptmx") return true;  // the device
   if (link == "/dev/shm/ondemand-" + sv.tag()) return true;
+  if (link == (sv.state_dir() / "serving.lock").string()) return true;  // common/serving_lock.h
   for (const auto& dir : {sv.blob_dir(), sv.state_dir(), sv.dir() / "cache"})
     if (link == dir.string()) return true;
   return false;

@@ -305,21 +305,51 @@ SupervisorProcess::SupervisorProcess(SupervisorOptions options)
                            {"worker_binary", bin_.worker.string()}};
   if (options.config.is_object()) config.merge_patch(options.config);
   std::ofstream(config_path()) << config.dump(2) << '\n';
+  options_ = std::move(options);
+  start();
+}
 
+void SupervisorProcess::start() {
   UniqueFd log;
-  int err_fd = options.stderr_fd;
+  int err_fd = options_.stderr_fd;
   if (err_fd < 0) {
-    log = UniqueFd{::open((dir() / "supervisor.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    log = UniqueFd{::open((dir() / "supervisor.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
     if (!log) fail("open supervisor.log");
     err_fd = log.get();
   }
   auto env = base_environment();
   env.push_back("LISTEN_FDS=1");
   env.push_back("LISTEN_FDNAMES=cachefiles");
-  for (auto& e : options.extra_env) env.push_back(e);
-  pid_t pid = spawn({bin_.supervisor.string(), "--config", config_path().string()}, env,
-                    {-1, err_fd, err_fd, device_.master()}, /*listen_pid_env=*/true);
-  pid_ = pid;
+  for (auto& e : options_.extra_env) env.push_back(e);
+  pid_ = spawn({bin_.supervisor.string(), "--config", config_path().string()}, env,
+               {-1, err_fd, err_fd, device_.master()}, /*listen_pid_env=*/true);
+  reaped_ = false;
+  exit_status_ = 0;
+}
+
+void SupervisorProcess::kill_and_restart() {
+  if (auto s = status())
+    for (const char* key : {"worker", "incoming_worker", "spare_worker"})
+      if (s->contains(key) && (*s)[key].is_object()) workers_seen_.insert((*s)[key].value("pid", -1));
+  if (!reaped_) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    reaped_ = true;
+  }
+  start();
+}
+
+std::optional<int> SupervisorProcess::wait_exit(Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    reap_if_exited();
+    if (reaped_) break;
+    if (Clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(10ms);
+  }
+  if (!WIFEXITED(exit_status_)) return std::nullopt;
+  return WEXITSTATUS(exit_status_);
 }
 
 SupervisorProcess::~SupervisorProcess() {

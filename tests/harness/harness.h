@@ -153,6 +153,14 @@ class SupervisorProcess {
   const Binaries& binaries() const { return bin_; }
 
   bool alive();  // running (not exited, not a zombie)
+  // SIGKILLs the supervisor (its workers live on: they wait for adoption)
+  // and starts a new one the same way, on the same config, state_dir and
+  // device: the systemd restart of a crashed supervisor. Its stderr goes on
+  // in the same log.
+  void kill_and_restart();
+  // Waits up to `timeout` for the supervisor to exit; its exit code, or
+  // nullopt when it still runs (or died by a signal).
+  std::optional<int> wait_exit(Clock::duration timeout);
   // `ondemandctl --state-dir DIR <args>`: exit code and stdout.
   struct CtlResult {
     int rc = -1;
@@ -169,6 +177,9 @@ class SupervisorProcess {
 
  private:
   void reap_if_exited();
+  void start();
+
+  SupervisorOptions options_;
 
   Binaries bin_;
   TempDir dir_;

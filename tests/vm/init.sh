@@ -9,6 +9,8 @@
 #
 # Kernel command line parameters read here:
 #   vmtest.timeout=SECONDS   limit for /scenario.sh (default 240)
+#   vmtest.systemd=1         after the set-up, exec Debian's systemd as PID 1,
+#                            which runs the scenario as vmtest.service
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root
@@ -31,10 +33,12 @@ mount -t tmpfs -o mode=0755 tmpfs /run || setup_failed "mount /run"
 ln -sf /proc/self/fd /dev/fd 2>/dev/null
 
 timeout_s=240
+use_systemd=
 # shellcheck disable=SC2013  # the command line is one line of words
 for arg in $(cat /proc/cmdline); do
     case $arg in
         vmtest.timeout=*) timeout_s=${arg#vmtest.timeout=} ;;
+        vmtest.systemd=1) use_systemd=1 ;;
     esac
 done
 
@@ -49,30 +53,11 @@ fi
 mkdir -p /var/cache/ondemand
 mount -t ext4 /dev/ram0 /var/cache/ondemand || setup_failed "mount -t ext4 /dev/ram0"
 
-echo
-echo "VMTEST-SCENARIO-START uptime=$(cut -d' ' -f1 /proc/uptime)"
-cd /
-timeout "$timeout_s" sh /scenario.sh < /dev/null
-rc=$?
-echo "VMTEST-SCENARIO-END uptime=$(cut -d' ' -f1 /proc/uptime) status=$rc"
-
-if [ "$rc" -eq 143 ]; then
-    echo "VMTEST FAIL scenario-timeout /scenario.sh did not finish within ${timeout_s}s (vmtest.timeout)"
-    echo "---- blocked tasks (sysrq w) ----"
-    echo w > /proc/sysrq-trigger 2>/dev/null
-    : > /tmp/vmtest.failed
-elif [ "$rc" -ne 0 ]; then
-    echo "VMTEST FAIL scenario-exit /scenario.sh exited with status $rc"
-    : > /tmp/vmtest.failed
+if [ -n "$use_systemd" ]; then
+    # Debian's systemd as PID 1 (run-vm.sh --systemd): it runs the scenario
+    # as vmtest.service (/lib/vmtest-run.sh, the same steps as below).
+    echo "$timeout_s" > /etc/vmtest.timeout
+    exec /lib/systemd/systemd --unit=vmtest.service
+    setup_failed "exec /lib/systemd/systemd failed"
 fi
-if [ -e /tmp/vmtest.failed ]; then
-    # shellcheck source-path=SCRIPTDIR source=lib.sh
-    . /lib/vmtest.sh
-    vt_dump_logs
-fi
-
-echo "VMTEST-DONE"
-# -n: no sync. A mount still waiting for a daemon holds its superblock's
-# s_umount, and sync(2) would block on it forever.
-reboot -n -f
-sleep 60
+. /lib/vmtest-run.sh

@@ -38,6 +38,14 @@
 #   --env NAME=VALUE       (repeatable) exported to the scenario and everything
 #                          it starts (written to /etc/vmtest.env, which
 #                          lib.sh sources), e.g. --env ONDEMAND_LOG_LEVEL=debug
+#   --systemd              boot Debian's systemd as PID 1 (with journald,
+#                          systemctl, journalctl): init.sh sets up the cache
+#                          ramdisk and execs it, and the scenario runs as
+#                          vmtest.service (tests/vm/systemd/)
+#   --install BUILD_DIR    `DESTDIR=<VM root> cmake --install BUILD_DIR`: the
+#                          project as installed (its configured prefix,
+#                          /usr/local by default: binaries, unit, config),
+#                          with the libraries of the installed programs
 #   --timeout SECONDS      wall-clock limit for the VM (default 300, >= 30); the
 #                          scenario itself gets SECONDS-20 so that the VM can
 #                          still dump its logs before the host kills it.
@@ -85,7 +93,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 # ---- arguments ---------------------------------------------------------------
 
 scenario='' build_dir='' log_file=''
-timeout_s=300 mem_mb=1024 cache_mb=256 keep=0 strip=1
+timeout_s=300 mem_mb=1024 cache_mb=256 keep=0 strip=1 use_systemd=0 install_dir=
 images=() adds=() envs=()
 need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs an argument (see --help)"; }
 while [[ $# -gt 0 ]]; do
@@ -100,6 +108,8 @@ while [[ $# -gt 0 ]]; do
         --cache-mb) need_arg "$@"; cache_mb=$2; shift 2 ;;
         --log) need_arg "$@"; log_file=$2; shift 2 ;;
         --keep) keep=1; shift ;;
+        --systemd) use_systemd=1; shift ;;
+        --install) need_arg "$@"; install_dir=$2; shift 2 ;;
         --no-strip) strip=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -113,6 +123,9 @@ done
 [[ $cache_mb =~ ^[0-9]+$ && $cache_mb -ge 16 ]] || die "--cache-mb must be an integer >= 16, got '$cache_mb'"
 if [[ -n $build_dir ]]; then
     [[ -d $build_dir ]] || die "--build-dir $build_dir is not a directory"
+fi
+if [[ -n $install_dir ]]; then
+    [[ -f $install_dir/cmake_install.cmake ]] || die "--install $install_dir is not a configured CMake build dir"
 fi
 for spec in "${envs[@]}"; do
     [[ $spec =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$spec': expected NAME=VALUE with NAME a shell variable name"
@@ -331,6 +344,39 @@ for spec in "${adds[@]}"; do
     if is_elf "$src"; then add_elf "$src" "$dest"; else install -D -m 0755 "$src" "$stage$dest"; fi
 done
 
+if [[ $use_systemd -eq 1 ]]; then
+    # Debian's systemd: PID 1, journald and the two clients, their libraries
+    # (libsystemd-shared via RUNPATH, which ldd resolves), journald's units.
+    [[ -x /lib/systemd/systemd ]] || die "/lib/systemd/systemd not found (package systemd; deploy/install-deps.sh)"
+    add_elf /lib/systemd/systemd /lib/systemd/systemd
+    add_elf /lib/systemd/systemd-journald /lib/systemd/systemd-journald
+    add_elf "$(command -v systemctl)" /bin/systemctl
+    add_elf "$(command -v journalctl)" /bin/journalctl
+    for unit in systemd-journald.service systemd-journald.socket systemd-journald-dev-log.socket \
+                systemd-journald-audit.socket /lib/systemd/system/*.target /lib/systemd/system/*.slice; do
+        unit=${unit##*/}
+        install -D -m 0644 "/lib/systemd/system/$unit" "$stage/lib/systemd/system/$unit"
+    done
+    install -D -m 0644 "$here/systemd/vmtest.service" "$stage/lib/systemd/system/vmtest.service"
+    install -m 0644 /etc/os-release "$stage/etc/os-release"
+    log "systemd $(systemctl --version | head -n 1 | cut -d' ' -f2) as PID 1"
+fi
+if [[ -n $install_dir ]]; then
+    # Into a scratch tree first: install's ELF files are re-added with
+    # add_elf (their libraries) and stripped like the build-dir binaries.
+    inst=$work/install
+    DESTDIR=$inst cmake --install "$install_dir" >/dev/null || die "cmake --install $install_dir failed"
+    while IFS= read -r -d '' f; do
+        rel=${f#"$inst"}
+        if is_elf "$f"; then
+            add_elf "$f" "$rel"
+            [[ $strip -eq 1 ]] && { strip --strip-debug "$stage$rel" || die "strip --strip-debug $rel failed"; }
+        else
+            install -D -m "$(stat -c %a "$f")" "$f" "$stage$rel"
+        fi
+        log "installed $rel"
+    done < <(find "$inst" -type f -print0)
+fi
 for i in "${!image_names[@]}"; do
     cp "${image_paths[$i]}" "$stage/blobs/${image_names[$i]}"
     chmod 0644 "$stage/blobs/${image_names[$i]}"
@@ -347,6 +393,7 @@ for spec in "${envs[@]}"; do
 done >"$stage/etc/vmtest.env"
 install -m 0755 "$here/init.sh" "$stage/init"
 install -m 0644 "$here/lib.sh" "$stage/lib/vmtest.sh"
+install -m 0644 "$here/run.sh" "$stage/lib/vmtest-run.sh"
 install -m 0755 "$scenario" "$stage/scenario.sh"
 
 initrd=$work/initramfs.cpio
@@ -365,6 +412,9 @@ inner_timeout=$((timeout_s - 20))
 # Oops instead of letting the scenario hang until the timeout.
 cmdline="console=ttyS0 loglevel=5 printk.time=1 panic=-1 oops=panic"
 cmdline+=" brd.rd_nr=1 brd.rd_size=$((cache_mb * 1024)) vmtest.timeout=$inner_timeout"
+# systemd's own status lines stay off the console (the scenario's output is
+# what the verdict reads); its warnings and errors still show.
+[[ $use_systemd -eq 1 ]] && cmdline+=" vmtest.systemd=1 systemd.show_status=false systemd.log_target=console systemd.log_level=warning"
 # +rdrand: without an entropy source the guest's crng needs ~4 s of jitter
 # entropy before getrandom() returns (mkfs.ext4 blocked on it); with RDRAND
 # it is ready at boot (random.trust_cpu defaults on).

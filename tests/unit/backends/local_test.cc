@@ -1,7 +1,13 @@
 #include "backends/local.h"
 
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -163,6 +169,45 @@ TEST_CASE("LocalBlob::read of a blob truncated after open is EIO, not zeros", "[
   int err = 0;
   read_blob(*blob, 0, 8192, &err);
   CHECK(err == EIO);
+}
+
+// Under systemd's RestrictSUIDSGID= (set by the shipped unit) openat2 fails
+// with ENOSYS: every OPEN was refused in the real-systemd VM test. The
+// fallback must open blobs and still refuse every symlink. Runs in a child
+// under a seccomp filter that answers openat2 with ENOSYS, as systemd's does.
+TEST_CASE("LocalBackend without openat2 (seccomp ENOSYS) opens blobs and still refuses symlinks",
+          "[worker][local]") {
+  test::TempDir dir;
+  test::TempDir outside;
+  dir.write("real", "inside data");
+  const auto secret = outside.write("secret", "outside data");
+  std::filesystem::create_symlink(secret, dir.path() / "escape");
+  std::filesystem::create_symlink("real", dir.path() / "alias");
+  LocalBackend backend(dir.path());
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+      ::_exit(10);
+    if (::syscall(SYS_openat2, AT_FDCWD, "/", nullptr, 0) >= 0 || errno != ENOSYS) ::_exit(11);  // the filter works
+    auto real = open_id(backend, "real");
+    if (!real.blob || real.blob->size() != 11) ::_exit(12);
+    for (auto id : {"escape", "alias"})
+      if (open_id(backend, id).blob) ::_exit(13);
+    if (open_id(backend, "missing").err != ENOENT) ::_exit(14);
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // 12: the blob did not open; 13: a symlink did
 }
 
 }  // namespace ondemand::worker

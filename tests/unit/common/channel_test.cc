@@ -97,6 +97,21 @@ TEST_CASE("receive_message throws ChannelError when the peer closed", "[common][
   CHECK_THROWS_WITH(receive_message(p.b.get(), 1000ms), Catch::Contains("closed"));
 }
 
+// Issue 9.12: an empty datagram is a bad message, not the peer's close (a
+// caller that took it for EOF gave up on a live peer).
+TEST_CASE("receive_message: a zero-length datagram is a bad message, not a closed peer", "[common][channel]") {
+  auto p = pair_or_fail();
+  REQUIRE(send_message(p.a.get(), "") == 0);
+  try {
+    receive_message(p.b.get(), 1000ms);
+    FAIL("no ChannelError");
+  } catch (const ChannelError& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("bad message"));
+    CHECK_THAT(what, !Catch::Contains("closed"));
+  }
+}
+
 TEST_CASE("send to a closed peer throws ChannelError; send_quietly says false", "[common][channel]") {
   auto p = pair_or_fail();
   p.b.reset();

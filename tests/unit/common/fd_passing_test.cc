@@ -133,6 +133,26 @@ TEST_CASE("recv_message: a closed peer reads as peer_closed(), not as an error",
   CHECK(eof.peer_closed());
 }
 
+// Issue 9.12: recvmsg returns 0 for a zero-length datagram and for EOF
+// alike; an empty datagram from a live peer must not read as its close.
+TEST_CASE("recv_message: a zero-length datagram from a live peer is not peer_closed()",
+          "[common][fd_passing]") {
+  auto p = pair_or_fail();
+  REQUIRE(send_message(p.a.get(), "") == 0);
+  REQUIRE(send_message(p.a.get(), "after") == 0);
+  auto empty = recv_message(p.b.get(), 1024, 1);
+  CHECK(empty.err == 0);
+  CHECK(empty.bytes.empty());
+  CHECK(empty.fds.empty());
+  CHECK_FALSE(empty.peer_closed());
+  auto next = recv_message(p.b.get(), 1024, 1);  // the channel goes on
+  CHECK(next.bytes == "after");
+  p.a.reset();
+  auto eof = recv_message(p.b.get(), 1024, 1);
+  CHECK(eof.err == 0);
+  CHECK(eof.peer_closed());
+}
+
 TEST_CASE("recv_message on a non-blocking socket with nothing queued is EAGAIN",
           "[common][fd_passing]") {
   auto p = pair_or_fail();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <thread>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -117,6 +118,34 @@ TEST_CASE("init_logging: an unknown ONDEMAND_LOG_LEVEL is an error that names it
   CHECK_THAT(error, Catch::Contains("ONDEMAND_LOG_LEVEL=\"verbose\""));
   // Logging is not off: the error itself went out at the default level.
   CHECK(spdlog::default_logger()->level() == spdlog::level::info);
+}
+
+}  // namespace ondemand
+
+namespace ondemand {
+
+TEST_CASE("LogFields: fields for this thread's lines while they live, nested, then gone", "[common][log]") {
+  CHECK(current_log_fields().empty());
+  {
+    LogFields outer({{"MESSAGE_ID", "abc"}, {"WORKER_PID", "42"}});
+    CHECK(current_log_fields() == std::vector<std::string>{"MESSAGE_ID=abc", "WORKER_PID=42"});
+    {
+      LogFields inner({{"BLOB", "x"}});
+      CHECK(current_log_fields().size() == 3);
+      CHECK(current_log_fields().back() == "BLOB=x");
+      std::thread([] { CHECK(current_log_fields().empty()); }).join();  // per thread
+    }
+    CHECK(current_log_fields().size() == 2);
+  }
+  CHECK(current_log_fields().empty());
+}
+
+TEST_CASE("init_logging writes to stderr unless JOURNAL_STREAM names stderr", "[common][log]") {
+  QuietStderr quiet;
+  ::setenv("JOURNAL_STREAM", "1:1", 1);  // some other file
+  REQUIRE(init_logging("unit").empty());
+  CHECK_FALSE(logging_to_journal());
+  ::unsetenv("JOURNAL_STREAM");
 }
 
 }  // namespace ondemand

@@ -70,11 +70,13 @@ constexpr uid_t NOBODY = 65534;
 // Forks a child that drops to `uid`, sends a status request and exits 0 if
 // the reply contains `expect`, 1 if not, 2 on transport failure. Raw
 // syscalls only between fork and _exit (the parent has threads).
-int request_as(uid_t uid, const std::filesystem::path& socket_path, const char* expect) {
+int request_as(uid_t uid, const std::filesystem::path& socket_path, const char* expect,
+               const std::string& request_text = R"({"v":1,"cmd":"status"})") {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strcpy(addr.sun_path, socket_path.c_str());
-  static const char request[] = R"({"v":1,"cmd":"status"})";
+  const char* request = request_text.c_str();
+  const std::size_t request_len = request_text.size();
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -82,7 +84,7 @@ int request_as(uid_t uid, const std::filesystem::path& socket_path, const char* 
     int fd = ::socket(AF_UNIX, SOCK_SEQPACKET, 0);
     if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ::_exit(2);
     // As ondemandctl does: send the request, then wait for the one reply.
-    if (::send(fd, request, sizeof request - 1, MSG_NOSIGNAL) < 0) ::_exit(2);
+    if (::send(fd, request, request_len, MSG_NOSIGNAL) < 0) ::_exit(2);
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, 5000) != 1) ::_exit(2);
     char buf[4096];
@@ -119,6 +121,27 @@ TEST_CASE("ControlServer refuses peers that are neither root nor in control_uids
     CHECK(request_as(NOBODY, s.socket(), "\"echo\":\"status\"") == 0);
     CHECK(s.handled == 1);
   }
+}
+
+// Issue 9.11: with control_uids the socket must be reachable by them (it was
+// 0600 root, so the key could not work), and a listed uid may operate the
+// cache but not name the program a root supervisor runs.
+TEST_CASE("ControlServer: a listed uid reaches the socket and may operate, but not upgrade to a binary",
+          "[supervisor][control][policy]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to act as another uid; not checked");
+    return;
+  }
+  Server s({NOBODY});
+  std::filesystem::permissions(s.dir.path(), std::filesystem::perms::all);  // a temp dir is 0700
+  struct stat st{};
+  REQUIRE(::lstat(s.socket().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0666);  // no chmod here: the server made it so
+  CHECK(request_as(NOBODY, s.socket(), "\"echo\":\"status\"") == 0);
+  CHECK(request_as(NOBODY, s.socket(), "\"echo\":\"upgrade\"", R"({"v":1,"cmd":"upgrade"})") == 0);
+  CHECK(s.handled == 2);
+  CHECK(request_as(NOBODY, s.socket(), "root only", R"({"v":1,"cmd":"upgrade","binary":"/tmp/evil"})") == 0);
+  CHECK(s.handled == 2);  // the handler never saw it
 }
 
 TEST_CASE("ControlServer answers a request through its handler, once", "[supervisor][control]") {
