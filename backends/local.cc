@@ -23,15 +23,17 @@ class LocalBlob final : public Blob {
  public:
   LocalBlob(UniqueFd fd, std::uint64_t size) : fd_(std::move(fd)), size_(size) {}
   std::uint64_t size() const override { return size_; }
-  int read(std::uint64_t off, std::span<std::byte> out) override {
+  std::optional<BackendError> read(std::uint64_t off, std::span<std::byte> out, Deadline) override {
     auto r = sys::pread_full(fd_.get(), out.data(), out.size(), off);
-    if (!r.ok()) return r.err;
+    if (!r.ok()) return error_from_errno(r.err, fmt::format("pread at {}: {}", off, sys::errno_name(r.err)));
     const auto got = static_cast<std::size_t>(r.rc);
     // Short only at end of file: the blob shrank under us if that is before
     // size_, which is an I/O error, not zeros.
-    if (got < out.size() && off + got < size_) return EIO;
+    if (got < out.size() && off + got < size_)
+      return BackendError{BackendError::Kind::IO, EIO,
+                          fmt::format("blob file ends at {} but its size was {}", off + got, size_)};
     std::memset(out.data() + got, 0, out.size() - got);
-    return 0;
+    return std::nullopt;
   }
 
  private:
@@ -49,9 +51,9 @@ LocalBackend::LocalBackend(const std::filesystem::path& blob_dir) : dir_path_(bl
   dir_ = std::move(r.fd);
 }
 
-OpenedBlob LocalBackend::open(std::string_view id) {
-  if (validate_blob_id(id)) return {nullptr, EINVAL};
-  const std::string name(id);
+OpenResult LocalBackend::open(const proto::BlobRef& ref, Deadline) {
+  if (auto why = validate_blob_id(ref.blob_id)) return {nullptr, error_from_errno(EINVAL, *why)};
+  const std::string& name = ref.blob_id;
   open_how how{};
   // O_NONBLOCK: a FIFO planted in blob_dir must not block an I/O thread in
   // open(2); it is refused below as not a regular file. (No effect on the
@@ -80,13 +82,19 @@ OpenedBlob LocalBackend::open(std::string_view id) {
   if (rc < 0) {
     // ELOOP / EXDEV mean a symlink or an escape attempt: refuse as invalid.
     int err = errno;
-    return {nullptr, (err == ELOOP || err == EXDEV) ? EINVAL : err};
+    if (err == ELOOP || err == EXDEV)
+      return {nullptr, error_from_errno(EINVAL, "a symlink or a path outside blob_dir")};
+    return {nullptr, error_from_errno(err, fmt::format("open {}/{}: {}", dir_path_.string(),
+                                                       escape_id(name), sys::errno_name(err)))};
   }
   UniqueFd fd{static_cast<int>(rc)};
   struct stat st{};
-  if (::fstat(fd.get(), &st) < 0) return {nullptr, errno};
-  if (!S_ISREG(st.st_mode)) return {nullptr, EINVAL};
-  return {std::make_shared<LocalBlob>(std::move(fd), static_cast<std::uint64_t>(st.st_size)), 0};
+  if (::fstat(fd.get(), &st) < 0) {
+    const int err = errno;
+    return {nullptr, error_from_errno(err, "fstat: " + sys::errno_name(err))};
+  }
+  if (!S_ISREG(st.st_mode)) return {nullptr, error_from_errno(EINVAL, "not a regular file")};
+  return {std::make_shared<LocalBlob>(std::move(fd), static_cast<std::uint64_t>(st.st_size)), std::nullopt};
 }
 
 std::string LocalBackend::describe() const { return fmt::format("local:{}", dir_path_.string()); }

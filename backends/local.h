@@ -1,4 +1,7 @@
-// Blobs as files in one directory: id -> <blob_dir>/<id>.
+// Blobs as files in one directory: id -> <blob_dir>/<id>. The reference's
+// domain is not part of the path (one flat directory, as before domains were
+// passed on); the deadline is ignored: a local pread cannot be interrupted,
+// and the engine checks the deadline between its chunks.
 //
 // The directory is opened once and ids are resolved with openat2
 // (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), so even an
@@ -18,7 +21,7 @@ class LocalBackend final : public Backend {
  public:
   // Throws std::runtime_error naming the directory when it cannot be opened.
   explicit LocalBackend(const std::filesystem::path& blob_dir);
-  OpenedBlob open(std::string_view id) override;
+  OpenResult open(const proto::BlobRef& ref, Deadline deadline) override;
   std::string describe() const override;
 
  private:

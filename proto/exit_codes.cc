@@ -33,6 +33,7 @@ std::string describe_exit(bool exited, int code_or_signal) {
     case ExitCode::USAGE: meaning = "usage error"; break;
     case ExitCode::HANDOFF_FAILED: meaning = "handoff failed"; break;
     case ExitCode::INTERNAL: meaning = "internal error"; break;
+    case ExitCode::DEVICE_READ_FAILING: meaning = "device read() kept failing"; break;
     case ExitCode::DEVICE_LOST: meaning = "device I/O error"; break;
     case ExitCode::TEMPORARY: meaning = "temporary failure"; break;
     case ExitCode::CONFIG: meaning = "configuration error"; break;

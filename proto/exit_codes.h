@@ -17,6 +17,9 @@ enum class ExitCode : std::uint8_t {
   USAGE = 64,         // bad command line: a deployment error, never transient
   HANDOFF_FAILED = 69,// no device fd from the supervisor (EX_UNAVAILABLE)
   INTERNAL = 70,      // bug or broken invariant (EX_SOFTWARE): restart
+  // read() on the device failed with nothing but errors for a while (EMFILE
+  // at the fd limit, EIO): a fresh process may cure it (EX_OSERR): restart.
+  DEVICE_READ_FAILING = 71,
   DEVICE_LOST = 74,   // device I/O failed in a way restore may cure (EX_IOERR)
   TEMPORARY = 75,     // transient start failure (EX_TEMPFAIL): restart
   CONFIG = 78,        // configuration rejected (EX_CONFIG): do not spin

@@ -120,15 +120,24 @@ proto::ExitCode Worker::run() {
     return proto::ExitCode::CONFIG;
   }
 
-  EngineOptions options;
-  options.max_inflight = config_.max_inflight;
-  options.io_threads = config_.io_threads;
-  options.fill_window = config_.fill_window;
-  options.prefetch = config_.prefetch;
+  // Kernel interface, engine, front end: the front end owns the requests'
+  // semantics, the engine the backend work.
   device_ = std::make_unique<CachefilesDevice>(loop_, std::move(handoff.device), state_->counters);
-  engine_ = std::make_unique<Engine>(loop_, *backend_, *device_, options, state_->counters,
-                                     state_->worker_metrics);
-  engine_->on_request_done([this] { on_request_done(); });
+  device_->on_fatal([this](int) {
+    exit_code_ = proto::ExitCode::DEVICE_READ_FAILING;
+    stop("read() on the device keeps failing");
+  });
+  engine_ = std::make_unique<Engine>(
+      loop_, *backend_, EngineOptions{.io_threads = config_.io_threads, .prefetch_window = config_.fill_window},
+      state_->counters, state_->worker_metrics);
+  frontend_ = std::make_unique<CachefilesFrontend>(
+      loop_, *engine_, *device_,
+      CachefilesOptions{.max_inflight = config_.max_inflight,
+                        .fill_window = config_.fill_window,
+                        .prefetch = config_.prefetch,
+                        .request_deadline = request_deadline_for(config_.request_timeout_ms)},
+      state_->counters, state_->worker_metrics, device_.get());
+  frontend_->on_request_done([this] { on_request_done(); });
   cull_commands_ = std::make_unique<DeviceCullCommands>(device_->fd(), config_.tag);
   culler_ = std::make_unique<Culler>(
       loop_, *cull_commands_,
@@ -156,7 +165,7 @@ proto::ExitCode Worker::run() {
     start_reading(handoff.restore);
   }
   loop_.run();
-  engine_->join();
+  engine_->join();  // before the front end goes: pool jobs call back into it
   spdlog::info("stopped: {} opens, {} reads, {} bytes written so far in all generations",
                state_->counters.opens.load(), state_->counters.reads.load(),
                state_->counters.bytes_written.load());
@@ -186,7 +195,7 @@ void Worker::start_reading(bool restore) {
   // Per-generation values: a dead predecessor's in-flight requests were
   // re-queued by the kernel, not finished, so its gauge must not carry over.
   counters.first_reply_ns.store(0);
-  counters.inflight.store(engine_->inflight());
+  counters.inflight.store(frontend_->inflight());
   if (restore) {
     if (int err = device_->restore()) {
       spdlog::critical("writing restore failed: {}", sys::errno_name(err));
@@ -204,15 +213,15 @@ void Worker::start_reading(bool restore) {
   }
   counters.cache_dead.store(0);  // the device took our commands: the cache lives
   spdlog::info("generation {} serving with backend {} (restore={}, objects={}, max_inflight={}, io_threads={}, fill_window={})",
-               generation_, backend_->describe(), restore, engine_->objects(), config_.max_inflight,
+               generation_, backend_->describe(), restore, frontend_->objects(), config_.max_inflight,
                config_.io_threads, config_.fill_window);
   reading_ = true;
   state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
   // The field is per worker: a dead predecessor's stuck request must not
   // count against us. Written before "serving", because the supervisor
   // checks it from then on and our first heartbeat may come 100 ms later.
-  state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
-  device_->start(*engine_);
+  state_->oldest_request_ns.store(frontend_->oldest_request_ns(), std::memory_order_relaxed);
+  frontend_->start();
   culler_->start();
   listen_for_supervisor();
   report_serving();
@@ -232,8 +241,8 @@ void Worker::heartbeat() {
   // upgrade successor) writing the shared fields would mask a hung server.
   if (reading_ && !handing_over_) {
     state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
-    state_->oldest_request_ns.store(engine_->oldest_request_ns(), std::memory_order_relaxed);
-    state_->worker_metrics.open_objects.store(engine_->objects(), std::memory_order_relaxed);
+    state_->oldest_request_ns.store(frontend_->oldest_request_ns(), std::memory_order_relaxed);
+    state_->worker_metrics.open_objects.store(frontend_->objects(), std::memory_order_relaxed);
   }
   heartbeat_timer_.expires_after(HEARTBEAT_PERIOD);
   heartbeat_timer_.async_wait([this](boost::system::error_code ec) {
@@ -246,22 +255,22 @@ void Worker::heartbeat() {
 void Worker::stop(std::string_view why) {
   if (stopping_) return;
   stopping_ = true;
-  spdlog::info("stopping ({}): {} requests in flight", why, engine_->inflight());
-  device_->stop_reading();
+  spdlog::info("stopping ({}): {} requests in flight", why, frontend_->inflight());
+  frontend_->stop_reading();
   culler_->stop();
   drain_deadline_.expires_after(DRAIN_LIMIT);
   drain_deadline_.async_wait([this](boost::system::error_code ec) {
     if (ec) return;
     spdlog::warn("{} requests still in flight after {} s; leaving them to the next worker",
-                 engine_->inflight(), DRAIN_LIMIT.count());
+                 frontend_->inflight(), DRAIN_LIMIT.count());
     loop_.stop();
   });
-  if (engine_->inflight() == 0) loop_.stop();
+  if (frontend_->inflight() == 0) loop_.stop();
 }
 
 void Worker::on_request_done() {
   if (!stopping_ && !handing_over_) device_->on_capacity();
-  if (engine_->inflight() != 0) return;
+  if (frontend_->inflight() != 0) return;
   if (handing_over_) return send_objects();
   if (stopping_) loop_.stop();
 }
@@ -330,7 +339,7 @@ void Worker::on_channel_message(const proto::Message& m, std::vector<UniqueFd> f
     spdlog::info("upgrade called off: reading the device again");
     handing_over_ = false;
     handover_peer_.reset();
-    device_->resume_reading();
+    frontend_->resume_reading();
     culler_->start();
     // A successor that got as far as listening replaced our socket at the
     // path: listen there again.
@@ -350,23 +359,23 @@ void Worker::on_channel_message(const proto::Message& m, std::vector<UniqueFd> f
 
 void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
   if (handing_over_ || stopping_) return;
-  spdlog::info("handover: stopping reads, draining {} in-flight requests (bound {} ms)", engine_->inflight(),
+  spdlog::info("handover: stopping reads, draining {} in-flight requests (bound {} ms)", frontend_->inflight(),
                drain.count());
   handing_over_ = true;
   handover_peer_ = std::move(peer);
-  device_->stop_reading();
+  frontend_->stop_reading();
   culler_->stop();
   // The listener stays: a new supervisor that connects now is told "busy"
   // until the successor's socket replaces ours at the path (or we resume).
   // No deadline of our own: the supervisor kills us if we do not finish in
   // time and lets the successor restore.
-  if (engine_->inflight() == 0) send_objects();
+  if (frontend_->inflight() == 0) send_objects();
 }
 
 void Worker::send_objects() {
   if (!handing_over_ || !handover_peer_) return;
   const int peer = handover_peer_.get();
-  auto objects = engine_->export_objects();
+  auto objects = frontend_->export_objects();
   try {
     send(peer, proto::make_hello("worker", ::getpid()));
     auto hello = receive_message(peer, PEER_TIMEOUT);
@@ -375,7 +384,7 @@ void Worker::send_objects() {
     // of long blob ids must never make a message the successor cannot read.
     std::vector<proto::msg::ObjectEntry> entries;
     entries.reserve(objects.size());
-    for (const auto& o : objects) entries.push_back({o->object_id, o->blob_id});
+    for (const auto& o : objects) entries.push_back({o->object_id, o->ref.blob_id});
     const auto batches = proto::split_objects(entries);
     if (!batches) throw ChannelError("an object entry does not fit one datagram");
     std::size_t i = 0;
@@ -384,7 +393,7 @@ void Worker::send_objects() {
       std::vector<int> fds;
       for (std::size_t j = i; j < i + n; ++j) {
         batch.objects.push_back(std::move(entries[j]));
-        fds.push_back(objects[j]->anon_fd.get());
+        fds.push_back(objects[j]->fd.get());
       }
       send(peer, batch, fds);
       i += n;
@@ -426,7 +435,10 @@ void Worker::receive_objects(UniqueFd peer_fd) {
         const auto& batch = expect<proto::msg::Objects>(msg, "objects");
         for (std::size_t i = 0; i < batch.objects.size(); ++i) {  // decode() matched fds to entries
           ++received_total;
-          if (engine_->import_object(batch.objects[i].object_id, batch.objects[i].blob_id, std::move(msg.fds[i])))
+          // The handover entry carries no domain yet: the local backend
+          // does not need one.
+          if (frontend_->import_object(batch.objects[i].object_id, proto::BlobRef{"", batch.objects[i].blob_id},
+                                       std::move(msg.fds[i])))
             ++imported;
         }
       }

@@ -34,6 +34,7 @@
 #include "proto/channel.h"
 #include "backends/backend.h"
 #include "frontends/cachefiles/cachefiles_device.h"
+#include "frontends/cachefiles/cachefiles_frontend.h"
 #include "frontends/cachefiles/cull.h"
 #include "engine/engine.h"
 
@@ -88,6 +89,7 @@ class Worker {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<CachefilesDevice> device_;
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<CachefilesFrontend> frontend_;  // destroyed before the engine it uses
   std::unique_ptr<DeviceCullCommands> cull_commands_;
   std::unique_ptr<Culler> culler_;  // also notices a dead cache
   proto::ExitCode exit_code_ = proto::ExitCode::OK;

@@ -21,12 +21,14 @@ class RegistryBlob final : public worker::Blob {
 
   // Only the part inside the blob is fetched; the rest is zeros, as the
   // Blob contract says.
-  int read(std::uint64_t off, std::span<std::byte> out) override {
+  // The deadline is the earlier of the engine's and our own request_timeout.
+  std::optional<worker::BackendError> read(std::uint64_t off, std::span<std::byte> out,
+                                           worker::Deadline deadline) override {
     const std::uint64_t inside = off >= size_ ? 0 : std::min<std::uint64_t>(out.size(), size_ - off);
     std::memset(out.data() + inside, 0, out.size() - inside);
-    if (inside == 0) return 0;
-    const auto err = client_->read(blob_, off, out.first(inside), Clock::now() + request_timeout_, size_);
-    return to_errno(err.kind);
+    if (inside == 0) return std::nullopt;
+    const auto err = client_->read(blob_, off, out.first(inside), std::min(deadline, Clock::now() + request_timeout_), size_);
+    return to_backend_error(err);
   }
 
  private:
@@ -38,26 +40,41 @@ class RegistryBlob final : public worker::Blob {
 
 }  // namespace
 
+std::optional<worker::BackendError> to_backend_error(const Error& err) {
+  using K = worker::BackendError::Kind;
+  switch (err.kind) {
+    case ErrorKind::none: return std::nullopt;
+    case ErrorKind::not_found: return worker::BackendError{K::NOT_FOUND, ENOENT, err.message};
+    case ErrorKind::permission: return worker::BackendError{K::ACCESS, EACCES, err.message};
+    case ErrorKind::timeout: return worker::BackendError{K::TIMEOUT, ETIMEDOUT, err.message};
+    case ErrorKind::unavailable: return worker::BackendError{K::IO, EIO, err.message};
+    case ErrorKind::protocol: return worker::BackendError{K::PROTOCOL, EIO, err.message};
+    case ErrorKind::invalid: return worker::BackendError{K::INVALID, EINVAL, err.message};
+  }
+  return worker::BackendError{K::IO, EIO, err.message};
+}
+
 RegistryBackend::RegistryBackend(std::shared_ptr<RegistryClient> client, Resolver resolver,
                                  std::chrono::milliseconds request_timeout)
     : client_(std::move(client)), resolver_(std::move(resolver)), request_timeout_(request_timeout) {}
 
-worker::OpenedBlob RegistryBackend::open(std::string_view id) {
+worker::OpenResult RegistryBackend::open(const proto::BlobRef& ref, worker::Deadline deadline) {
+  const std::string_view id = ref.blob_id;
   auto source = resolver_(id);
   if (!source) {
     spdlog::info("registry={} blob id {} has no binding", client_->registry(), worker::escape_id(id));
-    return {nullptr, ENOENT};
+    return {nullptr, worker::BackendError{worker::BackendError::Kind::NOT_FOUND, ENOENT, "no binding"}};
   }
   std::uint64_t size = source->size;
   if (size == 0) {
-    auto r = client_->blob_size(source->blob, Clock::now() + request_timeout_);
+    auto r = client_->blob_size(source->blob, std::min(deadline, Clock::now() + request_timeout_));
     if (r.error) {
       spdlog::warn("blob id {}: {}", worker::escape_id(id), r.error.message);
-      return {nullptr, to_errno(r.error.kind)};
+      return {nullptr, to_backend_error(r.error)};
     }
     size = r.size;
   }
-  return {std::make_shared<RegistryBlob>(client_, std::move(source->blob), size, request_timeout_), 0};
+  return {std::make_shared<RegistryBlob>(client_, std::move(source->blob), size, request_timeout_), std::nullopt};
 }
 
 std::string RegistryBackend::describe() const { return fmt::format("registry:{}", client_->registry()); }

@@ -23,6 +23,9 @@ struct RegistrySource {
 // Maps a blob id to its source; nullopt when the id is not bound here.
 using Resolver = std::function<std::optional<RegistrySource>(std::string_view id)>;
 
+// The client's error as the Backend interface's; nullopt for none.
+std::optional<worker::BackendError> to_backend_error(const Error& err);
+
 class RegistryBackend final : public worker::Backend {
  public:
   // `request_timeout`: each open and read gets now + this as its deadline
@@ -32,7 +35,7 @@ class RegistryBackend final : public worker::Backend {
 
   // Unbound id: ENOENT. Otherwise the size (binding or HEAD), errors mapped
   // by to_errno().
-  worker::OpenedBlob open(std::string_view id) override;
+  worker::OpenResult open(const proto::BlobRef& ref, worker::Deadline deadline) override;
   std::string describe() const override;
 
  private:

@@ -19,20 +19,21 @@ constexpr int DRAIN_BATCH = 128;
 }  // namespace
 
 CachefilesDevice::CachefilesDevice(asio::io_context& loop, UniqueFd device,
-                                   proto::WorkerCounters& counters)
-    : loop_(loop), device_(loop, device.release()), counters_(counters) {
+                                   proto::WorkerCounters& counters, ReadErrorOptions read_errors)
+    : loop_(loop), device_(loop, device.release()), counters_(counters), read_errors_(read_errors),
+      backoff_(loop) {
   // O_NONBLOCK is on the open file description shared with the supervisor;
   // it never reads, so that is harmless.
   device_.non_blocking(true);
 }
 
-void CachefilesDevice::start(Engine& engine) {
-  engine_ = &engine;
+void CachefilesDevice::start(RequestSink& sink) {
+  sink_ = &sink;
   drain();  // requests may be pending already (restore, or a predecessor stopped)
 }
 
 void CachefilesDevice::on_capacity() {
-  if (paused_ && !stopped_ && engine_->has_capacity()) {
+  if (paused_ && !stopped_ && sink_->has_capacity()) {
     paused_ = false;
     asio::post(loop_, [this] { drain(); });
   }
@@ -48,6 +49,7 @@ void CachefilesDevice::stop_reading() {
   stopped_ = true;
   boost::system::error_code ignored;
   device_.cancel(ignored);
+  backoff_.cancel();
 }
 
 void CachefilesDevice::arm() {
@@ -66,22 +68,43 @@ void CachefilesDevice::drain() {
   alignas(8) std::array<std::byte, proto::KERNEL_MSG_MAX_SIZE> buf;
   for (int i = 0; i < DRAIN_BATCH; ++i) {
     if (stopped_) return;
-    if (!engine_->has_capacity()) {
+    if (!sink_->has_capacity()) {
       paused_ = true;
       return;
     }
     auto r = sys::read(device_.native_handle(), buf.data(), buf.size());
-    if (r.ok() && r.rc == 0) return arm();
-    if (!r.ok()) {
-      if (r.err == EAGAIN) return arm();
-      counters_.bad_messages.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("read from /dev/cachefiles failed for one message: {}",
-                   sys::errno_name(r.err));
+    if (!r.ok() && r.err != EAGAIN) {
+      if (!read_failed(r.err)) return;
       continue;
     }
+    read_errors_.on_success();
+    if (!r.ok() || r.rc == 0) return arm();
     dispatch(std::span(buf.data(), static_cast<std::size_t>(r.rc)));
   }
   asio::post(loop_, [this] { drain(); });
+}
+
+bool CachefilesDevice::read_failed(int err) {
+  counters_.bad_messages.fetch_add(1, std::memory_order_relaxed);
+  const auto action = read_errors_.on_error(ReadErrors::Clock::now());
+  if (action.log)
+    spdlog::warn("read from /dev/cachefiles failed: {} ({} in a row; {} more not logged since the last line)",
+                 sys::errno_name(err), read_errors_.streak(), action.unlogged);
+  if (action.give_up) {
+    spdlog::critical("read from /dev/cachefiles has failed {} times in a row, nothing else for {} ms: {}; giving up",
+                     read_errors_.streak(),
+                     read_errors_.options().give_up_after.count(),
+                     sys::errno_name(err));
+    stopped_ = true;
+    if (on_fatal_) on_fatal_(err);
+    return false;
+  }
+  if (action.wait.count() == 0) return true;
+  backoff_.expires_after(action.wait);
+  backoff_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) drain();
+  });
+  return false;
 }
 
 void CachefilesDevice::dispatch(std::span<const std::byte> bytes) {
@@ -90,7 +113,7 @@ void CachefilesDevice::dispatch(std::span<const std::byte> bytes) {
   auto& request = std::get<proto::KernelRequest>(parsed);
   UniqueFd anon_fd;
   if (auto* open = std::get_if<proto::OpenRequest>(&request)) anon_fd.reset(open->anon_fd);
-  engine_->handle(std::move(request), std::move(anon_fd));
+  sink_->handle(std::move(request), std::move(anon_fd));
 }
 
 void CachefilesDevice::reject(const proto::ParseError& error) {

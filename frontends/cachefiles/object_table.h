@@ -13,19 +13,17 @@
 #include <string>
 #include <unordered_map>
 
-#include "common/unique_fd.h"
-#include "backends/backend.h"
+#include "engine/engine.h"
 
 namespace ondemand::worker {
 
-struct Object {
-  std::uint32_t object_id;
-  std::string blob_id;
-  UniqueFd anon_fd;
-  std::shared_ptr<Blob> blob;
-  // Set by the first READ job (engine.cc, fill_whole_blob): -1 not known
-  // yet, 1 the blob is a compressed EROFS image and every READ fills all of
-  // it, 0 READs fill their window.
+// An engine Target (blob reference, blob, and `fd`: the OPEN's anonymous
+// fd) plus what cachefiles needs per object.
+struct Object : Target {
+  std::uint32_t object_id = 0;
+  // Set by the first READ job (cachefiles_frontend.cc, fill_whole_blob): -1
+  // not known yet, 1 the blob is a compressed EROFS image and every READ
+  // fills all of it, 0 READs fill their window.
   std::atomic<int> fill_whole{-1};
 };
 

@@ -8,9 +8,15 @@
 // fd 0 (/dev/null, inherited from the supervisor: the harness cannot install
 // a real anonymous fd, and /dev/null swallows pwrite like a cache file), of
 // a sparse blob that looks like a compressed EROFS image, so its first READ
-// fills the whole 64 GiB blob on an I/O thread (engine.cc fill_whole_blob).
-// The worker's loop keeps beating; only its oldest request ages, past
-// request_timeout_ms, and the watchdog kills it.
+// fills the whole blob on an I/O thread (cachefiles_frontend.cc
+// fill_whole_blob). A fill that makes progress counts as alive (issue 9.10),
+// so the blob's reads are made to hang: the test marks the blob file with
+// FAN_PRE_ACCESS in a fanotify pre-content group it never answers, and the
+// worker's first pread of it (the superblock probe) sleeps, killably, in
+// fanotify_get_response. The worker's loop keeps beating; only its oldest
+// request ages, past request_timeout_ms, and the watchdog kills it.
+// (Needs root, a kernel with pre-content hooks, 6.14+, and blob_dir on
+// ext4/xfs/btrfs.)
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,6 +26,7 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
+#include "frontends/fanotify/group.h"
 #include "proto/kernel_msg.h"
 #include "tests/harness/harness.h"
 
@@ -50,6 +57,10 @@ TEST_CASE("the watchdog does not kill a successor for its predecessor's stuck re
   SupervisorProcess sv(options);
   constexpr std::uint64_t BLOB_SIZE = std::uint64_t{64} << 30;
   write_compressed_looking_sparse_blob(sv.blob_dir() / "stuck", BLOB_SIZE);
+  // Never read, never answered: every read of the blob through an fd opened
+  // from now on blocks until the group closes at the end of the test.
+  const auto group = ondemand::fanotify::create_group();
+  REQUIRE(ondemand::fanotify::mark(group.get(), (sv.blob_dir() / "stuck").string()) == 0);
   auto serving = sv.wait_serving();
   REQUIRE(serving);
 

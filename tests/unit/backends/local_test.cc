@@ -27,9 +27,20 @@ using namespace std::chrono_literals;
 
 std::string read_blob(Blob& blob, std::uint64_t off, std::size_t len, int* err_out = nullptr) {
   std::vector<std::byte> buf(len, std::byte{0xAA});  // stale bytes must be overwritten
-  const int err = blob.read(off, buf);
-  if (err_out) *err_out = err;
+  const auto error = blob.read(off, buf, NO_DEADLINE);
+  if (err_out) *err_out = error ? error->err : 0;
   return std::string(reinterpret_cast<const char*>(buf.data()), buf.size());
+}
+
+// open() by blob id alone (no domain), with the errno the kernel reply gets.
+struct Opened {
+  std::shared_ptr<Blob> blob;
+  int err = 0;
+  std::optional<BackendError> error;
+};
+Opened open_id(LocalBackend& backend, std::string_view id, std::string domain = "") {
+  auto r = backend.open(proto::BlobRef{std::move(domain), std::string(id)}, NO_DEADLINE);
+  return {r.blob, r.error ? r.error->err : 0, r.error};
 }
 
 }  // namespace
@@ -39,7 +50,7 @@ TEST_CASE("LocalBackend opens an existing blob and reports its size", "[worker][
   const auto content = test::pattern_bytes(10000);
   dir.write("blob1", content);
   LocalBackend backend(dir.path());
-  auto opened = backend.open("blob1");
+  auto opened = open_id(backend, "blob1");
   REQUIRE(opened.blob);
   CHECK(opened.err == 0);
   CHECK(opened.blob->size() == 10000);
@@ -49,7 +60,7 @@ TEST_CASE("LocalBackend opens an existing blob and reports its size", "[worker][
 TEST_CASE("LocalBackend: a missing blob is ENOENT", "[worker][local]") {
   test::TempDir dir;
   LocalBackend backend(dir.path());
-  auto opened = backend.open("missing");
+  auto opened = open_id(backend, "missing");
   CHECK_FALSE(opened.blob);
   CHECK(opened.err == ENOENT);
 }
@@ -65,11 +76,11 @@ TEST_CASE("LocalBackend refuses symlinks, inside or outside blob_dir, with EINVA
   LocalBackend backend(dir.path());
   for (auto id : {"escape", "alias", "passwd"}) {
     INFO("id: " << id);
-    auto opened = backend.open(id);
+    auto opened = open_id(backend, id);
     CHECK_FALSE(opened.blob);
     CHECK(opened.err == EINVAL);
   }
-  CHECK(backend.open("real").blob);  // the target itself is fine
+  CHECK(open_id(backend, "real").blob);  // the target itself is fine
 }
 
 TEST_CASE("LocalBackend refuses a directory and ids that fail validation with EINVAL", "[worker][local]") {
@@ -83,7 +94,7 @@ TEST_CASE("LocalBackend refuses a directory and ids that fail validation with EI
                          dir.path().filename().string() + "/a/b", std::string(".."),
                          std::string("a\0b", 3)}) {
     INFO("id: " << escape_id(id));
-    auto opened = backend.open(id);
+    auto opened = open_id(backend, id);
     CHECK_FALSE(opened.blob);
     CHECK(opened.err == EINVAL);
   }
@@ -94,7 +105,7 @@ TEST_CASE("LocalBackend refuses a FIFO in blob_dir with EINVAL without blocking"
   const auto fifo = dir.path() / "fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   LocalBackend backend(dir.path());
-  auto result = std::async(std::launch::async, [&] { return backend.open("fifo"); });
+  auto result = std::async(std::launch::async, [&] { return open_id(backend, "fifo"); });
   if (result.wait_for(5s) != std::future_status::ready) {
     // Unblock the open(2) (a writer appears) so the test can end, then fail.
     UniqueFd writer{::open(fifo.c_str(), O_WRONLY | O_CLOEXEC)};
@@ -119,7 +130,7 @@ TEST_CASE("LocalBlob::read returns exactly the requested range", "[worker][local
   const auto content = test::pattern_bytes(3 * 4096 + 123);
   dir.write("blob", content);
   LocalBackend backend(dir.path());
-  auto blob = backend.open("blob").blob;
+  auto blob = open_id(backend, "blob").blob;
   REQUIRE(blob);
   int err = -1;
   CHECK(read_blob(*blob, 0, 4096, &err) == content.substr(0, 4096));
@@ -134,7 +145,7 @@ TEST_CASE("LocalBlob::read zero-fills past the end of the blob", "[worker][local
   const auto content = test::pattern_bytes(1000);
   dir.write("blob", content);
   LocalBackend backend(dir.path());
-  auto blob = backend.open("blob").blob;
+  auto blob = open_id(backend, "blob").blob;
   REQUIRE(blob);
   int err = -1;
   const auto tail = read_blob(*blob, 900, 4096 - 900, &err);
@@ -151,7 +162,7 @@ TEST_CASE("LocalBlob::read of a blob truncated after open is EIO, not zeros", "[
   test::TempDir dir;
   const auto p = dir.write("blob", test::pattern_bytes(8192));
   LocalBackend backend(dir.path());
-  auto blob = backend.open("blob").blob;
+  auto blob = open_id(backend, "blob").blob;
   REQUIRE(blob);
   REQUIRE(blob->size() == 8192);
   std::filesystem::resize_file(p, 100);
@@ -186,17 +197,39 @@ TEST_CASE("LocalBackend without openat2 (seccomp ENOSYS) opens blobs and still r
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
       ::_exit(10);
     if (::syscall(SYS_openat2, AT_FDCWD, "/", nullptr, 0) >= 0 || errno != ENOSYS) ::_exit(11);  // the filter works
-    auto real = backend.open("real");
+    auto real = open_id(backend, "real");
     if (!real.blob || real.blob->size() != 11) ::_exit(12);
     for (auto id : {"escape", "alias"})
-      if (backend.open(id).blob) ::_exit(13);
-    if (backend.open("missing").err != ENOENT) ::_exit(14);
+      if (open_id(backend, id).blob) ::_exit(13);
+    if (open_id(backend, "missing").err != ENOENT) ::_exit(14);
     ::_exit(0);
   }
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);  // 12: the blob did not open; 13: a symlink did
+}
+
+}  // namespace ondemand::worker
+
+namespace ondemand::worker {
+
+TEST_CASE("LocalBackend: the domain does not change the path; errors carry a kind and a message",
+          "[worker][local]") {
+  test::TempDir dir;
+  dir.write("blob1", "abc");
+  LocalBackend backend(dir.path());
+  auto in_domain = open_id(backend, "blob1", "some-domain");
+  REQUIRE(in_domain.blob);
+  CHECK(in_domain.blob->size() == 3);
+  auto missing = open_id(backend, "missing", "some-domain");
+  REQUIRE(missing.error);
+  CHECK(missing.error->kind == BackendError::Kind::NOT_FOUND);
+  CHECK_THAT(missing.error->message, Catch::Contains("missing"));
+  std::filesystem::create_symlink("blob1", dir.path() / "alias");
+  auto link = open_id(backend, "alias");
+  REQUIRE(link.error);
+  CHECK(link.error->kind == BackendError::Kind::INVALID);
 }
 
 }  // namespace ondemand::worker

@@ -1,29 +1,26 @@
-// The request engine against real fds: memfds stand in for the kernel's
-// anonymous fds (the engine pwrites into them, the test preads them back),
-// pipes show when the engine closes an fd (the read end sees POLLHUP), and
-// FakeReplies records every reply so "exactly one reply per request" can be
-// counted.
-#include "common/sys.h"
+// The front-end-neutral engine on its own: fill ranges (pure), fills with
+// deadlines and resumption against memfds, liveness from fill progress, and
+// the prefetch queue's release of cancelled targets. The cachefiles front
+// end's tests (tests/unit/frontends/cachefiles) run the same engine under
+// OPEN/READ/CLOSE.
 #include "engine/engine.h"
 
-#include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
-#include <vector>
+#include <tuple>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <catch2/catch.hpp>
 
+#include "common/sys.h"
 #include "tests/unit/test_util.h"
-#include "backends/local.h"
-#include "proto/blob_id.h"
 
 namespace ondemand::worker {
 namespace {
@@ -33,210 +30,58 @@ namespace asio = boost::asio;
 
 constexpr std::uint64_t MiB = 1 << 20;
 
-// ---------------------------------------------------------------- fakes
-
-// Blocks pool threads until the test opens it.
-class Gate {
+// A blob in memory that records which offsets were read and can sleep per
+// read (a slow backend) or block until released.
+class SlowBlob final : public Blob {
  public:
-  void open() {
-    std::lock_guard lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(mu_);
-    ++waiting_;
-    cv_.wait(lock, [&] { return open_; });
-    --waiting_;
-  }
-  int waiting() const {
-    std::lock_guard lock(mu_);
-    return waiting_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-  int waiting_ = 0;
-};
-
-class FakeReplies final : public Replies {
- public:
-  explicit FakeReplies(std::thread::id loop_thread) : loop_thread_(loop_thread) {}
-
-  int copen(std::uint32_t msg_id, std::int64_t value) override {
-    std::lock_guard lock(mu_);
-    if (std::this_thread::get_id() != loop_thread_) ++off_loop_;
-    copens_.emplace_back(msg_id, value);
-    events_.push_back("copen " + std::to_string(msg_id));
-    return copen_result_;
-  }
-  int read_complete(int anon_fd, std::uint32_t msg_id) override {
-    std::lock_guard lock(mu_);
-    completes_.emplace_back(anon_fd, msg_id);
-    events_.push_back("complete " + std::to_string(msg_id));
-    return 0;
-  }
-  int restore() override {
-    std::lock_guard lock(mu_);
-    if (std::this_thread::get_id() != loop_thread_) ++off_loop_;
-    ++restores_;
-    events_.push_back("restore");
-    return 0;
-  }
-
-  std::vector<std::pair<std::uint32_t, std::int64_t>> copens() const {
-    std::lock_guard lock(mu_);
-    return copens_;
-  }
-  std::vector<std::pair<int, std::uint32_t>> completes() const {
-    std::lock_guard lock(mu_);
-    return completes_;
-  }
-  int restores() const {
-    std::lock_guard lock(mu_);
-    return restores_;
-  }
-  std::vector<std::string> events() const {
-    std::lock_guard lock(mu_);
-    return events_;
-  }
-  int off_loop_calls() const {
-    std::lock_guard lock(mu_);
-    return off_loop_;
-  }
-  void fail_copen_with(int err) {
-    std::lock_guard lock(mu_);
-    copen_result_ = err;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::thread::id loop_thread_;
-  std::vector<std::pair<std::uint32_t, std::int64_t>> copens_;
-  std::vector<std::pair<int, std::uint32_t>> completes_;
-  std::vector<std::string> events_;
-  int restores_ = 0;
-  int off_loop_ = 0;
-  int copen_result_ = 0;
-};
-
-// A blob in memory that can block (gate) or fail (fail_from: every read
-// touching offsets >= fail_from returns err).
-class FakeBlob final : public Blob {
- public:
-  explicit FakeBlob(std::string content) : content_(std::move(content)) {}
-  std::shared_ptr<Gate> gate;
-  int err = 0;
-  std::uint64_t fail_from = 0;
+  explicit SlowBlob(std::string content) : content_(std::move(content)) {}
+  std::chrono::milliseconds delay{0};
+  std::atomic<bool> hold{false};
   std::atomic<int> reads{0};
-  std::atomic<int> misaligned{0};  // buffers not page-aligned (IOCB_DIRECT needs them aligned)
 
   std::uint64_t size() const override { return content_.size(); }
-  int read(std::uint64_t off, std::span<std::byte> out) override {
-    // Page-sized reads are fills headed for the anonymous fd; smaller ones
-    // (the engine's superblock probe) never reach pwrite.
-    if (out.size() >= 4096 && reinterpret_cast<std::uintptr_t>(out.data()) % 4096 != 0)
-      misaligned.fetch_add(1);
+  std::optional<BackendError> read(std::uint64_t off, std::span<std::byte> out, Deadline) override {
     reads.fetch_add(1);
-    if (gate) gate->wait();
-    if (err && off + out.size() > fail_from) return err;
+    {
+      std::lock_guard lock(mu_);
+      offsets_.insert(off);
+    }
+    if (delay.count()) std::this_thread::sleep_for(delay);
+    while (hold.load()) std::this_thread::sleep_for(1ms);
     std::memset(out.data(), 0, out.size());
     if (off < content_.size())
-      std::memcpy(out.data(), content_.data() + off,
-                  std::min<std::uint64_t>(out.size(), content_.size() - off));
-    return 0;
+      std::memcpy(out.data(), content_.data() + off, std::min<std::uint64_t>(out.size(), content_.size() - off));
+    return std::nullopt;
+  }
+  std::set<std::uint64_t> offsets() const {
+    std::lock_guard lock(mu_);
+    return offsets_;
   }
 
  private:
   std::string content_;
+  mutable std::mutex mu_;
+  std::set<std::uint64_t> offsets_;
 };
 
-class FakeBackend final : public Backend {
+class OneBlobBackend final : public Backend {
  public:
-  std::map<std::string, std::shared_ptr<FakeBlob>, std::less<>> blobs;
-  std::shared_ptr<Gate> open_gate;
-
-  OpenedBlob open(std::string_view id) override {
-    opens_.fetch_add(1);
-    if (open_gate) open_gate->wait();
-    auto it = blobs.find(id);
-    if (it == blobs.end()) return {nullptr, ENOENT};
-    return {it->second, 0};
-  }
-  std::string describe() const override { return "fake"; }
-  int opens() const { return opens_.load(); }
+  explicit OneBlobBackend(std::shared_ptr<Blob> blob) : blob_(std::move(blob)) {}
+  OpenResult open(const proto::BlobRef&, Deadline) override { return {blob_, std::nullopt}; }
+  std::string describe() const override { return "one blob"; }
 
  private:
-  std::atomic<int> opens_{0};
+  std::shared_ptr<Blob> blob_;
 };
 
-// ---------------------------------------------------------------- harness
-
-proto::OpenRequest open_req(std::uint32_t msg_id, std::uint32_t object_id, int fd,
-                            std::string_view blob_id) {
-  const auto bytes = proto::encode_open(msg_id, object_id, fd, "erofs,test", blob_id);
-  auto parsed = proto::parse_kernel_msg(
-      {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()});
-  return std::get<proto::OpenRequest>(std::get<proto::KernelRequest>(parsed));
+std::shared_ptr<Target> memfd_target(std::shared_ptr<Blob> blob, const char* name, UniqueFd* ours = nullptr) {
+  auto t = std::make_shared<Target>();
+  t->ref = {"d", name};
+  t->blob = std::move(blob);
+  t->fd = test::make_memfd(name);
+  if (ours) ours->reset(::dup(t->fd.get()));
+  return t;
 }
-
-struct Harness {
-  asio::io_context loop;
-  asio::executor_work_guard<asio::io_context::executor_type> guard{loop.get_executor()};
-  FakeReplies replies{std::this_thread::get_id()};
-  proto::WorkerCounters counters{};
-  proto::WorkerMetrics metrics{};
-  std::unique_ptr<Engine> engine;
-  int done_callbacks = 0;
-  // Opened before the engine joins its pool, so a failed check cannot hang
-  // the test run on a blocked pool thread.
-  std::vector<std::shared_ptr<Gate>> gates;
-
-  Harness(Backend& backend, EngineOptions options = fast_options()) {
-    engine = std::make_unique<Engine>(loop, backend, replies, options, counters, metrics);
-    engine->on_request_done([this] { ++done_callbacks; });
-  }
-  ~Harness() {
-    for (auto& g : gates) g->open();
-    engine.reset();
-  }
-
-  static EngineOptions fast_options() {
-    EngineOptions o;
-    o.max_inflight = 8;
-    o.io_threads = 2;
-    o.fill_window = 8192;
-    o.restore_spacing = 50ms;
-    return o;
-  }
-
-  void open(std::uint32_t msg_id, std::uint32_t object_id, UniqueFd fd, std::string_view blob_id) {
-    const int raw = fd.get();
-    engine->handle(open_req(msg_id, object_id, raw, blob_id), std::move(fd));
-  }
-  void read(std::uint32_t msg_id, std::uint32_t object_id, std::uint64_t off, std::uint64_t len) {
-    engine->handle(proto::ReadRequest{msg_id, object_id, off, len}, UniqueFd{});
-  }
-  void close(std::uint32_t msg_id, std::uint32_t object_id) {
-    engine->handle(proto::CloseRequest{msg_id, object_id}, UniqueFd{});
-  }
-
-  // Runs the loop until `pred` holds (bounded).
-  bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-      if (std::chrono::steady_clock::now() >= deadline) return pred();
-      loop.run_for(2ms);
-    }
-    return true;
-  }
-  // Runs the loop for a while, to give a wrong extra reply time to show up.
-  void settle(std::chrono::milliseconds d = 30ms) { loop.run_for(d); }
-
-  bool idle() { return engine->inflight() == 0; }
-};
 
 std::string pread_all(int fd, std::uint64_t off, std::size_t len) {
   std::string out(len, '\0');
@@ -246,25 +91,19 @@ std::string pread_all(int fd, std::uint64_t off, std::size_t len) {
   return out;
 }
 
-std::uint64_t file_size(int fd) {
-  struct stat st{};
-  REQUIRE(::fstat(fd, &st) == 0);
-  return static_cast<std::uint64_t>(st.st_size);
-}
-
-// A memfd handed to the engine as an anonymous fd, plus our own dup of it to
-// read back what the engine wrote.
-struct AnonMemfd {
-  UniqueFd engine_end;
-  UniqueFd ours;
-  int number;
-  std::string target;  // /proc/self/fd/<number> while it is open
-  explicit AnonMemfd(const char* name) : engine_end(test::make_memfd(name)) {
-    ours.reset(::dup(engine_end.get()));
-    number = engine_end.get();
-    target = test::fd_target(number);
+struct Loop {
+  asio::io_context loop;
+  asio::executor_work_guard<asio::io_context::executor_type> guard{loop.get_executor()};
+  proto::WorkerCounters counters{};
+  proto::WorkerMetrics metrics{};
+  bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() >= deadline) return pred();
+      loop.run_for(2ms);
+    }
+    return true;
   }
-  bool engine_end_open() const { return test::fd_target(number) == target; }
 };
 
 }  // namespace
@@ -370,717 +209,197 @@ TEST_CASE("fill_range: random requests always give a page-aligned superset of th
   }
 }
 
-// ---------------------------------------------------------------- OPEN
+// ---------------------------------------------------------------- fills
 
-TEST_CASE("Engine: OPEN of an existing blob gets exactly one copen with its size", "[worker][engine]") {
-  test::TempDir dir;
-  dir.write("blob1", test::pattern_bytes(12345));
-  LocalBackend backend(dir.path());
-  Harness h(backend);
-  auto fd = test::make_memfd("open");
-  h.open(1, 10, std::move(fd), "blob1");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.settle();
-  REQUIRE(h.replies.copens().size() == 1);
-  CHECK(h.replies.copens()[0] == std::pair<std::uint32_t, std::int64_t>{1, 12345});
-  CHECK(h.engine->objects() == 1);
-  CHECK(h.replies.completes().empty());
-  CHECK(h.replies.restores() == 0);
-  CHECK(h.counters.opens.load() == 1);
-  CHECK(h.counters.open_refused.load() == 0);
-  CHECK(h.idle());
-  CHECK(h.done_callbacks == 1);
-  CHECK(h.replies.off_loop_calls() == 0);
+TEST_CASE("Engine: a fill whose deadline passes fails with TIMEOUT, once, after the chunks that landed",
+          "[worker][engine][deadline]") {
+  Loop l;
+  const auto content = test::pattern_bytes(8 * MiB, 3);
+  auto blob = std::make_shared<SlowBlob>(content);
+  blob->delay = 60ms;  // per 1 MiB chunk: 8 chunks take ~480 ms
+  OneBlobBackend backend(blob);
+  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2}, l.counters, l.metrics);
+  UniqueFd ours;
+  auto target = memfd_target(blob, "deadline", &ours);
+  std::atomic<int> completions{0};
+  FillResult seen;
+  const auto started = std::chrono::steady_clock::now();
+  engine.fill(FillRequest{target, FillPlan{{0, 8 * MiB}}, started + 150ms, {}}, [&](const FillResult& r) {
+    seen = r;
+    completions.fetch_add(1);
+  });
+  REQUIRE(l.run_until([&] { return completions.load() == 1 && engine.inflight() == 0; }));
+  l.loop.run_for(100ms);
+  CHECK(completions.load() == 1);
+  const auto took = std::chrono::steady_clock::now() - started;
+  CHECK(took < 400ms);  // well before the 8 chunks would have ended
+  REQUIRE(seen.error);
+  CHECK(seen.error->kind == BackendError::Kind::TIMEOUT);
+  CHECK(seen.error->err == ETIMEDOUT);
+  CHECK(seen.done > 0);
+  CHECK(seen.done < 8 * MiB);
+  CHECK(seen.done % MiB == 0);
+  CHECK(pread_all(ours.get(), 0, seen.done) == content.substr(0, seen.done));
+  CHECK(l.counters.bytes_written.load() == seen.done);
 }
 
-TEST_CASE("Engine: OPEN of a missing blob gets exactly one copen -ENOENT and its fd is closed",
-          "[worker][engine]") {
-  test::TempDir dir;
-  LocalBackend backend(dir.path());
-  Harness h(backend);
-  auto pipe = test::make_pipe();
-  h.open(2, 11, std::move(pipe.write), "absent");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.settle();
-  REQUIRE(h.replies.copens().size() == 1);
-  CHECK(h.replies.copens()[0] == std::pair<std::uint32_t, std::int64_t>{2, -ENOENT});
-  CHECK(test::pipe_writer_closed(pipe.read.get(), 1000));
-  CHECK(h.engine->objects() == 0);
-  CHECK(h.counters.open_refused.load() == 1);
-  CHECK(h.idle());
+TEST_CASE("Engine: a stall timeout lets a fill that keeps landing chunks run past its first deadline",
+          "[worker][engine][deadline]") {
+  Loop l;
+  const auto content = test::pattern_bytes(6 * MiB, 4);
+  auto blob = std::make_shared<SlowBlob>(content);
+  blob->delay = 40ms;  // ~240 ms in all, each chunk well inside 150 ms
+  OneBlobBackend backend(blob);
+  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
+  UniqueFd ours;
+  auto target = memfd_target(blob, "stall", &ours);
+  std::optional<FillResult> seen;
+  std::atomic<bool> completed{false};  // the completion runs on the pool thread
+  engine.fill(FillRequest{target, FillPlan{{0, 6 * MiB}, false, 150ms}, std::chrono::steady_clock::now() + 150ms, {}},
+              [&](const FillResult& r) {
+                seen = r;
+                completed = true;
+              });
+  REQUIRE(l.run_until([&] { return completed.load() && engine.inflight() == 0; }));
+  REQUIRE(seen);
+  CHECK(seen->ok());
+  CHECK(seen->done == 6 * MiB);
+  CHECK(pread_all(ours.get(), 0, content.size()) == content);
 }
 
-TEST_CASE("Engine: OPEN with a hostile blob id gets copen -EINVAL, never reaches the backend, and closes its fd",
-          "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["x"] = std::make_shared<FakeBlob>("secret");
-  Harness h(backend);
-  const std::string hostile[] = {"../etc/passwd", "/etc/passwd", "..", ".", "", "a/b",
-                                 std::string("x\0", 2), std::string(256, 'a'), "x y"};
-  std::uint32_t msg = 100;
-  for (const auto& id : hostile) {
-    INFO("id: " << escape_id(id));
-    auto pipe = test::make_pipe();
-    const auto before = h.replies.copens().size();
-    h.open(msg, msg, std::move(pipe.write), id);
-    // Refused synchronously: no pool round trip needed.
-    CHECK(test::pipe_writer_closed(pipe.read.get(), 1000));
-    h.settle(5ms);
-    REQUIRE(h.replies.copens().size() == before + 1);
-    CHECK(h.replies.copens().back() == std::pair<std::uint32_t, std::int64_t>{msg, -EINVAL});
-    ++msg;
-  }
-  CHECK(backend.opens() == 0);
-  CHECK(h.engine->objects() == 0);
-  CHECK(h.counters.open_refused.load() == std::size(hostile));
-  CHECK(h.idle());
-}
-
-TEST_CASE("Engine: when copen itself fails the object is dropped and its fd closed", "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>("data");
-  Harness h(backend);
-  h.replies.fail_copen_with(ENOENT);  // e.g. the kernel already dropped the request
-  auto pipe = test::make_pipe();
-  h.open(3, 12, std::move(pipe.write), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  CHECK(h.engine->objects() == 0);
-  CHECK(test::pipe_writer_closed(pipe.read.get(), 1000));
-  CHECK(h.idle());
-}
-
-TEST_CASE("Engine: a second OPEN for a live object id replaces it and closes the old fd", "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>("data");
-  Harness h(backend);
-  auto pipe = test::make_pipe();
-  h.open(1, 7, std::move(pipe.write), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  CHECK_FALSE(test::pipe_writer_closed(pipe.read.get()));
-  h.open(2, 7, test::make_memfd("second"), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 2; }));
-  CHECK(h.engine->objects() == 1);
-  CHECK(test::pipe_writer_closed(pipe.read.get(), 1000));
-}
-
-// ---------------------------------------------------------------- READ
-
-TEST_CASE("Engine: READ writes the fill window at the right offsets and completes once",
-          "[worker][engine]") {
-  test::TempDir dir;
-  const auto content = test::pattern_bytes(3 * 4096 + 100);  // 12388 bytes
-  dir.write("blob", content);
-  LocalBackend backend(dir.path());
-  Harness h(backend);  // fill_window 8192
-  AnonMemfd anon("read-offsets");
-  h.open(1, 20, std::move(anon.engine_end), "blob");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  REQUIRE(h.replies.copens()[0].second == 12388);
-
-  h.read(2, 20, 4096, 100);  // window [0, 8192)
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  CHECK(h.replies.completes()[0] == std::pair<int, std::uint32_t>{anon.number, 2});
-  CHECK(file_size(anon.ours.get()) == 8192);  // nothing beyond the window
-  CHECK(pread_all(anon.ours.get(), 0, 8192) == content.substr(0, 8192));
-
-  h.read(3, 20, 12300, 88);  // tail window [8192, 16384), clipped to the page after EOF
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 2 && h.idle(); }));
-  h.settle();
-  REQUIRE(h.replies.completes().size() == 2);
-  CHECK(h.replies.completes()[1] == std::pair<int, std::uint32_t>{anon.number, 3});
-  CHECK(file_size(anon.ours.get()) == 16384);
-  CHECK(pread_all(anon.ours.get(), 8192, 12388 - 8192) == content.substr(8192));
-  CHECK(pread_all(anon.ours.get(), 12388, 16384 - 12388) == std::string(16384 - 12388, '\0'));
-
-  CHECK(h.counters.reads.load() == 2);
-  CHECK(h.counters.read_failed.load() == 0);
-  CHECK(h.counters.bytes_written.load() == 16384);
-  CHECK(h.replies.copens().size() == 1);
-  CHECK(h.replies.restores() == 0);
-}
-
-TEST_CASE("Engine: a fill larger than one chunk lands intact", "[worker][engine]") {
-  test::TempDir dir;
-  const auto content = test::pattern_bytes(2 * MiB + MiB / 2 + 7, 3);
-  dir.write("big", content);
-  LocalBackend backend(dir.path());
-  auto options = Harness::fast_options();
-  options.fill_window = 4 * MiB;
-  Harness h(backend, options);
-  AnonMemfd anon("big");
-  h.open(1, 21, std::move(anon.engine_end), "big");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.read(2, 21, 2 * MiB, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  const std::uint64_t rounded = (content.size() + 4095) / 4096 * 4096;
-  CHECK(file_size(anon.ours.get()) == rounded);
-  CHECK(pread_all(anon.ours.get(), 0, content.size()) == content);
-  CHECK(h.counters.bytes_written.load() == rounded);
-}
-
-TEST_CASE("Engine: READ past the end of the blob completes once without writing", "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>(test::pattern_bytes(5000));
-  Harness h(backend);
-  AnonMemfd anon("past-eof");
-  h.open(1, 22, std::move(anon.engine_end), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.read(2, 22, 1 << 30, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  h.settle();
-  CHECK(h.replies.completes().size() == 1);
-  CHECK(file_size(anon.ours.get()) == 0);
-  CHECK(h.counters.read_failed.load() == 0);
-}
-
-TEST_CASE("Engine: READ whose backend read fails still completes exactly once and counts read_failed",
-          "[worker][engine]") {
-  FakeBackend backend;
-  auto blob = std::make_shared<FakeBlob>(test::pattern_bytes(20000));
-  blob->err = EIO;
-  backend.blobs["b"] = blob;
-  Harness h(backend);
-  AnonMemfd anon("eio");
-  h.open(1, 23, std::move(anon.engine_end), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.read(2, 23, 0, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  h.settle();
-  REQUIRE(h.replies.completes().size() == 1);
-  CHECK(h.replies.completes()[0] == std::pair<int, std::uint32_t>{anon.number, 2});
-  CHECK(h.counters.read_failed.load() == 1);
-  CHECK(h.counters.bytes_written.load() == 0);
-  CHECK(h.done_callbacks == 2);
-}
-
-TEST_CASE("Engine: a backend failure beyond the requested bytes does not fail the READ",
-          "[worker][engine]") {
-  FakeBackend backend;
-  const auto content = test::pattern_bytes(3 * MiB, 5);
-  auto blob = std::make_shared<FakeBlob>(content);
-  blob->err = EIO;
-  blob->fail_from = MiB;  // the first 1 MiB chunk reads, the next ones fail
-  backend.blobs["b"] = blob;
-  auto options = Harness::fast_options();
-  options.fill_window = 4 * MiB;
-  Harness h(backend, options);
-  AnonMemfd anon("partial");
-  h.open(1, 24, std::move(anon.engine_end), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-
-  h.read(2, 24, 4096, 4096);  // inside the chunk that was written
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  CHECK(h.counters.read_failed.load() == 0);
-  CHECK(pread_all(anon.ours.get(), 4096, 4096) == content.substr(4096, 4096));
-
-  h.read(3, 24, 2 * MiB, 4096);  // inside a chunk that failed
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 2 && h.idle(); }));
-  CHECK(h.counters.read_failed.load() == 1);
-  CHECK(h.replies.completes()[1].second == 3);
-}
-
-TEST_CASE("Engine: READ whose pwrite fails still completes exactly once and counts read_failed",
-          "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>(test::pattern_bytes(9000));
-  Harness h(backend);
-  auto pipe = test::make_pipe();  // pwrite on a pipe fails with ESPIPE
-  const int number = pipe.write.get();
-  h.open(1, 25, std::move(pipe.write), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.read(2, 25, 0, 100);
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  h.settle();
-  CHECK(h.replies.completes().size() == 1);
-  CHECK(h.replies.completes()[0] == std::pair<int, std::uint32_t>{number, 2});
-  CHECK(h.counters.read_failed.load() == 1);
-}
-
-TEST_CASE("Engine: READ fills from page-aligned buffers, as the anonymous fd's direct write requires",
-          "[worker][engine]") {
-  FakeBackend backend;
-  auto blob = std::make_shared<FakeBlob>(test::pattern_bytes(3 * MiB, 13));
-  backend.blobs["b"] = blob;
-  auto options = Harness::fast_options();
-  options.fill_window = 4 * MiB;
-  options.io_threads = 3;
-  Harness h(backend, options);
-  AnonMemfd anon("aligned");
-  h.open(1, 26, std::move(anon.engine_end), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  for (std::uint32_t i = 0; i < 6; ++i) h.read(10 + i, 26, i * 4096, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 6 && h.idle(); }));
-  CHECK(blob->reads.load() >= 6 * 3);  // 3 MiB in 1 MiB chunks per READ
-  CHECK(blob->misaligned.load() == 0);
-}
-
-// An EROFS superblock at 1024 with the given feature_incompat bits.
-std::string erofs_image(std::size_t size, std::uint32_t feature_incompat, unsigned seed) {
-  auto bytes = test::pattern_bytes(size, seed);
-  auto put_le32 = [&](std::size_t at, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  };
-  put_le32(1024, 0xE0F5E1E2);      // EROFS_SUPER_MAGIC_V1
-  put_le32(1024 + 80, feature_incompat);
-  return bytes;
-}
-
-TEST_CASE("Engine: a compressed EROFS image is filled whole at its first READ, other blobs by window",
-          "[worker][engine]") {
-  const std::size_t size = 5 * 8192 + 100;
-  const std::uint64_t rounded = (size + 4095) / 4096 * 4096;
-  struct Case {
-    const char* what;
-    std::string content;
-    std::uint64_t expect_filled;
-  };
-  const Case cases[] = {
-      {"lz4 (ZERO_PADDING)", erofs_image(size, 0x1, 21), rounded},
-      {"COMPR_CFGS", erofs_image(size, 0x2, 22), rounded},
-      {"uncompressed EROFS", erofs_image(size, 0x0, 23), 8192},
-      {"other feature bits only", erofs_image(size, 0x4, 24), 8192},
-      {"not EROFS", test::pattern_bytes(size, 25), 8192},
-  };
-  for (const auto& c : cases) {
-    INFO(c.what);
-    FakeBackend backend;
-    backend.blobs["img"] = std::make_shared<FakeBlob>(c.content);
-    Harness h(backend);  // fill_window 8192
-    AnonMemfd anon("whole");
-    h.open(1, 27, std::move(anon.engine_end), "img");
-    REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-    h.read(2, 27, 0, 4096);
-    REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-    CHECK(file_size(anon.ours.get()) == c.expect_filled);
-    CHECK(pread_all(anon.ours.get(), 0, c.expect_filled) ==
-          (c.content + std::string(rounded - size, '\0')).substr(0, c.expect_filled));
-    CHECK(h.replies.completes().size() == 1);
-  }
-}
-
-// ---------------------------------------------------------------- upgrade handover
-
-TEST_CASE("Engine: export_objects hands over every object with its fd and empties the table",
-          "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["a"] = std::make_shared<FakeBlob>("aaaa");
-  backend.blobs["b"] = std::make_shared<FakeBlob>("bbbb");
-  Harness h(backend);
-  auto pipe = test::make_pipe();
-  const int pipe_number = pipe.write.get();
-  h.open(1, 31, std::move(pipe.write), "a");
-  h.open(2, 32, test::make_memfd("export"), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 2 && h.idle(); }));
-  auto exported = h.engine->export_objects();
-  CHECK(h.engine->objects() == 0);
-  REQUIRE(exported.size() == 2);
-  std::map<std::uint32_t, std::shared_ptr<Object>> by_id;
-  for (auto& o : exported) by_id[o->object_id] = o;
-  REQUIRE(by_id.count(31) == 1);
-  REQUIRE(by_id.count(32) == 1);
-  CHECK(by_id[31]->blob_id == "a");
-  CHECK(by_id[31]->anon_fd.get() == pipe_number);
-  CHECK(by_id[32]->blob_id == "b");
-  CHECK_FALSE(test::pipe_writer_closed(pipe.read.get()));  // handed over, not closed
-  by_id.clear();
-  exported.clear();
-  CHECK(test::pipe_writer_closed(pipe.read.get()));
-  // A READ for an exported object is now unknown here.
-  h.read(3, 31, 0, 4096);
-  CHECK(h.counters.unknown_object.load() == 1);
-}
-
-TEST_CASE("Engine: import_object serves an object received in a handover", "[worker][engine]") {
-  test::TempDir dir;
-  const auto content = test::pattern_bytes(8192, 31);
-  dir.write("blob", content);
-  LocalBackend backend(dir.path());
-  Harness h(backend);
-  AnonMemfd anon("imported");
-  REQUIRE(h.engine->import_object(41, "blob", std::move(anon.engine_end)));
-  CHECK(h.engine->objects() == 1);
-  h.read(1, 41, 0, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  CHECK(h.replies.completes()[0] == std::pair<int, std::uint32_t>{anon.number, 1});
-  CHECK(pread_all(anon.ours.get(), 0, 8192) == content);
-  CHECK(h.replies.copens().empty());  // nothing is reopened
-  CHECK(h.replies.restores() == 0);
-}
-
-TEST_CASE("Engine: import_object refuses a hostile or missing blob and closes the fd", "[worker][engine]") {
-  test::TempDir dir;
-  LocalBackend backend(dir.path());
-  Harness h(backend);
-  for (std::string id : {std::string("../etc/passwd"), std::string("missing"), std::string()}) {
-    INFO("id: " << escape_id(id));
-    auto pipe = test::make_pipe();
-    CHECK_FALSE(h.engine->import_object(42, id, std::move(pipe.write)));
-    CHECK(test::pipe_writer_closed(pipe.read.get()));
-    CHECK(h.engine->objects() == 0);
-  }
-}
-
-// ---------------------------------------------------------------- unknown objects and restore
-
-TEST_CASE("Engine: READ for an unknown object gets no completion and exactly one restore",
-          "[worker][engine]") {
-  FakeBackend backend;
-  Harness h(backend);
-  h.read(5, 999, 0, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.restores() == 1; }));
-  h.settle(150ms);  // longer than restore_spacing: no second restore may follow
-  CHECK(h.replies.restores() == 1);
-  CHECK(h.replies.completes().empty());
-  CHECK(h.replies.copens().empty());
-  CHECK(h.counters.unknown_object.load() == 1);
-  CHECK(h.counters.restores_repair.load() == 1);
-  CHECK(h.counters.restores.load() == 0);  // start-time restores are the worker's, not ours
-  CHECK(h.idle());
-  CHECK(h.replies.off_loop_calls() == 0);
-}
-
-TEST_CASE("Engine: restores asked for in a burst are spaced by restore_spacing and coalesced",
-          "[worker][engine]") {
-  FakeBackend backend;
-  Harness h(backend);  // restore_spacing 50ms
-  const auto start = std::chrono::steady_clock::now();
-  h.read(1, 900, 0, 4096);
-  CHECK(h.replies.restores() == 1);  // the first one is immediate
-  h.read(2, 901, 0, 4096);
-  h.read(3, 902, 0, 4096);
-  h.read(4, 903, 0, 4096);
-  CHECK(h.replies.restores() == 1);
-  REQUIRE(h.run_until([&] { return h.replies.restores() == 2; }));
-  CHECK(std::chrono::steady_clock::now() - start >= 45ms);
-  h.settle(150ms);
-  CHECK(h.replies.restores() == 2);  // one restore re-queues all of them
-  CHECK(h.counters.unknown_object.load() == 4);
-}
-
-TEST_CASE("Engine: once a restore is written, later OPENs and timers write no more of them",
-          "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>("data");
-  Harness h(backend);
-  h.read(1, 500, 0, 4096);
-  REQUIRE(h.replies.restores() == 1);
-  // An OPEN finishing inside and then after restore_spacing re-checks for a
-  // wanted restore: none is wanted any more.
-  h.open(2, 501, test::make_memfd("after-restore-1"), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.settle(100ms);
-  h.open(3, 502, test::make_memfd("after-restore-2"), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 2; }));
-  h.settle(100ms);
-  CHECK(h.replies.restores() == 1);
-  CHECK(h.counters.restores_repair.load() == 1);
-}
-
-TEST_CASE("Engine: no restore while an OPEN is between read() and copen; it follows the copen",
-          "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>("data");
-  backend.open_gate = std::make_shared<Gate>();
-  Harness h(backend);
-  h.gates.push_back(backend.open_gate);
-
-  h.open(1, 30, test::make_memfd("pending"), "b");
-  REQUIRE(test::eventually([&] { return backend.open_gate->waiting() == 1; }));
-  h.read(2, 31, 0, 4096);  // unknown object while the OPEN is pending
-  h.settle(150ms);         // well past restore_spacing
-  CHECK(h.replies.restores() == 0);
-  CHECK(h.replies.copens().empty());
-  CHECK(h.counters.unknown_object.load() == 1);
-
-  backend.open_gate->open();
-  REQUIRE(h.run_until([&] { return h.replies.restores() == 1; }));
-  h.settle(150ms);
-  CHECK(h.replies.restores() == 1);
-  const auto events = h.replies.events();
-  REQUIRE(events.size() == 2);
-  CHECK(events[0] == "copen 1");
-  CHECK(events[1] == "restore");
-}
-
-TEST_CASE("Engine: a refused OPEN also releases a restore held back for it", "[worker][engine]") {
-  FakeBackend backend;  // no blobs: every OPEN is ENOENT
-  backend.open_gate = std::make_shared<Gate>();
-  Harness h(backend);
-  h.gates.push_back(backend.open_gate);
-  h.open(1, 40, test::make_memfd("refused"), "missing");
-  REQUIRE(test::eventually([&] { return backend.open_gate->waiting() == 1; }));
-  h.read(2, 41, 0, 4096);
-  h.settle(100ms);
-  CHECK(h.replies.restores() == 0);
-  backend.open_gate->open();
-  REQUIRE(h.run_until([&] { return h.replies.restores() == 1; }));
-  const auto events = h.replies.events();
-  REQUIRE(events.size() == 2);
-  CHECK(events[0] == "copen 1");
-  CHECK(events[1] == "restore");
-  CHECK(h.replies.copens()[0].second == -ENOENT);
-}
-
-// ---------------------------------------------------------------- CLOSE
-
-TEST_CASE("Engine: CLOSE while a READ is in flight keeps the fd open until the READ has written and completed",
-          "[worker][engine]") {
-  FakeBackend backend;
-  const auto content = test::pattern_bytes(8192, 9);
-  auto blob = std::make_shared<FakeBlob>(content);
-  blob->gate = std::make_shared<Gate>();
-  backend.blobs["b"] = blob;
-  Harness h(backend);
-  h.gates.push_back(blob->gate);
-  AnonMemfd anon("inflight-close");
-  h.open(1, 50, std::move(anon.engine_end), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-
-  h.read(2, 50, 0, 4096);
-  REQUIRE(test::eventually([&] { return blob->gate->waiting() == 1; }));
-  h.close(3, 50);
-  CHECK(h.engine->objects() == 0);
-  h.settle(50ms);
-  CHECK(anon.engine_end_open());  // the READ still holds it
-  CHECK(h.replies.completes().empty());
-
-  blob->gate->open();
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  CHECK(h.replies.completes()[0] == std::pair<int, std::uint32_t>{anon.number, 2});
-  CHECK(pread_all(anon.ours.get(), 0, 8192) == content);  // written after the CLOSE, into the live fd
-  CHECK(h.counters.read_failed.load() == 0);
-  CHECK(h.run_until([&] { return !anon.engine_end_open(); }));
-}
-
-TEST_CASE("Engine: CLOSE closes the fd at once when nothing is in flight, and a duplicate CLOSE is harmless",
-          "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>("data");
-  Harness h(backend);
-  auto pipe = test::make_pipe();
-  h.open(1, 60, std::move(pipe.write), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  REQUIRE(h.engine->objects() == 1);
-  CHECK_FALSE(test::pipe_writer_closed(pipe.read.get()));
-
-  h.close(2, 60);
-  CHECK(test::pipe_writer_closed(pipe.read.get()));
-  CHECK(h.engine->objects() == 0);
-  h.close(3, 60);
-  h.close(4, 12345);  // never opened
-  h.settle();
-  CHECK(h.engine->objects() == 0);
-  CHECK(h.counters.closes.load() == 3);
-  CHECK(h.replies.copens().size() == 1);
-  CHECK(h.replies.completes().empty());
-  CHECK(h.replies.restores() == 0);
-  CHECK(h.idle());
-
-  // A READ after the CLOSE is for an unknown object: restore, not a completion.
-  h.read(5, 60, 0, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.restores() == 1; }));
-  CHECK(h.replies.completes().empty());
-}
-
-// ---------------------------------------------------------------- capacity
-
-TEST_CASE("Engine: has_capacity() is false at max_inflight and true again as requests finish",
-          "[worker][engine]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>(test::pattern_bytes(4096));
-  backend.open_gate = std::make_shared<Gate>();
-  auto options = Harness::fast_options();
-  options.max_inflight = 2;
-  Harness h(backend, options);
-  h.gates.push_back(backend.open_gate);
-
-  CHECK(h.engine->has_capacity());
-  CHECK(h.engine->oldest_request_ns() == 0);
-  const auto before = sys::monotonic_ns();
-  h.open(1, 70, test::make_memfd("cap1"), "b");
-  CHECK(h.engine->has_capacity());
-  CHECK(h.engine->inflight() == 1);
-  h.open(2, 71, test::make_memfd("cap2"), "b");
-  CHECK_FALSE(h.engine->has_capacity());
-  CHECK(h.engine->inflight() == 2);
-  CHECK(h.counters.inflight.load() == 2);
-  CHECK(h.engine->oldest_request_ns() >= before);
-  CHECK(h.engine->oldest_request_ns() <= sys::monotonic_ns());
-
-  h.settle(20ms);
-  CHECK_FALSE(h.engine->has_capacity());  // still blocked in the backend
-
-  backend.open_gate->open();
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 2; }));
-  CHECK(h.engine->has_capacity());
-  CHECK(h.engine->inflight() == 0);
-  CHECK(h.counters.inflight.load() == 0);
-  CHECK(h.engine->oldest_request_ns() == 0);
-  CHECK(h.done_callbacks == 2);
-  CHECK(h.counters.first_reply_ns.load() >= before);
-}
-
-TEST_CASE("Engine: in-flight READs count against max_inflight too", "[worker][engine]") {
-  FakeBackend backend;
-  auto blob = std::make_shared<FakeBlob>(test::pattern_bytes(8192));
-  backend.blobs["b"] = blob;
-  auto options = Harness::fast_options();
-  options.max_inflight = 1;
-  Harness h(backend, options);
-  h.open(1, 80, test::make_memfd("rcap"), "b");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1 && h.idle(); }));
-  CHECK(h.engine->has_capacity());
-  blob->gate = std::make_shared<Gate>();
-  h.gates.push_back(blob->gate);
-  h.read(2, 80, 0, 4096);
-  CHECK_FALSE(h.engine->has_capacity());
-  blob->gate->open();
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
-  CHECK(h.engine->has_capacity());
-}
-
-TEST_CASE("Engine: many concurrent READs each complete exactly once", "[worker][engine]") {
-  test::TempDir dir;
-  const auto content = test::pattern_bytes(64 * 4096 + 17, 11);
-  dir.write("blob", content);
-  LocalBackend backend(dir.path());
-  auto options = Harness::fast_options();
-  options.fill_window = 4096;
-  options.io_threads = 4;
-  options.max_inflight = 1000;
-  Harness h(backend, options);
-  AnonMemfd anon("many");
-  h.open(1, 90, std::move(anon.engine_end), "blob");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  const std::uint32_t n = 65;
-  for (std::uint32_t i = 0; i < n; ++i) h.read(100 + i, 90, i * 4096, 4096);
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == n && h.idle(); }));
-  h.settle();
-  auto completes = h.replies.completes();
-  REQUIRE(completes.size() == n);
-  std::vector<std::uint32_t> ids;
-  for (auto [fd, id] : completes) {
-    CHECK(fd == anon.number);
-    ids.push_back(id);
-  }
-  std::sort(ids.begin(), ids.end());
-  for (std::uint32_t i = 0; i < n; ++i) CHECK(ids[i] == 100 + i);
-  CHECK(pread_all(anon.ours.get(), 0, content.size()) == content);
-  CHECK(h.done_callbacks == static_cast<int>(n + 1));
-}
-
-}  // namespace ondemand::worker
-
-namespace ondemand::worker {
-
-TEST_CASE("Engine: prefetch writes the whole blob after OPEN without any READ", "[worker][engine][prefetch]") {
-  test::TempDir dir;
-  const auto content = test::pattern_bytes(5 * 8192 + 300);  // several windows and a tail
-  dir.write("blob", content);
-  LocalBackend backend(dir.path());
-  auto options = Harness::fast_options();  // fill_window 8192
-  options.prefetch = true;
-  Harness h(backend, options);
-  AnonMemfd anon("prefetch");
-  h.open(1, 30, std::move(anon.engine_end), "blob");
+TEST_CASE("Engine: a resumed fill copies only the holes of its target and leaves it complete",
+          "[worker][engine][resume]") {
+  const auto content = test::pattern_bytes(6 * MiB + 5000, 7);
+  auto blob = std::make_shared<SlowBlob>(content);
+  UniqueFd ours;
+  auto target = memfd_target(blob, "resume", &ours);
+  // What a killed predecessor left: MiB 0-2 and MiB 4 written, the rest holes.
+  REQUIRE(::pwrite(ours.get(), content.data(), 2 * MiB, 0) == static_cast<ssize_t>(2 * MiB));
+  REQUIRE(::pwrite(ours.get(), content.data() + 4 * MiB, MiB, 4 * MiB) == static_cast<ssize_t>(MiB));
   const std::uint64_t whole = (content.size() + 4095) / 4096 * 4096;
-  REQUIRE(h.run_until([&] { return h.counters.prefetched_bytes.load() == whole; }));
-  CHECK(pread_all(anon.ours.get(), 0, content.size()) == content);
-  CHECK(h.replies.completes().empty());  // no READ was needed, none answered
-  CHECK(h.replies.copens().size() == 1);
+  const auto r = run_fill(*target, FillPlan{{0, whole}, /*resume=*/true, {}}, NO_DEADLINE);
+  CHECK(r.ok());
+  CHECK(r.done == whole);
+  CHECK(r.written == whole - 3 * MiB);
+  CHECK(blob->offsets() == std::set<std::uint64_t>{2 * MiB, 3 * MiB, 5 * MiB, 6 * MiB});
+  CHECK(pread_all(ours.get(), 0, content.size()) == content);
+
+  // Complete already: nothing is read at all.
+  const auto again = run_fill(*target, FillPlan{{0, whole}, true, {}}, NO_DEADLINE);
+  CHECK(again.ok());
+  CHECK(again.written == 0);
+  CHECK(blob->reads.load() == 4);
 }
 
-TEST_CASE("Engine: without prefetch nothing is written before a READ asks", "[worker][engine][prefetch]") {
-  test::TempDir dir;
-  dir.write("blob", test::pattern_bytes(4 * 8192));
-  LocalBackend backend(dir.path());
-  Harness h(backend);
-  AnonMemfd anon("no-prefetch");
-  h.open(1, 31, std::move(anon.engine_end), "blob");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
-  h.settle(100ms);
-  CHECK(file_size(anon.ours.get()) == 0);
-  CHECK(h.counters.prefetched_bytes.load() == 0);
+TEST_CASE("Engine: resuming into an fd that cannot seek copies the whole range", "[worker][engine][resume]") {
+  auto blob = std::make_shared<SlowBlob>(test::pattern_bytes(3 * 4096));
+  Target target;
+  target.blob = blob;
+  auto pipe = test::make_pipe();
+  target.fd = std::move(pipe.write);
+  const auto r = run_fill(target, FillPlan{{0, 3 * 4096}, true, {}}, NO_DEADLINE);
+  CHECK(blob->reads.load() == 1);  // tried to copy it all; a pipe refuses pwrite
+  CHECK(r.write_err == ESPIPE);
 }
 
-TEST_CASE("Engine: prefetch stops when the object is closed", "[worker][engine][prefetch]") {
-  FakeBackend backend;
-  auto blob = std::make_shared<FakeBlob>(test::pattern_bytes(64 * 8192));
-  blob->gate = std::make_shared<Gate>();  // holds the first chunk until we close
-  backend.blobs["blob"] = blob;
-  auto options = Harness::fast_options();  // one chunk = fill_window = 8192
-  options.prefetch = true;
-  Harness h(backend, options);
-  h.gates.push_back(blob->gate);
-  AnonMemfd anon("prefetch-close");
-  h.open(1, 32, std::move(anon.engine_end), "blob");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1 && blob->gate->waiting() == 1; }));
-  h.close(2, 32);
-  blob->gate->open();
-  // The chunk in flight finishes, then nothing more: the fd is released.
-  REQUIRE(h.run_until([&] { return !anon.engine_end_open(); }));
-  h.settle(50ms);
-  CHECK(h.counters.prefetched_bytes.load() == 8192);
-  CHECK(blob->reads.load() == 1);
+TEST_CASE("Engine: resuming into a file whose every seek answers 0 (/dev/null) copies it all and ends",
+          "[worker][engine][resume]") {
+  auto blob = std::make_shared<SlowBlob>(test::pattern_bytes(3 * MiB));
+  Target target;
+  target.blob = blob;
+  target.fd.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  REQUIRE(target.fd);
+  const auto r = run_fill(target, FillPlan{{0, 3 * MiB}, true, {}}, std::chrono::steady_clock::now() + 5s);
+  CHECK(r.ok());
+  CHECK(r.written == 3 * MiB);
+  CHECK(blob->reads.load() == 3);
 }
 
-// ---------------------------------------------------------------- metrics
-
-std::uint64_t latency_count(const proto::WorkerMetrics& m) {
-  std::uint64_t n = 0;
-  for (const auto& b : m.read_latency.buckets) n += b.load();
-  return n;
-}
-std::uint64_t backend_errors(const proto::WorkerMetrics& m, proto::BackendErrorKind kind) {
-  return m.backend_errors[static_cast<std::size_t>(kind)].load();
-}
-
-TEST_CASE("Engine metrics: OPEN results, by kind", "[worker][engine][metrics]") {
-  FakeBackend backend;
-  backend.blobs["b"] = std::make_shared<FakeBlob>("data");
-  Harness h(backend);
-  AnonMemfd anon("metrics-open");
-  h.open(1, 40, std::move(anon.engine_end), "b");
-  auto missing = test::make_pipe();
-  h.open(2, 41, std::move(missing.write), "absent");
-  auto hostile = test::make_pipe();
-  h.open(3, 42, std::move(hostile.write), "../x");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 3 && h.idle(); }));
-  CHECK(h.metrics.opens_ok.load() == 1);
-  CHECK(h.counters.open_refused.load() == 2);
-  CHECK(backend_errors(h.metrics, proto::BackendErrorKind::NOT_FOUND) == 1);
-  CHECK(backend_errors(h.metrics, proto::BackendErrorKind::OPEN) == 0);
-  CHECK(h.metrics.invalid_blob_ids.load() == 1);
+TEST_CASE("Engine: a long fill that makes progress keeps its request young; a stalled one ages",
+          "[worker][engine][liveness]") {
+  Loop l;
+  auto blob = std::make_shared<SlowBlob>(test::pattern_bytes(10 * MiB, 5));
+  blob->delay = 30ms;
+  OneBlobBackend backend(blob);
+  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
+  auto target = memfd_target(blob, "liveness");
+  std::atomic<bool> done{false};  // the completion runs on the pool thread
+  const auto begun = sys::monotonic_ns();
+  engine.fill(FillRequest{target, FillPlan{{0, 10 * MiB}}, NO_DEADLINE, {}}, [&](const FillResult&) { done = true; });
+  l.loop.run_for(200ms);
+  REQUIRE_FALSE(done.load());
+  // Several chunks landed: the oldest request's clock is a recent chunk's.
+  CHECK(engine.oldest_request_ns() > begun + 100'000'000);
+  blob->hold = true;  // the backend stalls
+  l.loop.run_for(50ms);
+  const auto stalled_at = engine.oldest_request_ns();
+  l.loop.run_for(150ms);
+  CHECK(engine.oldest_request_ns() == stalled_at);  // no progress, no younger
+  blob->hold = false;
+  REQUIRE(l.run_until([&] { return done.load() && engine.inflight() == 0; }));
+  CHECK(engine.oldest_request_ns() == 0);
 }
 
-TEST_CASE("Engine metrics: every completed READ is one latency observation and one result",
-          "[worker][engine][metrics]") {
-  FakeBackend backend;
-  backend.blobs["good"] = std::make_shared<FakeBlob>(test::pattern_bytes(20000));
-  auto bad = std::make_shared<FakeBlob>(test::pattern_bytes(20000));
-  bad->err = EIO;
-  backend.blobs["bad"] = bad;
-  Harness h(backend);
-  AnonMemfd good("metrics-good");
-  AnonMemfd failing("metrics-bad");
-  auto pipe = test::make_pipe();  // pwrite on a pipe fails: a cache write error
-  h.open(1, 50, std::move(good.engine_end), "good");
-  h.open(2, 51, std::move(failing.engine_end), "bad");
-  h.open(3, 52, std::move(pipe.write), "good");
-  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 3 && h.idle(); }));
-  h.read(4, 50, 0, 4096);
-  h.read(5, 50, 8192, 4096);
-  h.read(6, 51, 0, 4096);
-  h.read(7, 52, 0, 4096);
-  h.read(8, 99, 0, 4096);  // unknown object: no completion, so no observation
-  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 4 && h.idle(); }));
-  h.settle();
-  CHECK(h.metrics.reads_ok.load() == 2);
-  CHECK(h.counters.read_failed.load() == 2);
-  CHECK(latency_count(h.metrics) == 4);
-  CHECK(h.metrics.read_latency.sum_ns.load() > 0);
-  CHECK(backend_errors(h.metrics, proto::BackendErrorKind::READ) == 1);
-  CHECK(h.metrics.cache_write_errors.load() == 1);
+TEST_CASE("Engine: open with an invalid reference completes at once and never reaches the backend",
+          "[worker][engine]") {
+  Loop l;
+  class CountingBackend final : public Backend {
+   public:
+    int opens = 0;
+    OpenResult open(const proto::BlobRef&, Deadline) override {
+      ++opens;
+      return {nullptr, error_from_errno(ENOENT, "none")};
+    }
+    std::string describe() const override { return "counting"; }
+  } backend;
+  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
+  for (const auto& ref : {proto::BlobRef{"", "../x"}, proto::BlobRef{"a/b", "ok"}, proto::BlobRef{"", ""},
+                          proto::BlobRef{"..", "ok"}}) {
+    std::optional<OpenResult> result;
+    engine.open(ref, NO_DEADLINE, [&](OpenResult r) { result = std::move(r); });
+    REQUIRE(result);
+    REQUIRE(result->error);
+    CHECK(result->error->kind == BackendError::Kind::INVALID);
+    CHECK(result->error->err == EINVAL);
+    CHECK_THAT(result->error->message, Catch::Contains(ref.domain == "a/b" || ref.domain == ".." ? "domain" : "blob id"));
+  }
+  CHECK(backend.opens == 0);
+  CHECK(engine.inflight() == 0);
+}
+
+// ---------------------------------------------------------------- prefetch
+
+TEST_CASE("Engine: cancel_prefetch releases a queued target at once, behind a long queue",
+          "[worker][engine][prefetch]") {
+  Loop l;
+  auto slow = std::make_shared<SlowBlob>(test::pattern_bytes(64 * 4096));
+  slow->hold = true;  // the front of the queue stays busy
+  OneBlobBackend backend(slow);
+  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1, .prefetch_window = 4096}, l.counters, l.metrics);
+  auto front = memfd_target(slow, "front");
+  engine.prefetch(front);
+  std::vector<std::weak_ptr<Target>> queued;
+  for (int i = 0; i < 50; ++i) {
+    auto t = memfd_target(std::make_shared<SlowBlob>(test::pattern_bytes(8 * 4096)), "queued");
+    queued.push_back(t);
+    engine.prefetch(std::move(t));
+  }
+  REQUIRE(test::eventually([&] { return slow->reads.load() == 1; }));
+  CHECK(engine.prefetch_queued() == 51);
+  const auto before = test::open_fd_count();
+  for (auto& w : queued) {
+    auto t = w.lock();
+    REQUIRE(t);
+    engine.cancel_prefetch(t.get());
+  }
+  // Nobody else held them: the queue was the last owner.
+  for (auto& w : queued) CHECK(w.expired());
+  CHECK(test::open_fd_count() == before - 50);
+  CHECK(engine.prefetch_queued() == 1);
+  slow->hold = false;
+  engine.cancel_prefetch(front.get());
+  REQUIRE(l.run_until([&] { return engine.prefetch_queued() == 0; }));
+  engine.join();
 }
 
 }  // namespace ondemand::worker

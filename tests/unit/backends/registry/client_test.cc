@@ -563,16 +563,16 @@ TEST_CASE("RegistryBackend: bound ids open with the registry's size, unbound ids
     if (id == "gone") return RegistrySource{{"test/backend", SOME_DIGEST}, 0};
     return std::nullopt;
   }, 5s);
-  auto opened = backend.open("img");
+  auto opened = backend.open({"", "img"}, worker::NO_DEADLINE);
   REQUIRE(opened.blob);
   CHECK(opened.blob->size() == content.size());
   std::vector<std::byte> buf(8192, std::byte{0xAA});
-  REQUIRE(opened.blob->read(36864, buf) == 0);  // crosses the end: tail is zeros
+  REQUIRE_FALSE(opened.blob->read(36864, buf, worker::NO_DEADLINE));  // crosses the end: tail is zeros
   const std::string got(reinterpret_cast<const char*>(buf.data()), buf.size());
   CHECK(got.substr(0, content.size() - 36864) == content.substr(36864));
   CHECK(got.substr(content.size() - 36864) == std::string(8192 - (content.size() - 36864), '\0'));
-  CHECK(backend.open("nope").err == ENOENT);
-  CHECK(backend.open("gone").err == ENOENT);
+  CHECK(backend.open({"", "nope"}, worker::NO_DEADLINE).error->err == ENOENT);
+  CHECK(backend.open({"", "gone"}, worker::NO_DEADLINE).error->err == ENOENT);
   CHECK_THAT(backend.describe(), Catch::Contains(registry.host()));
 }
 

@@ -1,0 +1,308 @@
+#include "frontends/cachefiles/cachefiles_frontend.h"
+
+#include <array>
+#include <cerrno>
+
+#include <spdlog/spdlog.h>
+
+#include "common/sys.h"
+#include "proto/blob_id.h"
+#include "proto/blob_ref.h"
+
+namespace ondemand::worker {
+namespace asio = boost::asio;
+
+namespace {
+std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
+  const auto rem = v % a;
+  return rem ? v + (a - rem) : v;
+}
+
+// Whether READs of this object must fill the whole blob rather than a
+// window. Linux 6.12 (and mainline as of late 2025) hangs readers of
+// compressed EROFS images over fscache when one compressed-data bio finds
+// the cache file partly filled: erofs_fscache_read_io_async() then issues a
+// fscache_read() for the cached head and another, after an on-demand READ,
+// for the rest, and erofs_fscache_bio_endio() ends the bio once per
+// fscache_read(); z_erofs_endio() unlocks the bio's folios a second time,
+// which re-locks them (folio_unlock toggles PG_locked), and the reader
+// sleeps in folio_wait_bit forever. A window fill leaves exactly that
+// layout (data up to the window's end, a hole after it), and a bio spans
+// up to 1 MiB of adjacent pclusters, so no window size is safe. Filling the
+// whole blob at its first READ (the superblock read during mount) leaves no
+// hole for such a bio to meet. Only the compressed path (z_erofs bios) is
+// affected: plain and chunk-based data complete per fscache_read safely.
+// Recognised by the EROFS superblock at 1024: magic, and feature_incompat
+// ZERO_PADDING (0x1, set by mkfs.erofs for lz4) or COMPR_CFGS (0x2).
+// Limitation: compressed data in an extra device blob (no superblock there)
+// is not recognised. Runs on the pool (it reads the blob).
+bool fill_whole_blob(Object& object, Deadline deadline) {
+  int known = object.fill_whole.load(std::memory_order_relaxed);
+  if (known >= 0) return known == 1;
+  constexpr std::uint64_t SB_OFFSET = 1024;
+  constexpr std::uint32_t EROFS_MAGIC = 0xE0F5E1E2;
+  constexpr std::uint32_t COMPRESSION_FEATURES = 0x1 | 0x2;
+  std::array<std::byte, 128> sb{};
+  if (object.blob->size() < SB_OFFSET + sb.size()) {
+    object.fill_whole.store(0, std::memory_order_relaxed);
+    return false;
+  }
+  if (auto err = object.blob->read(SB_OFFSET, sb, deadline)) {
+    // Not known: the fill's own read will most likely fail the same way;
+    // ask again at the next READ rather than guess "not compressed".
+    spdlog::warn("blob {}: superblock probe failed: {}", proto::describe(object.ref), err->message);
+    return false;
+  }
+  auto le32 = [&](std::size_t at) {
+    std::uint32_t v = 0;
+    for (int i = 3; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint32_t>(sb[at + i]);
+    return v;
+  };
+  const bool whole = le32(0) == EROFS_MAGIC && (le32(80) & COMPRESSION_FEATURES) != 0;
+  if (whole)
+    spdlog::info("blob {} is a compressed EROFS image: READs fill all {} bytes of it (resuming what the "
+                 "cache file holds)",
+                 proto::describe(object.ref), object.blob->size());
+  object.fill_whole.store(whole ? 1 : 0, std::memory_order_relaxed);
+  return whole;
+}
+}  // namespace
+
+std::chrono::milliseconds request_deadline_for(std::uint32_t request_timeout_ms) {
+  return std::chrono::milliseconds(std::uint64_t{request_timeout_ms} * 3 / 4);
+}
+
+CachefilesFrontend::CachefilesFrontend(asio::io_context& loop, Engine& engine, Replies& replies,
+                                       CachefilesOptions options, proto::WorkerCounters& counters,
+                                       proto::WorkerMetrics& metrics, CachefilesDevice* device)
+    : loop_(loop),
+      engine_(engine),
+      replies_(replies),
+      options_(options),
+      counters_(counters),
+      metrics_(metrics),
+      device_(device),
+      restore_timer_(loop) {
+  engine_.on_op_done([this] {
+    if (on_done_) on_done_();
+  });
+}
+
+CachefilesFrontend::~CachefilesFrontend() { engine_.on_op_done({}); }
+
+void CachefilesFrontend::start() {
+  if (device_) device_->start(*this);
+}
+void CachefilesFrontend::stop_reading() {
+  if (device_) device_->stop_reading();
+}
+void CachefilesFrontend::resume_reading() {
+  if (device_) device_->resume_reading();
+}
+
+Deadline CachefilesFrontend::deadline_from_now() const {
+  if (options_.request_deadline.count() == 0) return NO_DEADLINE;
+  return std::chrono::steady_clock::now() + options_.request_deadline;
+}
+
+void CachefilesFrontend::handle(proto::KernelRequest request, UniqueFd anon_fd) {
+  std::visit(
+      [&](auto&& req) {
+        using T = std::decay_t<decltype(req)>;
+        if constexpr (std::is_same_v<T, proto::OpenRequest>)
+          handle_open(std::move(req), std::move(anon_fd));
+        else if constexpr (std::is_same_v<T, proto::ReadRequest>)
+          handle_read(req);
+        else
+          handle_close(req);
+      },
+      std::move(request));
+}
+
+void CachefilesFrontend::handle_open(proto::OpenRequest&& request, UniqueFd anon_fd) {
+  counters_.opens.fetch_add(1, std::memory_order_relaxed);
+  auto volume = proto::domain_from_volume_key(request.volume_key);
+  proto::BlobRef ref{volume.domain.value_or(""), request.cookie_key};
+  auto why = volume.domain ? proto::validate_blob_ref(ref) : std::optional<std::string>(volume.error);
+  if (why) {
+    spdlog::warn("OPEN msg_id={} object_id={} refused: {}", request.msg_id, request.object_id, *why);
+    metrics_.invalid_blob_ids.fetch_add(1, std::memory_order_relaxed);
+    reply_copen(request.msg_id, request.object_id, -EINVAL);
+    return;  // anon_fd closes here; the kernel marks the object closed
+  }
+  ++opens_pending_;
+  auto fd = std::make_shared<UniqueFd>(std::move(anon_fd));  // std::function needs a copyable callback
+  engine_.open(ref, deadline_from_now(), [this, request, ref, fd](OpenResult opened) {
+    finish_open(request, ref, std::move(*fd), std::move(opened));
+  });
+}
+
+void CachefilesFrontend::finish_open(const proto::OpenRequest& request, proto::BlobRef ref, UniqueFd anon_fd,
+                                     OpenResult opened) {
+  --opens_pending_;
+  if (opened.error) {
+    spdlog::warn("OPEN msg_id={} object_id={} blob {} refused: {} ({})", request.msg_id, request.object_id,
+                 proto::describe(ref), to_string(opened.error->kind), opened.error->message);
+    reply_copen(request.msg_id, request.object_id, -opened.error->err);
+  } else {
+    auto object = std::make_shared<Object>();
+    object->object_id = request.object_id;
+    object->ref = std::move(ref);
+    object->fd = std::move(anon_fd);
+    object->blob = opened.blob;
+    const auto size = static_cast<std::int64_t>(opened.blob->size());
+    // Insert before copen: the kernel may send READs as soon as copen lands.
+    if (auto stale = table_.insert(object)) {
+      spdlog::warn("OPEN object_id={} replaces a live entry for blob {}", request.object_id,
+                   proto::describe(stale->ref));
+      engine_.cancel_prefetch(stale.get());
+    }
+    spdlog::debug("OPEN msg_id={} object_id={} blob {} size={}", request.msg_id, request.object_id,
+                  proto::describe(object->ref), size);
+    if (replies_.copen(request.msg_id, size) != 0) {
+      table_.erase(request.object_id);
+    } else {
+      metrics_.opens_ok.fetch_add(1, std::memory_order_relaxed);
+      if (options_.prefetch) engine_.prefetch(object);
+    }
+  }
+  maybe_restore();
+}
+
+void CachefilesFrontend::reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value) {
+  if (value < 0) counters_.open_refused.fetch_add(1, std::memory_order_relaxed);
+  if (int err = replies_.copen(msg_id, value))
+    spdlog::warn("copen msg_id={} object_id={} value={} failed: {}", msg_id, object_id, value,
+                 sys::errno_name(err));
+}
+
+void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
+  // The request left the kernel just before this: read() returned it.
+  const auto received_ns = sys::monotonic_ns();
+  counters_.reads.fetch_add(1, std::memory_order_relaxed);
+  auto object = table_.find(request.object_id);
+  if (!object) {
+    counters_.unknown_object.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("READ msg_id={} object_id={} for an unknown object: asking for restore",
+                 request.msg_id, request.object_id);
+    request_restore();
+    return;
+  }
+  FillRequest fill;
+  fill.target = object;
+  fill.deadline = deadline_from_now();
+  fill.decide = [offset = request.offset, length = request.length, window = options_.fill_window,
+                 stall = options_.request_deadline](Target& target, Deadline deadline) {
+    auto& o = static_cast<Object&>(target);
+    const auto size = o.blob->size();
+    if (fill_whole_blob(o, deadline))
+      return FillPlan{fill_range(offset, length, size, align_up(size, PAGE)), /*resume=*/true, stall};
+    return FillPlan{fill_range(offset, length, size, window), false, {}};
+  };
+  engine_.fill(std::move(fill), [this, request, object, received_ns](const FillResult& result) {
+    finish_read(request, *object, result, received_ns);
+  });
+}
+
+// On the pool thread that did the fill.
+void CachefilesFrontend::finish_read(const proto::ReadRequest& request, const Object& object,
+                                     const FillResult& result, std::uint64_t received_ns) {
+  const auto [start, end] = result.range;
+  if (!result.ok()) {
+    const auto at = start + result.done;
+    if (result.error)
+      spdlog::warn("READ msg_id={} object_id={} blob {} off={}: backend {}: {}", request.msg_id, request.object_id,
+                   proto::describe(object.ref), at, to_string(result.error->kind), result.error->message);
+    else
+      // ENOBUFS: cachefiles_has_space() found cache_dir below its free
+      // space threshold (or the object lost its cache file).
+      spdlog::warn("READ msg_id={} object_id={} pwrite off={} failed: {}{}", request.msg_id, request.object_id, at,
+                   sys::errno_name(result.write_err), result.write_err == ENOBUFS ? " (cache_dir full?)" : "");
+  }
+  // The range may have been partly written; if the requested part is
+  // missing the kernel fails the reader with EIO, which is the truth.
+  const std::uint64_t needed =
+      end > request.offset ? request.offset - start + std::min(request.length, end - request.offset) : 0;
+  const bool covered = result.ok() || result.done >= needed;
+  (covered ? metrics_.reads_ok : counters_.read_failed).fetch_add(1, std::memory_order_relaxed);
+  if (int err = replies_.read_complete(object.fd.get(), request.msg_id))
+    spdlog::warn("READ msg_id={} object_id={} READ_COMPLETE failed: {}", request.msg_id, request.object_id,
+                 sys::errno_name(err));
+  metrics_.read_latency.observe(proto::READ_LATENCY_BOUNDS_NS, sys::monotonic_ns() - received_ns);
+  spdlog::trace("READ msg_id={} object_id={} off={} len={} wrote [{}, {}) of [{}, {})", request.msg_id,
+                request.object_id, request.offset, request.length, start, start + result.done, start, end);
+}
+
+void CachefilesFrontend::drop(const std::shared_ptr<Object>& object) {
+  // At once: a queued prefetch would otherwise keep the anonymous fd (and
+  // the blob's fd) open until the queue reached it.
+  engine_.cancel_prefetch(object.get());
+}
+
+void CachefilesFrontend::handle_close(const proto::CloseRequest& request) {
+  counters_.closes.fetch_add(1, std::memory_order_relaxed);
+  if (auto object = table_.erase(request.object_id))
+    drop(object);
+  else
+    spdlog::debug("CLOSE msg_id={} object_id={} for an unknown object (late or duplicate)", request.msg_id,
+                  request.object_id);
+}
+
+std::vector<std::shared_ptr<Object>> CachefilesFrontend::export_objects() {
+  std::vector<std::shared_ptr<Object>> out;
+  table_.for_each([&](const std::shared_ptr<Object>& o) { out.push_back(o); });
+  for (const auto& o : out) {
+    table_.erase(o->object_id);
+    drop(o);
+  }
+  return out;
+}
+
+bool CachefilesFrontend::import_object(std::uint32_t object_id, const proto::BlobRef& ref, UniqueFd anon_fd) {
+  if (auto why = proto::validate_blob_ref(ref)) {
+    spdlog::warn("handover: object_id={} refused: {}", object_id, *why);
+    return false;
+  }
+  auto opened = engine_.open_now(ref, deadline_from_now());
+  if (opened.error) {
+    spdlog::warn("handover: object_id={} blob {} cannot be opened: {}; dropping it (the kernel will reopen)",
+                 object_id, proto::describe(ref), opened.error->message);
+    return false;
+  }
+  auto object = std::make_shared<Object>();
+  object->object_id = object_id;
+  object->ref = ref;
+  object->fd = std::move(anon_fd);
+  object->blob = std::move(opened.blob);
+  table_.insert(std::move(object));
+  return true;
+}
+
+void CachefilesFrontend::request_restore() {
+  restore_wanted_ = true;
+  maybe_restore();
+}
+
+void CachefilesFrontend::maybe_restore() {
+  if (!restore_wanted_ || opens_pending_ > 0 || restore_timer_armed_) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto due = last_restore_ + options_.restore_spacing;
+  if (now < due) {
+    restore_timer_armed_ = true;
+    restore_timer_.expires_at(due);
+    restore_timer_.async_wait([this](boost::system::error_code ec) {
+      restore_timer_armed_ = false;
+      if (!ec) maybe_restore();
+    });
+    return;
+  }
+  restore_wanted_ = false;
+  last_restore_ = now;
+  counters_.restores_repair.fetch_add(1, std::memory_order_relaxed);
+  if (int err = replies_.restore())
+    spdlog::error("restore failed: {}", sys::errno_name(err));
+  else
+    spdlog::info("wrote restore to re-queue requests for unknown objects");
+}
+
+}  // namespace ondemand::worker

@@ -1,0 +1,132 @@
+// The cachefiles front end: cachefiles' OPEN/READ/CLOSE semantics on top of
+// the front-end-neutral engine, exactly one reply per request.
+//
+//   OPEN  -> the volume key ("erofs,<domain or fsid>") and the cookie key
+//            (the blob id) make the blob reference; validate it, open it
+//            through the engine, then copen with its size or a negative
+//            errno. The anonymous fd is owned from the moment the request is
+//            handed in.
+//   READ  -> the engine fills the aligned fill window around the request
+//            into the anonymous fd, then READ_COMPLETE, also when anything
+//            failed or the deadline passed (the reader gets EIO instead of
+//            sleeping forever).
+//   CLOSE -> drop the object (and its prefetch at once); its fd closes after
+//            its in-flight READs.
+// With `prefetch`, an opened blob is also written whole into its cache file
+// in the background (the engine's prefetch queue).
+//
+// A READ for an object we do not know cannot be completed directly (the
+// ioctl needs that object's fd). Its fd must have been closed, so the kernel
+// holds the object CLOSED: a `restore` re-queues the READ, the kernel
+// reopens the object first and the READ comes back under the new id. We
+// write that restore only while no OPEN is between read() and copen,
+// because restore re-delivers such an OPEN and the kernel then fails the
+// original with EEXIST (cachefiles_ondemand_get_fd, Linux 6.12).
+//
+// Event-loop thread only, except the engine's pool jobs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/unique_fd.h"
+#include "engine/engine.h"
+#include "frontends/cachefiles/cachefiles_device.h"
+#include "frontends/cachefiles/object_table.h"
+#include "frontends/cachefiles/replies.h"
+#include "frontends/frontend.h"
+#include "proto/kernel_msg.h"
+#include "proto/shm_layout.h"
+
+namespace ondemand::worker {
+
+struct CachefilesOptions {
+  std::uint32_t max_inflight = 64;
+  std::uint64_t fill_window = 4 << 20;  // multiple of PAGE
+  bool prefetch = false;
+  // Minimum spacing of restores asked for by unknown-object READs, so an
+  // object that stays open elsewhere cannot make us spin.
+  std::chrono::milliseconds restore_spacing{200};
+  // A request's backend work must end this long after it arrived (a READ's
+  // fill fails with TIMEOUT and is completed, so the reader gets EIO); 0:
+  // no deadline. A whole-blob fill's deadline moves on with every chunk
+  // that lands: it fails only when it stalls this long.
+  std::chrono::milliseconds request_deadline{0};
+};
+
+// The request deadline the worker derives from `request_timeout_ms` (the
+// supervisor's limit for a request in flight): three quarters of it, so a
+// slow backend fails its request before the supervisor judges the worker
+// hung. 0 stays 0 (no limit).
+std::chrono::milliseconds request_deadline_for(std::uint32_t request_timeout_ms);
+
+class CachefilesFrontend final : public Frontend, public RequestSink {
+ public:
+  // `device` may be null when nothing reads (tests drive handle()).
+  CachefilesFrontend(boost::asio::io_context& loop, Engine& engine, Replies& replies,
+                     CachefilesOptions options, proto::WorkerCounters& counters,
+                     proto::WorkerMetrics& metrics, CachefilesDevice* device = nullptr);
+  ~CachefilesFrontend() override;
+  CachefilesFrontend(const CachefilesFrontend&) = delete;
+  CachefilesFrontend& operator=(const CachefilesFrontend&) = delete;
+
+  // RequestSink: `anon_fd` is the OPEN's fd, already adopted; empty for
+  // READ/CLOSE.
+  void handle(proto::KernelRequest request, UniqueFd anon_fd) override;
+  bool has_capacity() const override { return inflight() < options_.max_inflight; }
+
+  // Frontend.
+  void start() override;
+  void stop_reading() override;
+  void resume_reading() override;
+  std::uint32_t inflight() const override { return engine_.inflight(); }
+  std::size_t objects() const override { return table_.size(); }
+  std::uint64_t oldest_request_ns() const override { return engine_.oldest_request_ns(); }
+  void on_request_done(std::function<void()> callback) override { on_done_ = std::move(callback); }
+
+  // Upgrade handover. export_objects() empties the table and returns its
+  // objects (call only with nothing in flight); import_object() adds one
+  // received from the previous worker, opening its blob synchronously (the
+  // incoming worker does this before it reads its first request). Returns
+  // false, dropping the fd, when the blob cannot be opened: the kernel then
+  // sees the object closed and reopens it on the next READ.
+  std::vector<std::shared_ptr<Object>> export_objects();
+  bool import_object(std::uint32_t object_id, const proto::BlobRef& ref, UniqueFd anon_fd);
+
+ private:
+  void handle_open(proto::OpenRequest&& request, UniqueFd anon_fd);
+  void handle_read(const proto::ReadRequest& request);
+  void handle_close(const proto::CloseRequest& request);
+  void finish_open(const proto::OpenRequest& request, proto::BlobRef ref, UniqueFd anon_fd, OpenResult opened);
+  void finish_read(const proto::ReadRequest& request, const Object& object, const FillResult& result,
+                   std::uint64_t received_ns);
+  void reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value);
+  void drop(const std::shared_ptr<Object>& object);
+  void request_restore();
+  void maybe_restore();
+  Deadline deadline_from_now() const;
+
+  boost::asio::io_context& loop_;
+  Engine& engine_;
+  Replies& replies_;
+  CachefilesOptions options_;
+  proto::WorkerCounters& counters_;
+  proto::WorkerMetrics& metrics_;
+  CachefilesDevice* device_;
+  ObjectTable table_;
+  std::uint32_t opens_pending_ = 0;
+  bool restore_wanted_ = false;
+  bool restore_timer_armed_ = false;
+  std::chrono::steady_clock::time_point last_restore_{};
+  boost::asio::steady_timer restore_timer_;
+  std::function<void()> on_done_;
+};
+
+}  // namespace ondemand::worker
