@@ -587,34 +587,35 @@ void Supervisor::shutdown() {
 
 // ---- control ----
 
-nlohmann::json Supervisor::status() const {
+proto::control::StatusReply Supervisor::status() const {
   const auto& st = shm_->state();
   const auto& c = st.counters;
-  auto describe = [](const Running* w) -> nlohmann::json {
-    if (!w) return nullptr;
-    return {{"pid", w->pid},
-            {"generation", w->generation},
-            {"version", w->version},
-            {"binary", w->binary.string()},
-            {"serving", w->serving},
-            {"adopted", w->adopted},
-            {"uptime_s", std::chrono::duration<double>(Clock::now() - w->started).count()}};
+  auto describe = [](const Running* w) -> std::optional<proto::control::WorkerInfo> {
+    if (!w) return std::nullopt;
+    return proto::control::WorkerInfo{.pid = w->pid,
+                                      .generation = w->generation,
+                                      .version = w->version,
+                                      .binary = w->binary.string(),
+                                      .serving = w->serving,
+                                      .adopted = w->adopted,
+                                      .uptime_s = std::chrono::duration<double>(Clock::now() - w->started).count()};
   };
-  return proto::control_ok({
-      {"supervisor_pid", ::getpid()},
-      {"version", std::string(proto::VERSION)},
-      {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
-      {"state", state_name(st.worker_state.load())},
-      {"worker", describe(worker_.get())},
-      {"incoming_worker", describe(incoming_.get())},
-      {"spare_worker", describe(spare_.get())},
-      {"worker_binary", config_.worker_binary.string()},
-      {"generation", st.generation.load()},
-      {"restarts", st.restarts.load()},
-      {"hangs_detected", st.hangs_detected.load()},
-      {"inflight", c.inflight.load()},
-      {"counters", counters_json(c)},
-  });
+  proto::control::StatusReply s{
+      .supervisor_pid = ::getpid(),
+      .version = std::string(proto::VERSION),
+      .uptime_s = std::chrono::duration<double>(Clock::now() - started_).count(),
+      .state = state_name(st.worker_state.load()),
+      .worker = describe(worker_.get()),
+      .incoming_worker = describe(incoming_.get()),
+      .spare_worker = describe(spare_.get()),
+      .worker_binary = config_.worker_binary.string(),
+      .generation = st.generation.load(),
+      .restarts = st.restarts.load(),
+      .hangs_detected = st.hangs_detected.load(),
+      .inflight = c.inflight.load(),
+  };
+  for (const auto& [counter, value] : counters_json(c).items()) s.counters[counter] = value.get<std::uint64_t>();
+  return s;
 }
 
 void Supervisor::restart_worker() {
@@ -635,40 +636,35 @@ void Supervisor::restart_worker() {
 }
 
 void Supervisor::handle_control(const proto::ControlRequest& request, ControlServer::Reply reply) {
-  if (request.cmd == "status") return reply(status());
-  if (shutting_down_) return reply(proto::control_error("supervisor is shutting down"));
-  if (request.cmd == "restart-worker") {
-    if (incoming_) return reply(proto::control_error("an upgrade is in progress"));
+  using namespace proto::control;
+  if (std::holds_alternative<Status>(request)) return reply(status());
+  if (shutting_down_) return reply(Error{"supervisor is shutting down"});
+  if (std::holds_alternative<RestartWorker>(request)) {
+    if (incoming_) return reply(Error{"an upgrade is in progress"});
     restart_worker();
-    return reply(proto::control_ok({{"message", "worker restart started"}}));
+    return reply(Done{"worker restart started"});
   }
-  if (request.cmd == "upgrade") {
-    std::filesystem::path binary = config_.worker_binary;
-    if (auto b = request.body.find("binary"); b != request.body.end()) {
-      if (!b->is_string() || b->get<std::string>().empty() || b->get<std::string>()[0] != '/')
-        return reply(proto::control_error("\"binary\" must be an absolute path"));
-      binary = b->get<std::string>();
-    }
-    return start_upgrade(binary, std::move(reply));
-  }
-  if (request.cmd == "stop") {
-    reply(proto::control_ok({{"message", "stopping"}}));
+  if (const auto* upgrade = std::get_if<Upgrade>(&request))
+    return start_upgrade(upgrade->binary ? std::filesystem::path(*upgrade->binary) : config_.worker_binary,
+                         std::move(reply));
+  if (std::holds_alternative<Stop>(request)) {
+    reply(Done{"stopping"});
     return shutdown();
   }
-  reply(proto::control_error("unrecognized command \"" + request.cmd + "\""));
+  reply(Error{fmt::format("command \"{}\" not handled", proto::command_of(request))});
 }
 
 // ---- rolling upgrade ----
 
 void Supervisor::start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply) {
-  if (incoming_ || upgrade_reply_) return reply(proto::control_error("an upgrade is already in progress"));
-  if (!worker_ || !worker_->serving) return reply(proto::control_error("no serving worker to upgrade from"));
+  if (incoming_ || upgrade_reply_) return reply(proto::control::Error{"an upgrade is already in progress"});
+  if (!worker_ || !worker_->serving) return reply(proto::control::Error{"no serving worker to upgrade from"});
   spdlog::info("upgrade: worker pid={} ({}) -> {}", worker_->pid, worker_->version, binary.string());
   spare_timer_.cancel();
   retire(std::move(spare_), "spare of the old binary, before an upgrade");
   std::string why;
   auto incoming = spawn(binary, /*standby=*/true, &why);
-  if (!incoming) return reply(proto::control_error("upgrade failed, old worker still serves: " + why));
+  if (!incoming) return reply(proto::control::Error{"upgrade failed, old worker still serves: " + why});
   incoming_ = std::move(incoming);
   upgrade_reply_ = std::move(reply);
   set_state(proto::WorkerState::UPGRADING);
@@ -725,13 +721,13 @@ void Supervisor::finish_upgrade(bool ok, const std::string& message) {
   if (ok) {
     spdlog::info("upgrade done: worker pid={} generation={} version {} serves", worker_->pid, worker_->generation,
                  worker_->version);
-    reply(proto::control_ok({{"message", "upgraded"},
-                             {"pid", worker_->pid},
-                             {"generation", worker_->generation},
-                             {"version", worker_->version}}));
+    reply(proto::control::Upgraded{.message = "upgraded",
+                                   .pid = worker_->pid,
+                                   .generation = worker_->generation,
+                                   .version = worker_->version});
   } else {
     spdlog::error("upgrade failed: {}", message);
-    reply(proto::control_error("upgrade failed, old worker still serves: " + message));
+    reply(proto::control::Error{"upgrade failed, old worker still serves: " + message});
   }
 }
 

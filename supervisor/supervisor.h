@@ -82,7 +82,7 @@ class Supervisor {
   void write_pid_file(pid_t pid);
   void set_state(proto::WorkerState state);
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
-  nlohmann::json status() const;
+  proto::control::StatusReply status() const;
   void restart_worker();
   void start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply);
   void finish_upgrade(bool ok, const std::string& message);
