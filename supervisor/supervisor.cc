@@ -614,7 +614,8 @@ proto::control::StatusReply Supervisor::status() const {
       .hangs_detected = st.hangs_detected.load(),
       .inflight = c.inflight.load(),
   };
-  for (const auto& [counter, value] : counters_json(c).items()) s.counters[counter] = value.get<std::uint64_t>();
+  const auto counters = counters_json(c);  // items() must not outlive it
+  for (const auto& [counter, value] : counters.items()) s.counters[counter] = value.get<std::uint64_t>();
   return s;
 }
 
