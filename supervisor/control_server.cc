@@ -95,6 +95,9 @@ void ControlServer::serve(UniqueFd fd) {
   conn->socket.async_wait(asio::posix::stream_descriptor::wait_read,
                           [this, conn, cred, allowed](boost::system::error_code ec) {
     if (ec || conn->replied) return;
+    // The deadline bounds a silent peer, not the command: an upgrade may
+    // take longer, and its own bounds end it with a reply.
+    conn->deadline.cancel();
     auto received = recv_message(conn->socket.native_handle(), proto::CONTROL_MAX_BYTES, 0);
     // A refused peer is answered only after its request is read: closing a
     // unix socket with unread data resets the connection, and the peer then

@@ -713,6 +713,13 @@ void Supervisor::begin_handover() {
 
 void Supervisor::finish_upgrade(bool ok, const std::string& message) {
   upgrade_timer_.cancel();
+  // What the next crash restarts: the binary that now serves, not the one
+  // the supervisor started with.
+  if (ok && worker_ && worker_->binary != config_.worker_binary) {
+    spdlog::info("upgrade: worker_binary is now {} (was {})", worker_->binary.string(),
+                 config_.worker_binary.string());
+    config_.worker_binary = worker_->binary;
+  }
   asio::post(loop_, [this] { maybe_spawn_spare(); });
   if (ok || (worker_ && worker_->serving))
     set_state(proto::WorkerState::RUNNING);
