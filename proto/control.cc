@@ -22,6 +22,7 @@ constexpr const char* STATUS = "status";
 constexpr const char* RESTART_WORKER = "restart-worker";
 constexpr const char* STOP = "stop";
 constexpr const char* UPGRADE = "upgrade";
+constexpr const char* RELOAD = "reload";
 }  // namespace name
 
 // Printable, bounded: a peer's bytes go into our error text and logs.
@@ -166,7 +167,8 @@ std::string_view command_of(const ControlRequest& request) {
   return std::visit(overloaded{[](const control::Status&) { return name::STATUS; },
                                [](const control::RestartWorker&) { return name::RESTART_WORKER; },
                                [](const control::Stop&) { return name::STOP; },
-                               [](const control::Upgrade&) { return name::UPGRADE; }},
+                               [](const control::Upgrade&) { return name::UPGRADE; },
+                               [](const control::Reload&) { return name::RELOAD; }},
                     request);
 }
 
@@ -186,6 +188,7 @@ std::variant<ControlRequest, std::string> decode_request(std::string_view bytes)
   if (command == name::STATUS) return control::Status{};
   if (command == name::RESTART_WORKER) return control::RestartWorker{};
   if (command == name::STOP) return control::Stop{};
+  if (command == name::RELOAD) return control::Reload{};
   if (command == name::UPGRADE) {
     control::Upgrade u;
     auto b = body.find(name::BINARY);

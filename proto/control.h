@@ -28,13 +28,19 @@
 //                      path; default the configured worker); replies once
 //                      the new worker serves, or with an Error once the old
 //                      one is serving again
+//   reload          -> Done: the supervisor re-reads and validates its config
+//                      file and, if valid, makes it the snapshot the next
+//                      worker starts from; an invalid file or a change to a
+//                      key only a supervisor restart applies is an Error
+//                      naming the key, and the old config stays
 // Any command may get Error{error} instead.
 // `ondemandctl metrics` and `top` are not control commands: they read the
 // metrics endpoint (<state_dir>/metrics.sock, HTTP).
 //
 // Changelog:
 //   1  status, restart-worker, stop, upgrade. Typed (this header) without a
-//      wire change.
+//      wire change; reload added (an older supervisor answers it
+//      "unrecognized command").
 #pragma once
 
 #include <cstdint>
@@ -61,6 +67,7 @@ struct Stop {};
 struct Upgrade {
   std::optional<std::string> binary;  // absolute path; none: the configured worker_binary
 };
+struct Reload {};
 
 // ---- replies ----
 struct WorkerInfo {
@@ -92,7 +99,7 @@ struct StatusReply {
     return it == counters.end() ? 0 : it->second;
   }
 };
-// restart-worker, stop.
+// restart-worker, stop, reload.
 struct Done {
   std::string message;
 };
@@ -108,7 +115,8 @@ struct Error {
 
 }  // namespace control
 
-using ControlRequest = std::variant<control::Status, control::RestartWorker, control::Stop, control::Upgrade>;
+using ControlRequest =
+    std::variant<control::Status, control::RestartWorker, control::Stop, control::Upgrade, control::Reload>;
 using ControlReply = std::variant<control::Error, control::Done, control::Upgraded, control::StatusReply>;
 
 // The wire "cmd" of a request.

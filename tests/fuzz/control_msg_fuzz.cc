@@ -2,8 +2,8 @@
 // decode_request reads every datagram a local peer sends to control.sock,
 // decode_reply everything ondemandctl gets back.
 //
-// Input: first byte selects the decoder (mod 5): 0 decode_request, 1..4
-// decode_reply to status, restart-worker, stop, upgrade; the rest is the
+// Input: first byte selects the decoder (mod 6): 0 decode_request, 1..5
+// decode_reply to status, restart-worker, stop, upgrade, reload; the rest is the
 // datagram. Invariants: neither decoder throws (any exception is a finding)
 // or crashes; what decodes re-encodes to at most CONTROL_MAX_BYTES (or is
 // refused with "", never truncated) and decodes again to the same kind.
@@ -25,7 +25,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace ondemand::proto;
   if (size == 0) return 0;
-  const unsigned which = data[0] % 5;
+  const unsigned which = data[0] % 6;
   const std::string_view bytes(reinterpret_cast<const char*>(data + 1), size - 1);
   try {
     if (which == 0) {
@@ -43,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       return 0;
     }
     const ControlRequest answered[] = {control::Status{}, control::RestartWorker{}, control::Stop{},
-                                       control::Upgrade{}};
+                                       control::Upgrade{}, control::Reload{}};
     const auto& request = answered[which - 1];
     auto decoded = decode_reply(bytes, request);
     if (auto* r = std::get_if<ControlReply>(&decoded)) {

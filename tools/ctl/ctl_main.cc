@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "show worker, state and counters");
   status->add_flag("--json", json, "print the raw JSON reply");
   app.add_subcommand("restart-worker", "gracefully restart the worker (also leaves the parked state)");
+  app.add_subcommand("reload", "re-read and validate the config file; if valid, the next worker starts\n"
+                               "from it (keys that need a supervisor restart are refused)");
   app.add_subcommand("stop", "stop the worker and the supervisor (unbinds the cache: mounts die)");
   app.add_subcommand("metrics", "print the supervisor's Prometheus metrics (GET /metrics on\n"
                                 "<state_dir>/metrics.sock, exactly what a scrape gets)");
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {
   proto::ControlRequest request = proto::control::Status{};
   if (cmd == "restart-worker") request = proto::control::RestartWorker{};
   if (cmd == "stop") request = proto::control::Stop{};
+  if (cmd == "reload") request = proto::control::Reload{};
   if (cmd == "upgrade") {
     proto::control::Upgrade upgrade;
     if (!binary.empty()) {

@@ -46,7 +46,8 @@ json status_json() { return json::parse(encode_reply(sample_status())); }
 
 TEST_CASE("control requests round-trip through encode_request and decode_request", "[proto][control]") {
   const ControlRequest requests[] = {control::Status{}, control::RestartWorker{}, control::Stop{},
-                                     control::Upgrade{}, control::Upgrade{"/opt/new/ondemand-worker"}};
+                                     control::Upgrade{}, control::Upgrade{"/opt/new/ondemand-worker"},
+                                     control::Reload{}};
   for (const auto& request : requests) {
     INFO("cmd: " << command_of(request));
     const auto bytes = encode_request(request);
@@ -62,7 +63,7 @@ TEST_CASE("control requests round-trip through encode_request and decode_request
 }
 
 TEST_CASE("decode_request ignores unknown fields", "[proto][control]") {
-  for (auto cmd : {"status", "restart-worker", "stop", "upgrade"}) {
+  for (auto cmd : {"status", "restart-worker", "stop", "upgrade", "reload"}) {
     INFO("cmd: " << cmd);
     auto r = decode_request(json{{"v", 1}, {"cmd", cmd}, {"extra", 5}}.dump());
     REQUIRE(std::holds_alternative<ControlRequest>(r));
@@ -144,7 +145,8 @@ TEST_CASE("control replies round-trip through encode_reply and decode_reply", "[
   }
   SECTION("done") {
     for (const ControlRequest& answered :
-         {ControlRequest{control::RestartWorker{}}, ControlRequest{control::Stop{}}}) {
+         {ControlRequest{control::RestartWorker{}}, ControlRequest{control::Stop{}},
+          ControlRequest{control::Reload{}}}) {
       auto r = decode_reply(encode_reply(control::Done{"worker restart started"}), answered);
       REQUIRE(std::holds_alternative<ControlReply>(r));
       CHECK(std::get<control::Done>(std::get<ControlReply>(r)).message == "worker restart started");
