@@ -1,49 +1,302 @@
 #include "proto/control.h"
 
-#include <array>
+#include <limits>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace ondemand::proto {
-
 namespace {
-constexpr std::array<std::string_view, 4> COMMANDS = {"status", "restart-worker", "stop", "upgrade"};
+
+using nlohmann::json;
+
+// Wire names: the only place they are spelled.
+namespace name {
+constexpr const char* V = "v";
+constexpr const char* CMD = "cmd";
+constexpr const char* OK = "ok";
+constexpr const char* ERROR = "error";
+constexpr const char* MESSAGE = "message";
+constexpr const char* BINARY = "binary";
+constexpr const char* STATUS = "status";
+constexpr const char* RESTART_WORKER = "restart-worker";
+constexpr const char* STOP = "stop";
+constexpr const char* UPGRADE = "upgrade";
+constexpr const char* RELOAD = "reload";
+}  // namespace name
+
+// Printable, bounded: a peer's bytes go into our error text and logs.
+std::string shown(std::string_view s) {
+  std::string out(s.substr(0, 64));
+  for (auto& ch : out)
+    if (ch < 0x20 || ch > 0x7e) ch = '?';
+  return out;
 }
 
-std::variant<ControlRequest, std::string> parse_control_request(std::string_view bytes) {
-  if (bytes.size() > CONTROL_MAX_BYTES) return std::string("request too large");
-  auto body = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) return std::string("malformed request: not JSON");
-  if (!body.is_object()) return std::string("malformed request: not a JSON object");
-  auto v = body.find("v");
-  if (v == body.end() || !v->is_number_integer())
-    return std::string("malformed request: missing integer \"v\"");
-  if (v->get<std::int64_t>() != CONTROL_VERSION)
-    return fmt::format("unsupported control protocol version {} (supervisor speaks {})",
-                       v->get<std::int64_t>(), CONTROL_VERSION);
-  auto cmd = body.find("cmd");
-  if (cmd == body.end() || !cmd->is_string())
-    return std::string("malformed request: missing string \"cmd\"");
-  auto name = cmd->get<std::string>();
-  bool known = false;
-  for (auto c : COMMANDS) known = known || c == name;
-  if (!known) {
-    std::string shown = name.substr(0, 64);
-    for (auto& ch : shown)
-      if (ch < 0x20 || ch > 0x7e) ch = '?';
-    return fmt::format("unrecognized command \"{}\"", shown);
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// Reads typed fields of one object, remembering the first problem. `what`
+// names the message in errors ("status" reply, "upgrade" request).
+class Fields {
+ public:
+  Fields(const json& body, std::string what) : body_(body), what_(std::move(what)) {}
+
+  void u64(const char* key, std::uint64_t& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_number_unsigned()) return fail(key, v->is_number_integer() ? "negative" : "not an unsigned integer");
+    out = v->get<std::uint64_t>();
   }
-  return ControlRequest{std::move(name), std::move(body)};
+  void i64(const char* key, std::int64_t& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (v->is_number_unsigned() && v->get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+      return fail(key, "out of range");
+    if (!v->is_number_integer()) return fail(key, "not an integer");
+    out = v->get<std::int64_t>();
+  }
+  void real(const char* key, double& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_number()) return fail(key, "not a number");
+    out = v->get<double>();
+  }
+  // Absent or null: nullopt.
+  void optional_real(const char* key, std::optional<double>& out) {
+    if (!error_.empty()) return;
+    auto it = body_.find(key);
+    if (it == body_.end() || it->is_null()) return;
+    if (!it->is_number()) return fail(key, "not a number or null");
+    out = it->get<double>();
+  }
+  void str(const char* key, std::string& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_string()) return fail(key, "not a string");
+    out = v->get<std::string>();
+  }
+  void boolean(const char* key, bool& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_boolean()) return fail(key, "not a boolean");
+    out = v->get<bool>();
+  }
+  // Absent or null: nullopt.
+  void worker(const char* key, std::optional<control::WorkerInfo>& out) {
+    if (!error_.empty()) return;
+    auto it = body_.find(key);
+    if (it == body_.end() || it->is_null()) return;
+    if (!it->is_object()) return fail(key, "not an object or null");
+    control::WorkerInfo w;
+    Fields f(*it, fmt::format("{} field \"{}\"", what_, key));
+    f.i64("pid", w.pid);
+    f.u64("generation", w.generation);
+    f.str("version", w.version);
+    f.str("binary", w.binary);
+    f.boolean("serving", w.serving);
+    f.boolean("adopted", w.adopted);
+    f.real("uptime_s", w.uptime_s);
+    f.optional_real("killed_s_ago", w.killed_s_ago);
+    if (!f.error().empty()) {
+      error_ = f.error();
+      return;
+    }
+    out = std::move(w);
+  }
+  void counters(const char* key, std::map<std::string, std::uint64_t>& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_object()) return fail(key, "not an object");
+    for (const auto& [counter, value] : v->items()) {
+      if (!value.is_number_unsigned())
+        return fail(fmt::format("{}.{}", key, shown(counter)).c_str(), "not an unsigned integer");
+      out[counter] = value.get<std::uint64_t>();
+    }
+  }
+
+  const std::string& error() const { return error_; }
+  void fail(const char* key, std::string_view why) {
+    if (error_.empty()) error_ = fmt::format("{}: field \"{}\" {}", what_, key, why);
+  }
+
+ private:
+  const json* find(const char* key) {
+    if (!error_.empty()) return nullptr;
+    auto it = body_.find(key);
+    if (it == body_.end()) {
+      fail(key, "missing");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  const json& body_;
+  std::string what_;
+  std::string error_;
+};
+
+// The envelope both directions share: a JSON object with our "v".
+std::variant<json, std::string> read_envelope(std::string_view bytes, const char* what) {
+  if (bytes.size() > CONTROL_MAX_BYTES) return fmt::format("{} too large ({} bytes)", what, bytes.size());
+  auto body = json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return fmt::format("malformed {}: not JSON", what);
+  if (!body.is_object()) return fmt::format("malformed {}: not a JSON object", what);
+  auto v = body.find(name::V);
+  if (v == body.end() || !v->is_number_integer()) return fmt::format("malformed {}: missing integer \"v\"", what);
+  if (v->is_number_unsigned() ? v->get<std::uint64_t>() != std::uint64_t(CONTROL_VERSION)
+                              : v->get<std::int64_t>() != CONTROL_VERSION)
+    return fmt::format("unsupported control protocol version {} (we speak {})", dump(*v), CONTROL_VERSION);
+  return body;
 }
 
-nlohmann::json control_ok(nlohmann::json fields) {
-  fields["v"] = CONTROL_VERSION;
-  fields["ok"] = true;
-  return fields;
+std::string finish(json j) {
+  j[name::V] = CONTROL_VERSION;
+  std::string out = dump(j);
+  if (out.size() > CONTROL_MAX_BYTES) return {};
+  return out;
 }
 
-nlohmann::json control_error(std::string_view message) {
-  return {{"v", CONTROL_VERSION}, {"ok", false}, {"error", message}};
+json worker_json(const std::optional<control::WorkerInfo>& w) {
+  if (!w) return nullptr;
+  return {{"pid", w->pid},         {"generation", w->generation}, {"version", w->version},
+          {"binary", w->binary},   {"serving", w->serving},       {"adopted", w->adopted},
+          {"uptime_s", w->uptime_s},
+          {"killed_s_ago", w->killed_s_ago ? json(*w->killed_s_ago) : json(nullptr)}};
+}
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
+
+}  // namespace
+
+std::string_view command_of(const ControlRequest& request) {
+  return std::visit(overloaded{[](const control::Status&) { return name::STATUS; },
+                               [](const control::RestartWorker&) { return name::RESTART_WORKER; },
+                               [](const control::Stop&) { return name::STOP; },
+                               [](const control::Upgrade&) { return name::UPGRADE; },
+                               [](const control::Reload&) { return name::RELOAD; }},
+                    request);
+}
+
+std::string encode_request(const ControlRequest& request) {
+  json j = {{name::CMD, command_of(request)}};
+  if (const auto* u = std::get_if<control::Upgrade>(&request); u && u->binary) j[name::BINARY] = *u->binary;
+  return finish(std::move(j));
+}
+
+std::variant<ControlRequest, std::string> decode_request(std::string_view bytes) {
+  auto envelope = read_envelope(bytes, "request");
+  if (auto* error = std::get_if<std::string>(&envelope)) return std::move(*error);
+  const json& body = std::get<json>(envelope);
+  auto cmd = body.find(name::CMD);
+  if (cmd == body.end() || !cmd->is_string()) return std::string("malformed request: missing string \"cmd\"");
+  const auto& command = cmd->get_ref<const std::string&>();
+  if (command == name::STATUS) return control::Status{};
+  if (command == name::RESTART_WORKER) return control::RestartWorker{};
+  if (command == name::STOP) return control::Stop{};
+  if (command == name::RELOAD) return control::Reload{};
+  if (command == name::UPGRADE) {
+    control::Upgrade u;
+    auto b = body.find(name::BINARY);
+    if (b == body.end()) return u;
+    const auto bad = [](std::string_view why) {
+      return fmt::format("\"upgrade\" request: field \"binary\" {}", why);
+    };
+    if (!b->is_string()) return bad("is not a string");
+    const auto& path = b->get_ref<const std::string&>();
+    if (path.empty() || path[0] != '/') return bad("must be an absolute path");
+    if (path.size() > CONTROL_MAX_PATH) return bad(fmt::format("is longer than {} bytes", CONTROL_MAX_PATH));
+    if (path.find('\0') != std::string::npos) return bad("contains a NUL byte");
+    u.binary = path;
+    return u;
+  }
+  return fmt::format("unrecognized command \"{}\"", shown(command));
+}
+
+std::string encode_reply(const ControlReply& reply) {
+  json j = std::visit(
+      overloaded{
+          [](const control::Error& e) -> json { return {{name::OK, false}, {name::ERROR, e.error}}; },
+          [](const control::Done& d) -> json { return {{name::OK, true}, {name::MESSAGE, d.message}}; },
+          [](const control::Upgraded& u) -> json {
+            return {{name::OK, true},
+                    {name::MESSAGE, u.message},
+                    {"pid", u.pid},
+                    {"generation", u.generation},
+                    {"version", u.version}};
+          },
+          [](const control::StatusReply& s) -> json {
+            json counters = json::object();
+            for (const auto& [counter, value] : s.counters) counters[counter] = value;
+            return {{name::OK, true},
+                    {"supervisor_pid", s.supervisor_pid},
+                    {"version", s.version},
+                    {"uptime_s", s.uptime_s},
+                    {"state", s.state},
+                    {"worker", worker_json(s.worker)},
+                    {"incoming_worker", worker_json(s.incoming_worker)},
+                    {"spare_worker", worker_json(s.spare_worker)},
+                    {"worker_binary", s.worker_binary},
+                    {"generation", s.generation},
+                    {"restarts", s.restarts},
+                    {"hangs_detected", s.hangs_detected},
+                    {"inflight", s.inflight},
+                    {"counters", std::move(counters)}};
+          }},
+      reply);
+  return finish(std::move(j));
+}
+
+std::variant<ControlReply, std::string> decode_reply(std::string_view bytes, const ControlRequest& answered) {
+  auto envelope = read_envelope(bytes, "reply");
+  if (auto* error = std::get_if<std::string>(&envelope)) return std::move(*error);
+  const json& body = std::get<json>(envelope);
+  const std::string what = fmt::format("\"{}\" reply", command_of(answered));
+  Fields f(body, what);
+  bool ok = false;
+  f.boolean(name::OK, ok);
+  if (!f.error().empty()) return f.error();
+  if (!ok) {
+    control::Error e;
+    f.str(name::ERROR, e.error);
+    if (!f.error().empty()) return f.error();
+    return e;
+  }
+  if (std::holds_alternative<control::Status>(answered)) {
+    control::StatusReply s;
+    f.i64("supervisor_pid", s.supervisor_pid);
+    f.str("version", s.version);
+    f.real("uptime_s", s.uptime_s);
+    f.str("state", s.state);
+    f.worker("worker", s.worker);
+    f.worker("incoming_worker", s.incoming_worker);
+    f.worker("spare_worker", s.spare_worker);
+    f.str("worker_binary", s.worker_binary);
+    f.u64("generation", s.generation);
+    f.u64("restarts", s.restarts);
+    f.u64("hangs_detected", s.hangs_detected);
+    f.u64("inflight", s.inflight);
+    f.counters("counters", s.counters);
+    if (!f.error().empty()) return f.error();
+    return s;
+  }
+  if (std::holds_alternative<control::Upgrade>(answered)) {
+    control::Upgraded u;
+    f.str(name::MESSAGE, u.message);
+    f.i64("pid", u.pid);
+    f.u64("generation", u.generation);
+    f.str("version", u.version);
+    if (!f.error().empty()) return f.error();
+    return u;
+  }
+  control::Done d;
+  f.str(name::MESSAGE, d.message);
+  if (!f.error().empty()) return f.error();
+  return d;
 }
 
 }  // namespace ondemand::proto

@@ -1,47 +1,137 @@
-// The control protocol: ondemandctl (or any operator tool) <-> supervisor.
+// The control protocol: ondemandctl (or any operator tool) <-> supervisor,
+// typed.
 //
 // Transport: AF_UNIX SOCK_SEQPACKET at <state_dir>/control.sock, mode 0600.
 // The supervisor checks the peer with SO_PEERCRED: uid 0, or a uid listed in
-// the config key control_uids. One request per connection, one reply.
+// the config key control_uids. One request per connection, one reply, each
+// one datagram of at most CONTROL_MAX_BYTES.
 //
 // Request: {"v": 1, "cmd": "<command>", ...arguments}
 // Reply:   {"v": 1, "ok": true, ...}  or  {"v": 1, "ok": false, "error": "..."}
-// A malformed or unknown request gets ok=false naming the problem; it never
-// affects the supervisor.
 //
-// Commands (version 1):
-//   status          -> worker, state, counters (see make_status in supervisor)
-//   restart-worker  -> graceful stop of the worker, then a fresh one (unparks)
-//   stop            -> supervisor stops its worker and exits (unbinds the cache)
-//   upgrade [binary] -> rolling upgrade to `binary` (absolute path; default the
-//                      configured worker); replies once the new worker serves,
-//                      or with ok=false once the old one is serving again
+// Every request and reply is a struct below; every wire field name is
+// spelled only in control.cc. decode_request() and decode_reply() never
+// throw: bytes that are not a JSON object, a missing or mistyped "v", "cmd"
+// or "ok", another protocol version, an unknown command, a missing required
+// field, a field of another type or out of range are an error string naming
+// the command and the field. Unknown fields are ignored (a newer peer may
+// add some). The supervisor answers a request it cannot decode with an
+// Error reply naming the problem; it never affects the supervisor.
+//
+// Commands (version 1) and the reply each gets when it succeeds:
+//   status          -> StatusReply: supervisor, worker(s), state, counters
+//   restart-worker  -> Done: graceful stop of the worker, then a fresh one
+//                      (also leaves the parked state)
+//   stop            -> Done: the supervisor stops its worker and exits
+//                      (unbinds the cache)
+//   upgrade [binary] -> Upgraded: rolling upgrade to `binary` (absolute
+//                      path; default the configured worker); replies once
+//                      the new worker serves, or with an Error once the old
+//                      one is serving again
+//   reload          -> Done: the supervisor re-reads and validates its config
+//                      file and, if valid, makes it the snapshot the next
+//                      worker starts from; an invalid file or a change to a
+//                      key only a supervisor restart applies is an Error
+//                      naming the key, and the old config stays
+// Any command may get Error{error} instead.
+// `ondemandctl metrics` and `top` are not control commands: they read the
+// metrics endpoint (<state_dir>/metrics.sock, HTTP).
 //
 // Changelog:
-//   1  status, restart-worker, stop, upgrade.
+//   1  status, restart-worker, stop, upgrade. Typed (this header) without a
+//      wire change; reload added (an older supervisor answers it
+//      "unrecognized command").
 #pragma once
 
+#include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
-
-#include <nlohmann/json.hpp>
 
 namespace ondemand::proto {
 
 inline constexpr int CONTROL_VERSION = 1;
 inline constexpr std::string_view CONTROL_SOCKET_NAME = "control.sock";
 inline constexpr std::size_t CONTROL_MAX_BYTES = 64 * 1024;
+// Longest worker binary path an upgrade accepts (PATH_MAX).
+inline constexpr std::size_t CONTROL_MAX_PATH = 4096;
 
-struct ControlRequest {
-  std::string cmd;
-  nlohmann::json body;
+namespace control {
+
+// ---- requests ----
+struct Status {};
+struct RestartWorker {};
+struct Stop {};
+struct Upgrade {
+  std::optional<std::string> binary;  // absolute path; none: the configured worker_binary
+};
+struct Reload {};
+
+// ---- replies ----
+struct WorkerInfo {
+  std::int64_t pid = 0;
+  std::uint64_t generation = 0;
+  std::string version;
+  std::string binary;
+  bool serving = false;
+  bool adopted = false;
+  double uptime_s = 0;
+  std::optional<double> killed_s_ago;  // set once the supervisor SIGKILLed it (not yet reaped)
+};
+struct StatusReply {
+  std::int64_t supervisor_pid = 0;
+  std::string version;
+  double uptime_s = 0;
+  std::string state;  // starting, running, upgrading, parked, stopped
+  std::optional<WorkerInfo> worker;
+  std::optional<WorkerInfo> incoming_worker;
+  std::optional<WorkerInfo> spare_worker;
+  std::string worker_binary;
+  std::uint64_t generation = 0;
+  std::uint64_t restarts = 0;
+  std::uint64_t hangs_detected = 0;
+  std::uint64_t inflight = 0;
+  // The worker counters (common/shared_state.h counters_json) by name.
+  std::map<std::string, std::uint64_t> counters;
+  std::uint64_t counter(const std::string& name) const {
+    auto it = counters.find(name);
+    return it == counters.end() ? 0 : it->second;
+  }
+};
+// restart-worker, stop, reload.
+struct Done {
+  std::string message;
+};
+struct Upgraded {
+  std::string message;
+  std::int64_t pid = 0;
+  std::uint64_t generation = 0;
+  std::string version;
+};
+struct Error {
+  std::string error;
 };
 
-// Validates envelope and command name; the error text goes back to the peer.
-std::variant<ControlRequest, std::string> parse_control_request(std::string_view bytes);
+}  // namespace control
 
-nlohmann::json control_ok(nlohmann::json fields = nlohmann::json::object());
-nlohmann::json control_error(std::string_view message);
+using ControlRequest =
+    std::variant<control::Status, control::RestartWorker, control::Stop, control::Upgrade, control::Reload>;
+using ControlReply = std::variant<control::Error, control::Done, control::Upgraded, control::StatusReply>;
+
+// The wire "cmd" of a request.
+std::string_view command_of(const ControlRequest& request);
+
+// Never throws; a request that would exceed CONTROL_MAX_BYTES encodes to "".
+std::string encode_request(const ControlRequest& request);
+std::variant<ControlRequest, std::string> decode_request(std::string_view bytes);
+
+// Never throws; a reply that would exceed CONTROL_MAX_BYTES encodes to ""
+// (the server then sends an Error saying so).
+std::string encode_reply(const ControlReply& reply);
+// The reply to `answered`: Error when ok is false, otherwise the reply type
+// that command gets (see above); anything else is an error string.
+std::variant<ControlReply, std::string> decode_reply(std::string_view bytes, const ControlRequest& answered);
 
 }  // namespace ondemand::proto

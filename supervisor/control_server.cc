@@ -31,12 +31,14 @@ struct Connection : std::enable_shared_from_this<Connection> {
   asio::steady_timer deadline;
   bool replied = false;
 
-  void send(const nlohmann::json& reply) {
+  void send(const proto::ControlReply& reply) {
     if (replied) return;
     replied = true;
     deadline.cancel();
+    auto bytes = proto::encode_reply(reply);
+    if (bytes.empty()) bytes = proto::encode_reply(proto::control::Error{"reply too large for one datagram"});
     // Best effort: a peer that went away does not matter.
-    (void)send_message(socket.native_handle(), reply.dump());
+    (void)send_message(socket.native_handle(), bytes);
     boost::system::error_code ignored;
     socket.close(ignored);
   }
@@ -91,38 +93,43 @@ void ControlServer::serve(UniqueFd fd) {
                        std::find(allowed_uids_.begin(), allowed_uids_.end(), cred.uid) != allowed_uids_.end();
   conn->deadline.expires_after(CONNECTION_DEADLINE);
   conn->deadline.async_wait([conn](boost::system::error_code ec) {
-    if (!ec) conn->send(proto::control_error("no request within the deadline"));
+    if (!ec) conn->send(proto::control::Error{"no request within the deadline"});
   });
   conn->socket.async_wait(asio::posix::stream_descriptor::wait_read,
                           [this, conn, cred, allowed](boost::system::error_code ec) {
     if (ec || conn->replied) return;
+    // The deadline bounds a silent peer, not the command: an upgrade may
+    // take longer, and its own bounds end it with a reply.
+    conn->deadline.cancel();
     auto received = recv_message(conn->socket.native_handle(), proto::CONTROL_MAX_BYTES, 0);
     // A refused peer is answered only after its request is read: closing a
     // unix socket with unread data resets the connection, and the peer then
     // gets ECONNRESET instead of the reason.
     if (!allowed) {
       spdlog::warn("control: refused peer pid={} uid={} (not root, not in control_uids)", cred.pid, cred.uid);
-      conn->send(proto::control_error(fmt::format("uid {} is not allowed", cred.uid)));
+      conn->send(proto::control::Error{fmt::format("uid {} is not allowed", cred.uid)});
       return;
     }
     if (received.err || received.peer_closed()) {
-      conn->send(proto::control_error(received.err ? "request rejected: " + sys::errno_name(received.err)
-                                                   : "empty request"));
+      conn->send(proto::control::Error{received.err ? "request rejected: " + sys::errno_name(received.err)
+                                                    : "empty request"});
       return;
     }
-    auto parsed = proto::parse_control_request(received.bytes);
-    if (auto* error = std::get_if<std::string>(&parsed)) {
+    auto decoded = proto::decode_request(received.bytes);
+    if (auto* error = std::get_if<std::string>(&decoded)) {
       spdlog::warn("control: bad request from pid={} uid={}: {}", cred.pid, cred.uid, *error);
-      conn->send(proto::control_error(*error));
+      conn->send(proto::control::Error{*error});
       return;
     }
-    auto& request = std::get<proto::ControlRequest>(parsed);
-    if (auto refusal = control_refusal(request.cmd, request.body.contains("binary"), cred.uid, allowed_uids_)) {
-      spdlog::warn("control: refused \"{}\" from pid={}: {}", request.cmd, cred.pid, *refusal);
-      return conn->send(proto::control_error(*refusal));
+    auto& request = std::get<proto::ControlRequest>(decoded);
+    const auto* upgrade = std::get_if<proto::control::Upgrade>(&request);
+    if (auto refusal = control_refusal(proto::command_of(request), upgrade && upgrade->binary.has_value(), cred.uid,
+                                       allowed_uids_)) {
+      spdlog::warn("control: refused \"{}\" from pid={}: {}", proto::command_of(request), cred.pid, *refusal);
+      return conn->send(proto::control::Error{*refusal});
     }
-    spdlog::info("control: \"{}\" from pid={} uid={}", request.cmd, cred.pid, cred.uid);
-    handler_(request, [conn](const nlohmann::json& reply) { conn->send(reply); });
+    spdlog::info("control: \"{}\" from pid={} uid={}", proto::command_of(request), cred.pid, cred.uid);
+    handler_(request, [conn](const proto::ControlReply& reply) { conn->send(reply); });
   });
 }
 

@@ -13,7 +13,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <nlohmann/json.hpp>
 
 #include "common/unique_fd.h"
 #include "proto/control.h"
@@ -22,7 +21,7 @@ namespace ondemand::supervisor {
 
 class ControlServer {
  public:
-  using Reply = std::function<void(const nlohmann::json&)>;
+  using Reply = std::function<void(const proto::ControlReply&)>;
   // The handler must call `reply` exactly once, now or later.
   using Handler = std::function<void(const proto::ControlRequest&, Reply)>;
 

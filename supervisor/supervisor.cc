@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "common/channel.h"
@@ -37,6 +39,42 @@ constexpr auto UNREAPED_WARN_EVERY = 10s;
 constexpr auto STOP_GRACE = 15s;
 constexpr auto UPGRADE_DRAIN = 5s;         // outgoing worker must finish in-flight requests
 constexpr auto UPGRADE_SERVE_LIMIT = 15s;  // incoming worker must serve after that
+
+// What workers start from: the config as the supervisor last validated it
+// (at start or by `ondemandctl reload`), never the operator's file as it is
+// now. Its name in state_dir:
+constexpr const char* CONFIG_SNAPSHOT_NAME = "worker-config.json";
+
+std::string read_config_text(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError(fmt::format("cannot read {}", file.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The keys a running supervisor cannot apply: reload refuses changes to them.
+std::vector<std::string> restart_only_changes(const Config& a, const Config& b) {
+  std::vector<std::string> changed;
+  auto check = [&](const char* key, bool same) {
+    if (!same) changed.emplace_back(key);
+  };
+  check("cache_dir", a.cache_dir == b.cache_dir);
+  check("tag", a.tag == b.tag);
+  check("state_dir", a.state_dir == b.state_dir);
+  check("control_uids", a.control_uids == b.control_uids);
+  const auto listen = [](const Config& c) {
+    return c.metrics_listen ? fmt::format("{}|{}|{}", c.metrics_listen->unix_path.string(), c.metrics_listen->host,
+                                          c.metrics_listen->port)
+                            : std::string();
+  };
+  check("metrics_listen", listen(a) == listen(b));
+  check("restart_backoff_ms", a.restart_backoff_ms == b.restart_backoff_ms);
+  check("restart_backoff_max_ms", a.restart_backoff_max_ms == b.restart_backoff_max_ms);
+  check("crash_loop_limit", a.crash_loop_limit == b.crash_loop_limit);
+  check("crash_loop_window_ms", a.crash_loop_window_ms == b.crash_loop_window_ms);
+  return changed;
+}
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
@@ -125,6 +163,13 @@ void Supervisor::init_shared_state() {
   if (config_.worker_binary.empty())  // default: ondemand-worker beside us
     config_.worker_binary = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "ondemand-worker";
   std::filesystem::create_directories(config_.state_dir);
+  // The file was validated a moment ago (main); snapshot what it says now,
+  // validated again, so an edit in between cannot slip through unchecked.
+  snapshot_path_ = config_.state_dir / CONFIG_SNAPSHOT_NAME;
+  const auto text = read_config_text(config_path_);
+  (void)parse_config(text);
+  if (auto error = write_config_snapshot(text); !error.empty()) throw ConfigError(error);
+  snapshot_text_ = text;
   // Keep counters across supervisor restarts: attach when the segment exists.
   shm_.emplace(SharedStateMapping::open_or_create(shm_name_for_tag(config_.tag)));
 }
@@ -203,6 +248,60 @@ void Supervisor::set_state(proto::WorkerState state) {
   shm_->state().worker_state.store(static_cast<std::uint64_t>(state));
 }
 
+std::string Supervisor::write_config_snapshot(const std::string& text) {
+  const auto tmp = snapshot_path_.string() + ".tmp";
+  // 0600: the config may carry credentials.
+  UniqueFd fd{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
+  if (!fd) return fmt::format("cannot write {}: {}", tmp, sys::errno_name(errno));
+  std::size_t done = 0;
+  while (done < text.size()) {
+    auto w = sys::write(fd.get(), text.data() + done, text.size() - done);
+    if (!w.ok()) return fmt::format("cannot write {}: {}", tmp, sys::errno_name(w.err));
+    done += static_cast<std::size_t>(w.rc);
+  }
+  if (::fsync(fd.get()) < 0) return fmt::format("cannot write {}: {}", tmp, sys::errno_name(errno));
+  if (::rename(tmp.c_str(), snapshot_path_.c_str()) < 0)
+    return fmt::format("cannot rename {} to {}: {}", tmp, snapshot_path_.string(), sys::errno_name(errno));
+  return {};
+}
+
+proto::ControlReply Supervisor::reload() {
+  Config next;
+  std::string text;
+  try {
+    text = read_config_text(config_path_);
+    next = parse_config(text);
+  } catch (const ConfigError& e) {
+    spdlog::warn("reload refused: {}: {}", config_path_.string(), e.what());
+    return proto::control::Error{
+        fmt::format("{}: {}; nothing reloaded, the running config stays", config_path_.string(), e.what())};
+  }
+  if (auto changed = restart_only_changes(config_, next); !changed.empty()) {
+    const auto keys = fmt::format("{}", fmt::join(changed, ", "));
+    spdlog::warn("reload refused: {} changed, which needs a supervisor restart", keys);
+    return proto::control::Error{fmt::format(
+        "{} changed in {}: only a supervisor restart applies {}; nothing reloaded", keys, config_path_.string(),
+        changed.size() == 1 ? "it" : "them")};
+  }
+  if (auto error = write_config_snapshot(text); !error.empty()) {
+    spdlog::error("reload failed: {}", error);
+    return proto::control::Error{error + "; nothing reloaded"};
+  }
+  snapshot_text_ = text;
+  if (next.worker_binary.empty()) next.worker_binary = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "ondemand-worker";
+  config_ = std::move(next);
+  spdlog::info("config reloaded from {}: the next worker starts from it", config_path_.string());
+  // A spare started from the old config would be the next worker: replace it.
+  if (spare_) {
+    spare_timer_.cancel();
+    retire(std::move(spare_), "config reloaded");
+    asio::post(loop_, [this] { maybe_spawn_spare(); });
+  }
+  return proto::control::Done{fmt::format(
+      "reloaded {}: takes effect for the next worker (the running one keeps the config it started with)",
+      config_path_.string())};
+}
+
 void Supervisor::write_pid_file(pid_t pid) {
   const auto path = config_.state_dir / "worker.pid";
   const auto tmp = config_.state_dir / "worker.pid.tmp";
@@ -228,8 +327,17 @@ std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::pa
   w->binary = binary;
   w->standby = standby;
   w->spare = spare;
+  // The snapshot lives in state_dir, which an operator (or a tmp cleaner)
+  // may have removed: every worker must find it, or it exits 78 and parks.
+  if (std::error_code ec; !std::filesystem::exists(snapshot_path_, ec)) {
+    std::filesystem::create_directories(config_.state_dir, ec);
+    if (auto error = write_config_snapshot(snapshot_text_); !error.empty())
+      spdlog::error("config snapshot {} is gone and cannot be rewritten: {}", snapshot_path_.string(), error);
+    else
+      spdlog::warn("config snapshot {} was gone (state_dir removed?): rewritten", snapshot_path_.string());
+  }
   try {
-    auto p = spawn_worker(binary, {"--config", config_path_.string()});
+    auto p = spawn_worker(binary, {"--config", snapshot_path_.string()});
     w->pid = p.pid;
     w->pidfd = std::move(p.pidfd);
     w->channel = std::move(p.channel);
@@ -702,38 +810,41 @@ void Supervisor::shutdown() {
 
 // ---- control ----
 
-nlohmann::json Supervisor::status() const {
+proto::control::StatusReply Supervisor::status() const {
   const auto& st = shm_->state();
   const auto& c = st.counters;
-  auto describe = [](const Running* w) -> nlohmann::json {
-    if (!w) return nullptr;
-    return {{"pid", w->pid},
-            {"generation", w->generation},
-            {"version", w->version},
-            {"binary", w->binary.string()},
-            {"serving", w->serving},
-            {"adopted", w->adopted},
-            {"uptime_s", std::chrono::duration<double>(Clock::now() - w->started).count()},
-            // Set once we SIGKILLed it: how long its exit has been awaited.
-            {"killed_s_ago", w->killed_by_us ? nlohmann::json(std::chrono::duration<double>(
-                                                   Clock::now() - w->killed_at).count())
-                                             : nlohmann::json(nullptr)}};
+  auto describe = [](const Running* w) -> std::optional<proto::control::WorkerInfo> {
+    if (!w) return std::nullopt;
+    return proto::control::WorkerInfo{
+        .pid = w->pid,
+        .generation = w->generation,
+        .version = w->version,
+        .binary = w->binary.string(),
+        .serving = w->serving,
+        .adopted = w->adopted,
+        .uptime_s = std::chrono::duration<double>(Clock::now() - w->started).count(),
+        // Set once we SIGKILLed it: how long its exit has been awaited.
+        .killed_s_ago = w->killed_by_us
+                            ? std::optional<double>(std::chrono::duration<double>(Clock::now() - w->killed_at).count())
+                            : std::nullopt};
   };
-  return proto::control_ok({
-      {"supervisor_pid", ::getpid()},
-      {"version", std::string(proto::VERSION)},
-      {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
-      {"state", state_name(st.worker_state.load())},
-      {"worker", describe(worker_.get())},
-      {"incoming_worker", describe(incoming_.get())},
-      {"spare_worker", describe(spare_.get())},
-      {"worker_binary", config_.worker_binary.string()},
-      {"generation", st.generation.load()},
-      {"restarts", st.restarts.load()},
-      {"hangs_detected", st.hangs_detected.load()},
-      {"inflight", c.inflight.load()},
-      {"counters", counters_json(c)},
-  });
+  proto::control::StatusReply s{
+      .supervisor_pid = ::getpid(),
+      .version = std::string(proto::VERSION),
+      .uptime_s = std::chrono::duration<double>(Clock::now() - started_).count(),
+      .state = state_name(st.worker_state.load()),
+      .worker = describe(worker_.get()),
+      .incoming_worker = describe(incoming_.get()),
+      .spare_worker = describe(spare_.get()),
+      .worker_binary = config_.worker_binary.string(),
+      .generation = st.generation.load(),
+      .restarts = st.restarts.load(),
+      .hangs_detected = st.hangs_detected.load(),
+      .inflight = c.inflight.load(),
+  };
+  const auto counters = counters_json(c);  // items() must not outlive it
+  for (const auto& [counter, value] : counters.items()) s.counters[counter] = value.get<std::uint64_t>();
+  return s;
 }
 
 void Supervisor::restart_worker() {
@@ -754,40 +865,36 @@ void Supervisor::restart_worker() {
 }
 
 void Supervisor::handle_control(const proto::ControlRequest& request, ControlServer::Reply reply) {
-  if (request.cmd == "status") return reply(status());
-  if (shutting_down_) return reply(proto::control_error("supervisor is shutting down"));
-  if (request.cmd == "restart-worker") {
-    if (incoming_) return reply(proto::control_error("an upgrade is in progress"));
+  using namespace proto::control;
+  if (std::holds_alternative<Status>(request)) return reply(status());
+  if (shutting_down_) return reply(Error{"supervisor is shutting down"});
+  if (std::holds_alternative<RestartWorker>(request)) {
+    if (incoming_) return reply(Error{"an upgrade is in progress"});
     restart_worker();
-    return reply(proto::control_ok({{"message", "worker restart started"}}));
+    return reply(Done{"worker restart started"});
   }
-  if (request.cmd == "upgrade") {
-    std::filesystem::path binary = config_.worker_binary;
-    if (auto b = request.body.find("binary"); b != request.body.end()) {
-      if (!b->is_string() || b->get<std::string>().empty() || b->get<std::string>()[0] != '/')
-        return reply(proto::control_error("\"binary\" must be an absolute path"));
-      binary = b->get<std::string>();
-    }
-    return start_upgrade(binary, std::move(reply));
-  }
-  if (request.cmd == "stop") {
-    reply(proto::control_ok({{"message", "stopping"}}));
+  if (const auto* upgrade = std::get_if<Upgrade>(&request))
+    return start_upgrade(upgrade->binary ? std::filesystem::path(*upgrade->binary) : config_.worker_binary,
+                         std::move(reply));
+  if (std::holds_alternative<Reload>(request)) return reply(reload());
+  if (std::holds_alternative<Stop>(request)) {
+    reply(Done{"stopping"});
     return shutdown();
   }
-  reply(proto::control_error("unrecognized command \"" + request.cmd + "\""));
+  reply(Error{fmt::format("command \"{}\" not handled", proto::command_of(request))});
 }
 
 // ---- rolling upgrade ----
 
 void Supervisor::start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply) {
-  if (incoming_ || upgrade_reply_) return reply(proto::control_error("an upgrade is already in progress"));
-  if (!worker_ || !worker_->serving) return reply(proto::control_error("no serving worker to upgrade from"));
+  if (incoming_ || upgrade_reply_) return reply(proto::control::Error{"an upgrade is already in progress"});
+  if (!worker_ || !worker_->serving) return reply(proto::control::Error{"no serving worker to upgrade from"});
   spdlog::info("upgrade: worker pid={} ({}) -> {}", worker_->pid, worker_->version, binary.string());
   spare_timer_.cancel();
   retire(std::move(spare_), "spare of the old binary, before an upgrade");
   std::string why;
   auto incoming = spawn(binary, /*standby=*/true, &why);
-  if (!incoming) return reply(proto::control_error("upgrade failed, old worker still serves: " + why));
+  if (!incoming) return reply(proto::control::Error{"upgrade failed, old worker still serves: " + why});
   incoming_ = std::move(incoming);
   upgrade_reply_ = std::move(reply);
   set_state(proto::WorkerState::UPGRADING);
@@ -835,6 +942,13 @@ void Supervisor::begin_handover() {
 
 void Supervisor::finish_upgrade(bool ok, const std::string& message) {
   upgrade_timer_.cancel();
+  // What the next crash restarts: the binary that now serves, not the one
+  // the supervisor started with.
+  if (ok && worker_ && worker_->binary != config_.worker_binary) {
+    spdlog::info("upgrade: worker_binary is now {} (was {})", worker_->binary.string(),
+                 config_.worker_binary.string());
+    config_.worker_binary = worker_->binary;
+  }
   asio::post(loop_, [this] { maybe_spawn_spare(); });
   if (ok || (worker_ && worker_->serving))
     set_state(proto::WorkerState::RUNNING);
@@ -852,12 +966,12 @@ void Supervisor::finish_upgrade(bool ok, const std::string& message) {
       spdlog::error("upgrade failed: {}", message);
   }
   if (ok) {
-    reply(proto::control_ok({{"message", "upgraded"},
-                             {"pid", worker_->pid},
-                             {"generation", worker_->generation},
-                             {"version", worker_->version}}));
+    reply(proto::control::Upgraded{.message = "upgraded",
+                                   .pid = worker_->pid,
+                                   .generation = worker_->generation,
+                                   .version = worker_->version});
   } else {
-    reply(proto::control_error("upgrade failed, old worker still serves: " + message));
+    reply(proto::control::Error{"upgrade failed, old worker still serves: " + message});
   }
 }
 

@@ -86,13 +86,18 @@ class Supervisor {
   void write_pid_file(pid_t pid);
   void set_state(proto::WorkerState state);
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
-  nlohmann::json status() const;
+  proto::control::StatusReply status() const;
+  proto::ControlReply reload();
+  // Writes `text` as the snapshot workers start from; "" or why not.
+  std::string write_config_snapshot(const std::string& text);
+  std::string snapshot_text_;  // what the snapshot file holds, to rewrite it if state_dir goes
   void restart_worker();
   void start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply);
   void finish_upgrade(bool ok, const std::string& message);
 
   Config config_;
   std::filesystem::path config_path_;
+  std::filesystem::path snapshot_path_;  // <state_dir>/worker-config.json, what workers read
   BoundCache cache_;
   RestartPolicy policy_;
   boost::asio::io_context loop_{1};

@@ -375,8 +375,9 @@ SupervisorProcess::~SupervisorProcess() {
   }
   for (pid_t w : workers_seen_)
     if (w > 0 && process_alive(w)) {
-      // Only ours: its command line names our config.
-      if (read_file(fmt::format("/proc/{}/cmdline", w)).find(config_path().string()) != std::string::npos)
+      // Only ours: its command line names a file in our temp dir (the
+      // config, or the supervisor's snapshot of it in state_dir).
+      if (read_file(fmt::format("/proc/{}/cmdline", w)).find(dir().string()) != std::string::npos)
         ::kill(w, SIGKILL);
     }
   const std::string text = log();

@@ -14,24 +14,34 @@
 
 namespace ondemand::ctl {
 
-CallResult call(const std::filesystem::path& socket_path, const nlohmann::json& request,
-                std::chrono::milliseconds timeout) {
+RawResult call_raw(const std::filesystem::path& socket_path, std::string_view request,
+                   std::chrono::milliseconds timeout) {
   auto conn = connect_seqpacket(socket_path, timeout);
-  if (!conn.fd) return {nullptr, conn.error};
+  if (!conn.fd) return {{}, conn.error};
   auto fd = std::move(conn.fd);
-  if (int err = send_message(fd.get(), request.dump())) return {nullptr, "send: " + sys::errno_name(err)};
+  if (int err = send_message(fd.get(), request)) return {{}, "send: " + sys::errno_name(err)};
   pollfd p{fd.get(), POLLIN, 0};
   int rc;
   do {
     rc = ::poll(&p, 1, static_cast<int>(timeout.count()));
   } while (rc < 0 && errno == EINTR);
-  if (rc == 0) return {nullptr, fmt::format("no reply within {} ms", timeout.count())};
+  if (rc == 0) return {{}, fmt::format("no reply within {} ms", timeout.count())};
   auto received = recv_message(fd.get(), proto::CONTROL_MAX_BYTES, 0);
-  if (received.err) return {nullptr, "receive: " + sys::errno_name(received.err)};
-  if (received.peer_closed()) return {nullptr, "supervisor closed the connection without a reply"};
-  auto reply = nlohmann::json::parse(received.bytes, nullptr, false);
-  if (reply.is_discarded() || !reply.is_object()) return {nullptr, "reply is not a JSON object"};
-  return {std::move(reply), {}};
+  if (received.err) return {{}, "receive: " + sys::errno_name(received.err)};
+  if (received.peer_closed()) return {{}, "supervisor closed the connection without a reply"};
+  return {std::move(received.bytes), {}};
+}
+
+CallResult call(const std::filesystem::path& socket_path, const proto::ControlRequest& request,
+                std::chrono::milliseconds timeout) {
+  const auto bytes = proto::encode_request(request);
+  if (bytes.empty()) return {std::nullopt, {}, "request too large"};
+  auto raw = call_raw(socket_path, bytes, timeout);
+  if (!raw.error.empty()) return {std::nullopt, {}, std::move(raw.error)};
+  auto decoded = proto::decode_reply(raw.bytes, request);
+  if (auto* error = std::get_if<std::string>(&decoded))
+    return {std::nullopt, std::move(raw.bytes), "unreadable reply: " + *error};
+  return {std::get<proto::ControlReply>(std::move(decoded)), std::move(raw.bytes), {}};
 }
 
 MetricsResult parse_http_reply(std::string_view reply) {
@@ -82,59 +92,31 @@ MetricsResult fetch_metrics(const std::filesystem::path& socket_path, std::chron
   return parse_http_reply(reply);
 }
 
-namespace {
-// Tolerant field access: a reply from another version may lack a field or
-// carry another type; the table shows "?" rather than throwing.
-std::string str(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "?";
-}
-double real(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
-}
-bool flag(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_boolean() && it->get<bool>();
-}
-}  // namespace
-
-std::string format_status(const nlohmann::json& s) {
-  auto num = [&](const nlohmann::json& j, const char* key) -> std::uint64_t {
-    auto it = j.find(key);
-    return it != j.end() && it->is_number() ? it->get<std::uint64_t>() : 0;
-  };
-  const auto counters = s.find("counters");
-  const nlohmann::json c = counters != s.end() && counters->is_object() ? *counters : nlohmann::json::object();
+std::string format_status(const proto::control::StatusReply& s) {
   std::string out;
-  out += fmt::format("{:<11} pid {}, version {}, up {:.1f} s\n", "supervisor", num(s, "supervisor_pid"),
-                     str(s, "version"), real(s, "uptime_s"));
-  out += fmt::format("{:<11} {}\n", "state", str(s, "state"));
-  const auto wi = s.find("worker");
-  const nlohmann::json w = wi != s.end() ? *wi : nlohmann::json();
-  if (w.is_object())
-    out += fmt::format("{:<11} pid {}, generation {}, up {:.1f} s, {}\n", "worker", num(w, "pid"),
-                       num(w, "generation"), real(w, "uptime_s"),
-                       flag(w, "serving") ? "serving" : "not serving yet");
+  out += fmt::format("{:<11} pid {}, version {}, up {:.1f} s\n", "supervisor", s.supervisor_pid, s.version,
+                     s.uptime_s);
+  out += fmt::format("{:<11} {}\n", "state", s.state);
+  if (const auto& w = s.worker)
+    out += fmt::format("{:<11} pid {}, generation {}, up {:.1f} s, {}\n", "worker", w->pid, w->generation,
+                       w->uptime_s, w->serving ? "serving" : "not serving yet");
   else
     out += fmt::format("{:<11} none\n", "worker");
-  out += fmt::format("{:<11} {}\n", "binary", str(s, "worker_binary"));
-  out += fmt::format("{:<11} restarts {}, hangs detected {}, in flight {}\n", "health", num(s, "restarts"),
-                     num(s, "hangs_detected"), num(s, "inflight"));
-  out += fmt::format("{:<11} opens {} (refused {}), reads {} (failed {}), closes {}\n", "requests",
-                     num(c, "opens"), num(c, "open_refused"), num(c, "reads"), num(c, "read_failed"),
-                     num(c, "closes"));
+  out += fmt::format("{:<11} {}\n", "binary", s.worker_binary);
+  out += fmt::format("{:<11} restarts {}, hangs detected {}, in flight {}\n", "health", s.restarts,
+                     s.hangs_detected, s.inflight);
+  const auto c = [&](const char* name) { return s.counter(name); };
+  out += fmt::format("{:<11} opens {} (refused {}), reads {} (failed {}), closes {}\n", "requests", c("opens"),
+                     c("open_refused"), c("reads"), c("read_failed"), c("closes"));
   out += fmt::format("{:<11} {:.1f} MiB written to the cache\n", "data",
-                     static_cast<double>(num(c, "bytes_written")) / (1 << 20));
-  out += fmt::format("{:<11} {} at worker start, {} repair; unknown objects {}, bad messages {}\n",
-                     "restores", num(c, "restores"), num(c, "restores_repair"), num(c, "unknown_object"),
-                     num(c, "bad_messages"));
+                     static_cast<double>(c("bytes_written")) / (1 << 20));
+  out += fmt::format("{:<11} {} at worker start, {} repair; unknown objects {}, bad messages {}\n", "restores",
+                     c("restores"), c("restores_repair"), c("unknown_object"), c("bad_messages"));
   out += fmt::format("{:<11} culled {} objects ({:.1f} MiB) in {} passes, skipped {} in use and {} of unknown use; "
                      "{} writes refused with ENOBUFS\n",
-                     "cache", num(c, "culled_objects"), static_cast<double>(num(c, "culled_bytes")) / (1 << 20),
-                     num(c, "cull_passes"), num(c, "cull_skipped_busy"), num(c, "cull_skipped_unknown"),
-                     num(c, "cache_enobufs"));
-  if (num(c, "cache_dead") != 0)
+                     "cache", c("culled_objects"), static_cast<double>(c("culled_bytes")) / (1 << 20),
+                     c("cull_passes"), c("cull_skipped_busy"), c("cull_skipped_unknown"), c("cache_enobufs"));
+  if (c("cache_dead") != 0)
     out += fmt::format("{:<11} DEAD after an I/O error on cache_dir: unmount, stop the service, repair the disk, "
                        "start it\n", "cache");
   return out;

@@ -8,18 +8,32 @@
 #include <string>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "proto/control.h"
 
 namespace ondemand::ctl {
 
 enum Exit { OK = 0, REFUSED = 1, USAGE = 2, UNREACHABLE = 3 };
 
-struct CallResult {
-  nlohmann::json reply;  // null when unreachable
-  std::string error;     // why unreachable
+// One datagram out, one back, untyped: `bytes` is the reply, or empty with
+// `error` saying why there is none.
+struct RawResult {
+  std::string bytes;
+  std::string error;
 };
+RawResult call_raw(const std::filesystem::path& socket_path, std::string_view request,
+                   std::chrono::milliseconds timeout);
 
-CallResult call(const std::filesystem::path& socket_path, const nlohmann::json& request,
+// `request` and its decoded reply. `raw` is what the supervisor sent (for
+// --json); `reply` is empty when it was unreachable or its reply could not
+// be decoded, and `error` says which.
+struct CallResult {
+  std::optional<proto::ControlReply> reply;
+  std::string raw;
+  std::string error;
+};
+CallResult call(const std::filesystem::path& socket_path, const proto::ControlRequest& request,
                 std::chrono::milliseconds timeout);
 
 // `ondemandctl metrics`: GET /metrics over <state_dir>/metrics.sock (the
@@ -36,6 +50,6 @@ MetricsResult fetch_metrics(const std::filesystem::path& socket_path, std::chron
 MetricsResult parse_http_reply(std::string_view reply);
 
 // The `status` reply as an aligned table.
-std::string format_status(const nlohmann::json& status);
+std::string format_status(const proto::control::StatusReply& status);
 
 }  // namespace ondemand::ctl

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "show worker, state and counters");
   status->add_flag("--json", json, "print the raw JSON reply");
   app.add_subcommand("restart-worker", "gracefully restart the worker (also leaves the parked state)");
+  app.add_subcommand("reload", "re-read and validate the config file; if valid, the next worker starts\n"
+                               "from it (keys that need a supervisor restart are refused)");
   app.add_subcommand("stop", "stop the worker and the supervisor (unbinds the cache: mounts die)");
   app.add_subcommand("metrics", "print the supervisor's Prometheus metrics (GET /metrics on\n"
                                 "<state_dir>/metrics.sock, exactly what a scrape gets)");
@@ -123,34 +125,39 @@ int main(int argc, char** argv) {
     options.timeout = std::chrono::milliseconds(timeout_ms);
     return ctl::run_top(options);
   }
-  nlohmann::json request = {{"v", proto::CONTROL_VERSION}, {"cmd", cmd}};
+  proto::ControlRequest request = proto::control::Status{};
+  if (cmd == "restart-worker") request = proto::control::RestartWorker{};
+  if (cmd == "stop") request = proto::control::Stop{};
+  if (cmd == "reload") request = proto::control::Reload{};
   if (cmd == "upgrade") {
+    proto::control::Upgrade upgrade;
     if (!binary.empty()) {
       std::error_code ec;
-      auto abs = std::filesystem::absolute(binary, ec);
-      request["binary"] = abs.string();
+      upgrade.binary = std::filesystem::absolute(binary, ec).string();
     }
+    request = upgrade;
     timeout_ms = std::max(timeout_ms, 60000u);  // the supervisor bounds an upgrade well below this
   }
   auto result = ctl::call(dir / std::string(proto::CONTROL_SOCKET_NAME), request,
                           std::chrono::milliseconds(timeout_ms));
-  if (result.reply.is_null()) {
-    std::fprintf(stderr, "ondemandctl: supervisor not reachable: %s\n", result.error.c_str());
+  if (!result.reply) {
+    std::fprintf(stderr, "ondemandctl: %s: %s\n", result.raw.empty() ? "supervisor not reachable" : cmd.c_str(),
+                 result.error.c_str());
     return ctl::UNREACHABLE;
   }
-  if (!result.reply.value("ok", false)) {
-    std::fprintf(stderr, "ondemandctl: %s: %s\n", cmd.c_str(), result.reply.value("error", "failed").c_str());
-    if (json) std::cout << result.reply.dump() << "\n";
+  if (const auto* error = std::get_if<proto::control::Error>(&*result.reply)) {
+    std::fprintf(stderr, "ondemandctl: %s: %s\n", cmd.c_str(), error->error.c_str());
+    if (json) std::cout << result.raw << "\n";
     return ctl::REFUSED;
   }
-  if (cmd == "status" && !json)
-    std::cout << ctl::format_status(result.reply);
-  else if (json)
-    std::cout << result.reply.dump() << "\n";
-  else if (cmd == "upgrade")
-    std::cout << "upgraded: worker pid " << result.reply.value("pid", 0) << ", generation "
-              << result.reply.value("generation", 0) << ", version " << result.reply.value("version", "?") << "\n";
-  else
-    std::cout << result.reply.value("message", "ok") << "\n";
+  if (json)
+    std::cout << result.raw << "\n";
+  else if (const auto* status = std::get_if<proto::control::StatusReply>(&*result.reply))
+    std::cout << ctl::format_status(*status);
+  else if (const auto* upgraded = std::get_if<proto::control::Upgraded>(&*result.reply))
+    std::cout << "upgraded: worker pid " << upgraded->pid << ", generation " << upgraded->generation
+              << ", version " << upgraded->version << "\n";
+  else if (const auto* done = std::get_if<proto::control::Done>(&*result.reply))
+    std::cout << done->message << "\n";
   return ctl::OK;
 }

@@ -17,8 +17,10 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "common/fd_passing.h"
+#include "common/unix_socket.h"
 #include "tools/ctl/ctl.h"
 #include "tests/unit/test_util.h"
 
@@ -40,7 +42,7 @@ struct Server {
         loop, dir.path(), std::move(allowed),
         [this](const proto::ControlRequest& req, ControlServer::Reply reply) {
           ++handled;
-          reply(proto::control_ok({{"echo", req.cmd}}));
+          reply(proto::control::Done{"echo " + std::string(proto::command_of(req))});
         });
     thread = std::thread([this] {
       auto guard = asio::make_work_guard(loop);
@@ -66,6 +68,7 @@ UniqueFd connect_to(const std::filesystem::path& path) {
 }
 
 constexpr uid_t NOBODY = 65534;
+using CtlCallResult = ctl::CallResult;
 
 // Forks a child that drops to `uid`, sends a status request and exits 0 if
 // the reply contains `expect`, 1 if not, 2 on transport failure. Raw
@@ -118,7 +121,7 @@ TEST_CASE("ControlServer refuses peers that are neither root nor in control_uids
     Server s({NOBODY});
     std::filesystem::permissions(s.dir.path(), std::filesystem::perms::all);
     REQUIRE(::chmod(s.socket().c_str(), 0666) == 0);
-    CHECK(request_as(NOBODY, s.socket(), "\"echo\":\"status\"") == 0);
+    CHECK(request_as(NOBODY, s.socket(), "\"message\":\"echo status\"") == 0);
     CHECK(s.handled == 1);
   }
 }
@@ -137,8 +140,8 @@ TEST_CASE("ControlServer: a listed uid reaches the socket and may operate, but n
   struct stat st{};
   REQUIRE(::lstat(s.socket().c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0666);  // no chmod here: the server made it so
-  CHECK(request_as(NOBODY, s.socket(), "\"echo\":\"status\"") == 0);
-  CHECK(request_as(NOBODY, s.socket(), "\"echo\":\"upgrade\"", R"({"v":1,"cmd":"upgrade"})") == 0);
+  CHECK(request_as(NOBODY, s.socket(), "\"message\":\"echo status\"") == 0);
+  CHECK(request_as(NOBODY, s.socket(), "\"message\":\"echo upgrade\"", R"({"v":1,"cmd":"upgrade"})") == 0);
   CHECK(s.handled == 2);
   CHECK(request_as(NOBODY, s.socket(), "root only", R"({"v":1,"cmd":"upgrade","binary":"/tmp/evil"})") == 0);
   CHECK(s.handled == 2);  // the handler never saw it
@@ -146,24 +149,26 @@ TEST_CASE("ControlServer: a listed uid reaches the socket and may operate, but n
 
 TEST_CASE("ControlServer answers a request through its handler, once", "[supervisor][control]") {
   Server s;
-  auto r = ctl::call(s.socket(), {{"v", 1}, {"cmd", "status"}}, 2000ms);
+  auto r = ctl::call(s.socket(), proto::control::RestartWorker{}, 2000ms);
   REQUIRE(r.error == "");
-  CHECK(r.reply["ok"] == true);
-  CHECK(r.reply["echo"] == "status");
+  REQUIRE(r.reply);
+  REQUIRE(std::holds_alternative<proto::control::Done>(*r.reply));
+  CHECK(std::get<proto::control::Done>(*r.reply).message == "echo restart-worker");
   CHECK(s.handled == 1);
 }
 
 TEST_CASE("ControlServer answers malformed requests with ok=false and never calls the handler",
           "[supervisor][control]") {
   Server s;
-  auto bad_version = ctl::call(s.socket(), {{"v", 9}, {"cmd", "status"}}, 2000ms);
+  auto bad_version = ctl::call_raw(s.socket(), R"({"v":9,"cmd":"status"})", 2000ms);
   REQUIRE(bad_version.error == "");
-  CHECK(bad_version.reply["ok"] == false);
-  CHECK_THAT(bad_version.reply["error"].get<std::string>(), Catch::Contains("version"));
+  auto bad_version_reply = nlohmann::json::parse(bad_version.bytes);
+  CHECK(bad_version_reply["ok"] == false);
+  CHECK_THAT(bad_version_reply["error"].get<std::string>(), Catch::Contains("version"));
 
-  auto unknown = ctl::call(s.socket(), {{"v", 1}, {"cmd", "format-disk"}}, 2000ms);
+  auto unknown = ctl::call_raw(s.socket(), R"({"v":1,"cmd":"format-disk"})", 2000ms);
   REQUIRE(unknown.error == "");
-  CHECK(unknown.reply["ok"] == false);
+  CHECK(nlohmann::json::parse(unknown.bytes)["ok"] == false);
 
   auto fd = connect_to(s.socket());
   REQUIRE(send_message(fd.get(), std::string_view("\x00\x01garbage", 9)) == 0);
@@ -181,9 +186,10 @@ TEST_CASE("ControlServer: a silent client does not block the next one", "[superv
   auto silent = connect_to(s.socket());
   auto silent2 = connect_to(s.socket());
   const auto start = std::chrono::steady_clock::now();
-  auto r = ctl::call(s.socket(), {{"v", 1}, {"cmd", "status"}}, 2000ms);
+  auto r = ctl::call(s.socket(), proto::control::Stop{}, 2000ms);
   REQUIRE(r.error == "");
-  CHECK(r.reply["ok"] == true);
+  REQUIRE(r.reply);
+  CHECK(std::holds_alternative<proto::control::Done>(*r.reply));
   CHECK(std::chrono::steady_clock::now() - start < 1s);
 }
 
@@ -195,7 +201,7 @@ TEST_CASE("ControlServer creates its socket 0600, replacing a stale file, and re
   asio::io_context loop;
   {
     ControlServer server(loop, dir.path(), {}, [](const proto::ControlRequest&, ControlServer::Reply r) {
-      r(proto::control_ok());
+      r(proto::control::Done{});
     });
     struct stat st{};
     REQUIRE(::lstat(path.c_str(), &st) == 0);
@@ -207,42 +213,51 @@ TEST_CASE("ControlServer creates its socket 0600, replacing a stale file, and re
 
 TEST_CASE("ctl::call reports an unreachable supervisor instead of hanging", "[supervisor][control]") {
   test::TempDir dir;
-  auto r = ctl::call(dir.path() / "control.sock", {{"v", 1}, {"cmd", "status"}}, 500ms);
-  CHECK(r.reply.is_null());
+  auto r = ctl::call(dir.path() / "control.sock", proto::control::Status{}, 500ms);
+  CHECK_FALSE(r.reply);
   CHECK_THAT(r.error, Catch::Contains("connect"));
 }
 
 TEST_CASE("ctl::format_status renders the status reply's fields", "[supervisor][control]") {
-  nlohmann::json status = {{"supervisor_pid", 42},
-                           {"version", "0.1.0"},
-                           {"uptime_s", 3.5},
-                           {"state", "running"},
-                           {"worker", {{"pid", 43}, {"generation", 7}, {"uptime_s", 1.0}, {"serving", true}}},
-                           {"worker_binary", "/usr/bin/ondemand-worker"},
-                           {"restarts", 2},
-                           {"hangs_detected", 1},
-                           {"inflight", 0},
-                           {"counters", {{"opens", 10}, {"reads", 20}, {"bytes_written", 3 << 20}}}};
+  proto::control::StatusReply status{.supervisor_pid = 42,
+                                     .version = "0.1.0",
+                                     .uptime_s = 3.5,
+                                     .state = "running",
+                                     .worker = proto::control::WorkerInfo{.pid = 43, .generation = 7,
+                                                                          .serving = true, .uptime_s = 1.0},
+                                     .worker_binary = "/usr/bin/ondemand-worker",
+                                     .restarts = 2,
+                                     .hangs_detected = 1,
+                                     .inflight = 0,
+                                     .counters = {{"opens", 10}, {"reads", 20}, {"bytes_written", 3 << 20}}};
   const auto text = ctl::format_status(status);
   CHECK_THAT(text, Catch::Contains("pid 42") && Catch::Contains("0.1.0") && Catch::Contains("running") &&
                        Catch::Contains("generation 7") && Catch::Contains("serving") &&
                        Catch::Contains("restarts 2") && Catch::Contains("opens 10") &&
                        Catch::Contains("reads 20") && Catch::Contains("3.0 MiB"));
-  status.erase("worker");
+  status.worker.reset();
   CHECK_THAT(ctl::format_status(status), Catch::Contains("none"));
 }
 
-TEST_CASE("ctl::format_status survives fields of the wrong type (another version's reply)",
+TEST_CASE("ctl::call reports a status reply with fields of the wrong type (another version's) as unreadable",
           "[supervisor][control]") {
-  nlohmann::json status = {{"version", 7},
-                           {"uptime_s", "long"},
-                           {"state", nullptr},
-                           {"worker", {{"pid", "x"}, {"uptime_s", "y"}, {"serving", 1}}},
-                           {"worker_binary", false},
-                           {"counters", "none"}};
-  std::string text;
-  REQUIRE_NOTHROW(text = ctl::format_status(status));
-  CHECK_THAT(text, Catch::Contains("state       ?"));
+  test::TempDir dir;
+  // A server that answers with another version's idea of a status reply.
+  auto listener = listen_seqpacket(dir.path() / "control.sock", 0600, 4);
+  std::thread server([&] {
+    pollfd p{listener.get(), POLLIN, 0};
+    if (::poll(&p, 1, 2000) != 1) return;
+    UniqueFd conn{::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC)};
+    (void)recv_message(conn.get(), 64 * 1024, 0);
+    (void)send_message(conn.get(), R"({"v":1,"ok":true,"supervisor_pid":1,"version":7,"uptime_s":"long",)"
+                                   R"("state":null,"worker":{"pid":"x"},"counters":"none"})");
+  });
+  CtlCallResult r;
+  REQUIRE_NOTHROW(r = ctl::call(dir.path() / "control.sock", proto::control::Status{}, 2000ms));
+  server.join();
+  CHECK_FALSE(r.reply);
+  CHECK_THAT(r.error, Catch::Contains("\"status\" reply") && Catch::Contains("\"version\""));
+  CHECK_FALSE(r.raw.empty());
 }
 
 }  // namespace ondemand::supervisor
