@@ -1,0 +1,75 @@
+#!/bin/bash
+# The AddressSanitizer + UndefinedBehaviorSanitizer flavour: builds it, runs
+# the unit tests or the host fault harness with it.
+#
+#   tests/sanitize/run-asan.sh build
+#   tests/sanitize/run-asan.sh unit    [CATCH2 ARGS...]
+#   tests/sanitize/run-asan.sh harness [CATCH2 ARGS...]
+#
+# Own build directory (ASAN_BUILD_DIR, default build/asan), ccache when
+# CCACHE_DIR is set (tests/run-all.sh exports it). `build` builds only what
+# the asan_* tests run: unit_tests, harness_tests and the programs they start
+# (ondemand-supervisor, ondemand-worker, ondemandctl, the harness's fake
+# worker); the VM test (asan_vm_chaos) takes the same supervisor and worker.
+#
+# A report from any process of the run fails it, whoever wrote it: a test
+# binary, or a supervisor or worker it started (they get the options through
+# the environment; the supervisor passes *SAN_OPTIONS on to workers). Every
+# report goes to a file under the run's report dir (log_path), which must be
+# empty at the end; the files are printed. ASan halts on the first error and
+# UBSan does not recover (-fno-sanitize-recover=undefined), so a report is
+# also a non-zero exit. LeakSanitizer is on: a process that exits (a test
+# binary, a supervisor stopped with SIGTERM) reports what it leaked; one
+# killed by SIGKILL, as the harness does to workers on purpose, reports
+# nothing.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${ASAN_BUILD_DIR:-$root/build/asan}
+mode=${1:-}
+[[ $# -gt 0 ]] && shift
+
+case $mode in
+    build)
+        cmake -S "$root" -B "$build" -DONDEMAND_SANITIZE=address,undefined \
+            -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+        # harness_tests depends on the programs it runs; unit_tests on the two
+        # its SIGPIPE test runs.
+        nice cmake --build "$build" --target unit_tests harness_tests -j"$(nproc)"
+        echo "run-asan.sh: built the ASan+UBSan flavour in $build"
+        exit 0
+        ;;
+    unit) binary=$build/tests/unit/unit_tests ;;
+    harness)
+        binary=$build/tests/harness/harness_tests
+        # The binaries under test are the sanitized ones, not the CI build's.
+        export HARNESS_BIN_DIR=$build
+        ;;
+    *)
+        echo "usage: $0 build | unit [CATCH2 ARGS...] | harness [CATCH2 ARGS...]" >&2
+        exit 2
+        ;;
+esac
+[[ -x $binary ]] || { echo "run-asan.sh: $binary missing: run '$0 build' first" >&2; exit 2; }
+
+reports=$build/sanitizer-reports/$mode
+rm -rf "$reports"
+mkdir -p "$reports"
+export ASAN_OPTIONS="halt_on_error=1 detect_leaks=1 detect_stack_use_after_return=1 check_initialization_order=1 strict_init_order=1 log_path=$reports/asan ${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1 log_path=$reports/ubsan ${UBSAN_OPTIONS:-}"
+
+rc=0
+"$binary" "$@" || rc=$?
+found=$(find "$reports" -type f | sort)
+if [[ -n $found ]]; then
+    for f in $found; do
+        echo "==== $f"
+        cat "$f"
+    done
+    echo "run-asan.sh: FAIL: sanitizer reports from the $mode run (above)" >&2
+    exit 1
+fi
+if [[ $rc -ne 0 ]]; then
+    echo "run-asan.sh: FAIL: $binary exited $rc (no sanitizer report)" >&2
+    exit "$rc"
+fi
+echo "run-asan.sh: $mode passed under ASan+UBSan with no report"
