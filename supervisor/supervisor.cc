@@ -120,6 +120,7 @@ void Supervisor::init_shared_state() {
   std::filesystem::create_directories(config_.state_dir);
   // Keep counters across supervisor restarts: attach when the segment exists.
   shm_.emplace(SharedStateMapping::open_or_create(shm_name_for_tag(config_.tag)));
+  worker_launch_ = prepare_worker_launch(config_, config_path_, shm_->name());
 }
 
 int Supervisor::run() {
@@ -182,7 +183,7 @@ std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::pa
   w->standby = standby;
   w->spare = spare;
   try {
-    auto p = spawn_worker(binary, {"--config", config_path_.string()});
+    auto p = spawn_worker(binary, {"--config", config_path_.string()}, worker_launch_);
     w->pid = p.pid;
     w->pidfd = std::move(p.pidfd);
     w->channel = std::move(p.channel);

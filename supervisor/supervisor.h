@@ -98,6 +98,7 @@ class Supervisor {
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::steady_timer upgrade_timer_;
   std::optional<SharedStateMapping> shm_;
+  WorkerLaunch worker_launch_;  // identity and shared memory every spawn gets (common/sandbox.h)
   std::unique_ptr<Running> worker_;    // the one serving (or starting)
   std::unique_ptr<Running> incoming_;  // an upgrade's successor, in standby
   std::unique_ptr<Running> spare_;     // warm standby for the next failover
