@@ -299,7 +299,7 @@ WorkerIdentity resolve_worker_identity(const Config& config) {
     if (!primary_gid)
       throw ConfigError(fmt::format(
           "config key \"worker_user\": not set and neither default user ({}) exists; create one "
-          "(deploy/install-deps.sh makes \"ondemand\"), name another, or set sandbox_drop_privileges to false",
+          "(e.g. useradd --system ondemand), name another, or set sandbox_drop_privileges to false",
           fmt::join(DEFAULT_WORKER_USERS, ", ")));
   } else if (auto pw = find_user(config.worker_user)) {
     id = {pw->pw_uid, pw->pw_gid, config.worker_user};
