@@ -1,5 +1,6 @@
 #include "common/shared_state.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,16 @@ namespace bip = boost::interprocess;
 struct SharedStateMapping::Impl {
   bip::shared_memory_object shm;
   bip::mapped_region region;
+  // attach_fd maps an inherited fd itself (Boost opens segments by name only).
+  void* raw = nullptr;
+  std::size_t raw_size = 0;
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() {
+    if (raw) ::munmap(raw, raw_size);
+  }
+  void* address() const { return raw ? raw : region.get_address(); }
 };
 
 namespace {
@@ -96,7 +107,7 @@ std::string shm_name_for_tag(const std::string& tag) { return "ondemand-" + tag;
 
 SharedStateMapping::SharedStateMapping(std::unique_ptr<Impl> impl, std::string name)
     : impl_(std::move(impl)),
-      state_(static_cast<proto::SharedState*>(impl_->region.get_address())),
+      state_(static_cast<proto::SharedState*>(impl_->address())),
       name_(std::move(name)) {}
 SharedStateMapping::SharedStateMapping(SharedStateMapping&&) noexcept = default;
 SharedStateMapping& SharedStateMapping::operator=(SharedStateMapping&&) noexcept = default;
@@ -145,6 +156,25 @@ std::optional<SharedStateMapping> SharedStateMapping::open_existing(const std::s
 SharedStateMapping SharedStateMapping::attach(const std::string& name) {
   if (auto m = open_existing(name)) return std::move(*m);
   throw SharedStateError(fmt::format("shared memory {}: no such segment (is the supervisor running?)", shm_path(name)));
+}
+
+SharedStateMapping SharedStateMapping::attach_fd(int fd, const std::string& name) {
+  // No owner check: the fd is the supervisor's own segment, handed over at
+  // exec (a worker running as another user could not open it by name).
+  struct stat st{};
+  if (::fstat(fd, &st) < 0)
+    throw SharedStateError(fmt::format("shared memory {} (fd {}): fstat: {}", shm_path(name), fd, sys::errno_name(errno)));
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+    throw SharedStateError(fmt::format("shared memory {} (fd {}): not a shared memory segment", shm_path(name), fd));
+  auto impl = std::make_unique<Impl>();
+  impl->raw_size = static_cast<std::size_t>(st.st_size);
+  void* p = ::mmap(nullptr, impl->raw_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED)
+    throw SharedStateError(fmt::format("shared memory {} (fd {}): mmap: {}", shm_path(name), fd, sys::errno_name(errno)));
+  impl->raw = p;
+  if (auto why = check_header(p, impl->raw_size); !why.empty())
+    throw SharedStateError(fmt::format("shared memory {}: {}", shm_path(name), why));
+  return SharedStateMapping(std::move(impl), name);
 }
 
 SharedStateMapping SharedStateMapping::open_or_create(const std::string& name) {

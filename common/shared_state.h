@@ -34,6 +34,10 @@ class SharedStateMapping {
   // euid, has group/other permission bits, or has a wrong header (magic,
   // incompatible version, a layout older than ours: see shm_layout.h).
   static SharedStateMapping attach(const std::string& name);
+  // Maps an inherited fd of segment `name` (a worker that may not open it by
+  // name: common/sandbox.h) after the same header checks; the fd may be
+  // closed afterwards.
+  static SharedStateMapping attach_fd(int fd, const std::string& name);
   static void remove(const std::string& name);
 
   SharedStateMapping(SharedStateMapping&&) noexcept;

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <grp.h>
+#include <linux/capability.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -31,6 +32,26 @@ void close_fds(unsigned first, unsigned last) {
   if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur - 1 < top)
     top = static_cast<unsigned>(lim.rlim_cur - 1);
   for (unsigned fd = first; fd <= top; ++fd) ::close(static_cast<int>(fd));
+}
+
+// The bounding set limits what any later exec can gain (file capabilities,
+// a setuid-root binary); the ambient set what an exec keeps. Capabilities
+// are numbered 0..CAP_LAST_CAP of the running kernel, which may know more
+// than our headers: PR_CAPBSET_READ fails (EINVAL) past its last one.
+bool drop_bounding_and_ambient() {
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) return false;
+  for (unsigned long cap = 0; cap < 64; ++cap) {
+    if (::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return false;
+  }
+  return true;
+}
+
+// capset(2) with every set empty (version 3: 64-bit sets, two words).
+bool clear_capability_sets() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3]{};
+  return ::syscall(SYS_capset, &header, data) == 0;
 }
 
 // Everything between fork and exec. Returns only on failure.
@@ -62,9 +83,11 @@ void close_fds(unsigned first, unsigned last) {
   }
   close_fds(next, ~0U);
 
+  if (spec.drop_capabilities && !drop_bounding_and_ambient()) ::_exit(127);
   if (spec.groups && ::setgroups(spec.groups->size(), spec.groups->data()) < 0) ::_exit(127);
-  if (spec.gid && ::setgid(*spec.gid) < 0) ::_exit(127);
-  if (spec.uid && ::setuid(*spec.uid) < 0) ::_exit(127);
+  if (spec.gid && ::setresgid(*spec.gid, *spec.gid, *spec.gid) < 0) ::_exit(127);
+  if (spec.uid && ::setresuid(*spec.uid, *spec.uid, *spec.uid) < 0) ::_exit(127);
+  if (spec.drop_capabilities && !clear_capability_sets()) ::_exit(127);
   if (spec.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) ::_exit(127);
 
   ::execve(argv[0], argv, envp);

@@ -30,14 +30,20 @@ struct LaunchSpec {
   std::vector<std::string> env;   // "NAME=value": the child's whole environment
   std::vector<FdMapping> fds;
 
-  // Credentials, applied in the child before exec when set (in this order:
-  // supplementary groups, gid, uid, then no_new_privs).
+  // Credentials, applied in the child before exec when set, in this order:
+  // drop_capabilities empties the bounding and ambient sets (that needs
+  // CAP_SETPCAP, so it comes while still root), then supplementary groups,
+  // setresgid, setresuid (real, effective and saved: no way back), then
+  // drop_capabilities clears the permitted, effective and inheritable sets
+  // (a uid change from root already empties permitted and effective unless
+  // SECBIT_KEEP_CAPS; this makes it explicit), then no_new_privs. Any of
+  // them failing is exit 127: a child never runs with half its privileges
+  // dropped.
   std::optional<std::vector<gid_t>> groups;
   std::optional<gid_t> gid;
   std::optional<uid_t> uid;
+  bool drop_capabilities = false;
   bool no_new_privs = false;
-  // TODO(sandbox): capabilities to keep across the uid change (PR_SET_KEEPCAPS
-  // + capset, ambient set); not applied yet, so a non-root uid drops them all.
 };
 
 struct Launched {

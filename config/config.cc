@@ -1,6 +1,8 @@
 #include "config/config.h"
 
 #include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/un.h>
 
 #include <cerrno>
@@ -11,6 +13,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -58,6 +61,58 @@ std::uint64_t as_count(std::string_view key, const json& v, std::uint64_t lo, st
 bool as_bool(std::string_view key, const json& v) {
   require_type(key, v, json::value_t::boolean, "true or false");
   return v.get<bool>();
+}
+
+// A user or group: a name, or a numeric id (a string of digits or a JSON
+// integer). Stored as text; resolve_worker_identity looks it up.
+std::string as_id_name(std::string_view key, const json& v) {
+  if (v.is_number_integer() || v.is_number_unsigned())
+    return std::to_string(as_count(key, v, 0, 0xfffffffe));
+  auto s = as_string(key, v);
+  if (s.size() > 255 || s.find_first_of(" \t:/") != std::string::npos)
+    throw ConfigError(fmt::format("config key \"{}\": \"{}\" is not a user/group name or a number", key, s));
+  return s;
+}
+
+// Digits only, within uid_t/gid_t range except the (uid_t)-1 "no change".
+std::optional<std::uint32_t> numeric_id(const std::string& s) {
+  std::uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (ec != std::errc() || end != s.data() + s.size() || n > 0xfffffffe) return std::nullopt;
+  return static_cast<std::uint32_t>(n);
+}
+
+// getpwnam_r/getgrnam_r with a buffer that grows on ERANGE.
+template <typename Entry, typename Lookup>
+std::optional<Entry> lookup_entry(Lookup lookup) {
+  std::vector<char> buf(4096);
+  for (;;) {
+    Entry entry{};
+    Entry* found = nullptr;
+    const int rc = lookup(&entry, buf.data(), buf.size(), &found);
+    if (rc == ERANGE && buf.size() < (1u << 20)) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    if (rc != 0 || found == nullptr) return std::nullopt;
+    return entry;  // only the ids are used after buf goes
+  }
+}
+
+std::optional<passwd> find_user(const std::string& name) {
+  return lookup_entry<passwd>([&](passwd* e, char* b, std::size_t n, passwd** r) {
+    return ::getpwnam_r(name.c_str(), e, b, n, r);
+  });
+}
+std::optional<passwd> find_uid(uid_t uid) {
+  return lookup_entry<passwd>([&](passwd* e, char* b, std::size_t n, passwd** r) {
+    return ::getpwuid_r(uid, e, b, n, r);
+  });
+}
+std::optional<group> find_group(const std::string& name) {
+  return lookup_entry<group>([&](group* e, char* b, std::size_t n, group** r) {
+    return ::getgrnam_r(name.c_str(), e, b, n, r);
+  });
 }
 
 struct KeySpec {
@@ -114,6 +169,11 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
          c.cache_low_watermark = static_cast<std::uint32_t>(as_count(k, v, 1, 99)); }}},
       {"request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+      {"worker_user", {false, [](Config& c, auto k, auto& v) { c.worker_user = as_id_name(k, v); }}},
+      {"worker_group", {false, [](Config& c, auto k, auto& v) { c.worker_group = as_id_name(k, v); }}},
+      {"sandbox_drop_privileges", {false, [](Config& c, auto k, auto& v) { c.sandbox_drop_privileges = as_bool(k, v); }}},
+      {"sandbox_seccomp", {false, [](Config& c, auto k, auto& v) { c.sandbox_seccomp = as_bool(k, v); }}},
+      {"sandbox_landlock", {false, [](Config& c, auto k, auto& v) { c.sandbox_landlock = as_bool(k, v); }}},
       {"metrics_listen", {false, [](Config& c, auto k, auto& v) {
          std::string why;
          c.metrics_listen = parse_listen_address(as_string(k, v), &why);
@@ -224,6 +284,50 @@ Config parse_config(std::string_view json_text) {
     throw ConfigError(fmt::format("config key \"metrics_listen\": {} is already the metrics socket in state_dir",
                                   config.metrics_listen->unix_path.string()));
   return config;
+}
+
+WorkerIdentity resolve_worker_identity(const Config& config) {
+  WorkerIdentity id;
+  std::optional<std::uint32_t> primary_gid;
+  if (config.worker_user.empty()) {
+    for (auto name : DEFAULT_WORKER_USERS)
+      if (auto pw = find_user(std::string(name))) {
+        id = {pw->pw_uid, pw->pw_gid, std::string(name)};
+        primary_gid = pw->pw_gid;
+        break;
+      }
+    if (!primary_gid)
+      throw ConfigError(fmt::format(
+          "config key \"worker_user\": not set and neither default user ({}) exists; create one "
+          "(e.g. useradd --system ondemand), name another, or set sandbox_drop_privileges to false",
+          fmt::join(DEFAULT_WORKER_USERS, ", ")));
+  } else if (auto pw = find_user(config.worker_user)) {
+    id = {pw->pw_uid, pw->pw_gid, config.worker_user};
+    primary_gid = pw->pw_gid;
+  } else if (auto uid = numeric_id(config.worker_user)) {
+    // A bare uid need not have a passwd entry (containers, static ids).
+    id = {*uid, 0, config.worker_user};
+    if (auto by_uid = find_uid(*uid)) primary_gid = by_uid->pw_gid;
+  } else {
+    throw ConfigError(fmt::format("config key \"worker_user\": no user \"{}\"", config.worker_user));
+  }
+  if (id.uid == 0)
+    throw ConfigError(fmt::format("config key \"worker_user\": \"{}\" is root (uid 0); name an unprivileged "
+                                  "user or set sandbox_drop_privileges to false", id.user));
+  if (!config.worker_group.empty()) {
+    if (auto gr = find_group(config.worker_group)) id.gid = gr->gr_gid;
+    else if (auto gid = numeric_id(config.worker_group)) id.gid = *gid;
+    else throw ConfigError(fmt::format("config key \"worker_group\": no group \"{}\"", config.worker_group));
+  } else if (primary_gid) {
+    id.gid = *primary_gid;
+  } else {
+    throw ConfigError(fmt::format("config key \"worker_group\": uid {} has no passwd entry, so no primary "
+                                  "group; set worker_group", id.uid));
+  }
+  if (id.gid == 0)
+    throw ConfigError(fmt::format("config key \"worker_group\": the worker's group is root (gid 0); name an "
+                                  "unprivileged group"));
+  return id;
 }
 
 Config load_config(const std::filesystem::path& file) {

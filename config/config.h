@@ -71,7 +71,29 @@ struct Config {
   bool cache_cull = true;
   std::uint64_t cache_max_bytes = 0;       // 0: no limit of ours, cull only at the kernel's threshold
   std::uint32_t cache_low_watermark = 80;  // percent of cache_max_bytes a cull pass gets down to
+  // The worker's sandbox (common/sandbox.h). Who it runs as: a user name or
+  // a numeric uid; empty means DEFAULT_WORKER_USERS (the first that exists).
+  // worker_group empty means that user's primary group.
+  std::string worker_user;
+  std::string worker_group;
+  bool sandbox_drop_privileges = true;  // setresuid/gid to worker_user, no capabilities, no_new_privs
+  bool sandbox_seccomp = true;          // system call allow-list, anything else kills the worker
+  bool sandbox_landlock = true;         // file access limited to blob_dir (read) and state_dir
 };
+
+// Tried in order when worker_user is not set: a dedicated system user made
+// by deploy/install-deps.sh, else the traditional unprivileged one.
+inline constexpr std::string_view DEFAULT_WORKER_USERS[] = {"ondemand", "nobody"};
+
+// Who the worker runs as, resolved from worker_user / worker_group against
+// the user database (NSS). Throws ConfigError naming the key when a name
+// does not exist, or naming both defaults when neither exists.
+struct WorkerIdentity {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::string user;  // for messages: the name, or the number as given
+};
+WorkerIdentity resolve_worker_identity(const Config& config);
 
 // Parses and validates; throws ConfigError naming the key or the problem.
 Config parse_config(std::string_view json_text);

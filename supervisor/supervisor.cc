@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/channel.h"
+#include "common/sandbox.h"
 #include "common/fd_passing.h"
 #include "common/sys.h"
 #include "common/systemd.h"
@@ -168,10 +169,14 @@ void Supervisor::init_shared_state() {
   snapshot_path_ = config_.state_dir / CONFIG_SNAPSHOT_NAME;
   const auto text = read_config_text(config_path_);
   (void)parse_config(text);
-  if (auto error = write_config_snapshot(text); !error.empty()) throw ConfigError(error);
-  snapshot_text_ = text;
   // Keep counters across supervisor restarts: attach when the segment exists.
   shm_.emplace(SharedStateMapping::open_or_create(shm_name_for_tag(config_.tag)));
+  // Workers read the snapshot, not config_path_ (which may be 0600 root):
+  // no check of that file here; the snapshot is made readable to the
+  // worker's group below.
+  worker_launch_ = prepare_worker_launch(config_, {}, shm_->name());
+  if (auto error = write_config_snapshot(text); !error.empty()) throw ConfigError(error);
+  snapshot_text_ = text;
 }
 
 int Supervisor::run() {
@@ -216,6 +221,21 @@ void Supervisor::bind_control() {
 
 // state_dir removed under us (rm -rf, a tmpfiles cleanup): make it again and
 // rebind control.sock, and say so. Never throws: it runs on the event loop.
+// Recreates state_dir if it is gone, open to an unprivileged worker's group
+// as at start (its worker.sock and serving.lock live there).
+std::error_code Supervisor::reopen_state_dir() {
+  std::error_code ec;
+  std::filesystem::create_directories(config_.state_dir, ec);
+  if (ec || !worker_launch_.identity) return ec;
+  try {
+    open_state_dir_to_group(config_.state_dir, worker_launch_.identity->gid);
+  } catch (const std::exception& e) {
+    spdlog::error("state_dir {}: {}", config_.state_dir.string(), e.what());
+    return std::make_error_code(std::errc::permission_denied);
+  }
+  return ec;
+}
+
 void Supervisor::keep_state_dir() {
   std::error_code ec;
   if (std::filesystem::is_socket(config_.state_dir / std::string(proto::CONTROL_SOCKET_NAME), ec)) {
@@ -223,7 +243,7 @@ void Supervisor::keep_state_dir() {
     return;
   }
   std::string error;
-  std::filesystem::create_directories(config_.state_dir, ec);
+  ec = reopen_state_dir();
   if (ec) {
     error = fmt::format("cannot recreate state_dir {}: {}", config_.state_dir.string(), ec.message());
   } else {
@@ -253,6 +273,11 @@ std::string Supervisor::write_config_snapshot(const std::string& text) {
   // 0600: the config may carry credentials.
   UniqueFd fd{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
   if (!fd) return fmt::format("cannot write {}: {}", tmp, sys::errno_name(errno));
+  // An unprivileged worker reads it through its group: root:<group> 0640.
+  if (worker_launch_.identity &&
+      (::fchown(fd.get(), static_cast<uid_t>(-1), worker_launch_.identity->gid) < 0 || ::fchmod(fd.get(), 0640) < 0))
+    return fmt::format("cannot give {} to the worker's group {}: {}", tmp, worker_launch_.identity->gid,
+                       sys::errno_name(errno));
   std::size_t done = 0;
   while (done < text.size()) {
     auto w = sys::write(fd.get(), text.data() + done, text.size() - done);
@@ -330,14 +355,14 @@ std::unique_ptr<Supervisor::Running> Supervisor::spawn(const std::filesystem::pa
   // The snapshot lives in state_dir, which an operator (or a tmp cleaner)
   // may have removed: every worker must find it, or it exits 78 and parks.
   if (std::error_code ec; !std::filesystem::exists(snapshot_path_, ec)) {
-    std::filesystem::create_directories(config_.state_dir, ec);
+    reopen_state_dir();
     if (auto error = write_config_snapshot(snapshot_text_); !error.empty())
       spdlog::error("config snapshot {} is gone and cannot be rewritten: {}", snapshot_path_.string(), error);
     else
       spdlog::warn("config snapshot {} was gone (state_dir removed?): rewritten", snapshot_path_.string());
   }
   try {
-    auto p = spawn_worker(binary, {"--config", snapshot_path_.string()});
+    auto p = spawn_worker(binary, {"--config", snapshot_path_.string()}, worker_launch_);
     w->pid = p.pid;
     w->pidfd = std::move(p.pidfd);
     w->channel = std::move(p.channel);

@@ -90,6 +90,7 @@ class Supervisor {
   proto::ControlReply reload();
   // Writes `text` as the snapshot workers start from; "" or why not.
   std::string write_config_snapshot(const std::string& text);
+  std::error_code reopen_state_dir();
   std::string snapshot_text_;  // what the snapshot file holds, to rewrite it if state_dir goes
   void restart_worker();
   void start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply);
@@ -107,6 +108,7 @@ class Supervisor {
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::steady_timer upgrade_timer_;
   std::optional<SharedStateMapping> shm_;
+  WorkerLaunch worker_launch_;  // identity and shared memory every spawn gets (common/sandbox.h)
   std::unique_ptr<Running> worker_;    // the one serving (or starting)
   std::unique_ptr<Running> incoming_;  // an upgrade's successor, in standby
   std::unique_ptr<Running> spare_;     // warm standby for the next failover

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/fd_passing.h"
+#include "common/sandbox.h"
 #include "common/spawn.h"
 #include "common/sys.h"
 #include "proto/channel.h"
@@ -33,14 +34,51 @@ constexpr std::string_view WORKER_ENV[] = {"ONDEMAND_*", "PATH", "TZ", "LANG", "
                                             "ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
 }  // namespace
 
-SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vector<std::string>& args) {
+WorkerLaunch prepare_worker_launch(const Config& config, const std::filesystem::path& config_path,
+                                   std::string shm_name) {
+  WorkerLaunch out;
+  out.shm_name = std::move(shm_name);
+  if (!config.sandbox_drop_privileges) return out;
+  auto id = resolve_worker_identity(config);
+  for (const auto& [key, path] : {std::pair{"blob_dir", config.blob_dir}, std::pair{"--config", config_path}})
+    if (path.empty()) continue;  // no file to check (the supervisor writes the worker's config itself)
+    else if (auto why = access_problem(std::filesystem::absolute(path), id.uid, id.gid); !why.empty())
+      throw ConfigError(fmt::format("{} {}: the worker runs as {} (worker_user) and cannot read it: {}", key,
+                                    path.string(), id.user, why));
+  try {
+    open_state_dir_to_group(config.state_dir, id.gid);
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(fmt::format("config key \"state_dir\": {}", e.what()));
+  }
+  out.identity = std::move(id);
+  return out;
+}
+
+SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vector<std::string>& args,
+                           const WorkerLaunch& how) {
   auto pair = make_seqpacket_pair();
   if (pair.err) throw std::runtime_error("socketpair: " + sys::errno_name(pair.err));
   LaunchSpec spec;
   spec.binary = binary;
   spec.args = args;
   spec.env = environment_subset(WORKER_ENV);
+  std::erase_if(spec.env, [](const std::string& e) { return e.starts_with(fmt::format("{}=", WORKER_SHM_FD_ENV)); });
   spec.fds = {{proto::WORKER_CHANNEL_FD, pair.b.get()}};
+  UniqueFd shm;
+  if (!how.shm_name.empty()) {
+    const auto path = "/dev/shm/" + how.shm_name;
+    shm = UniqueFd{::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW)};
+    if (!shm) throw std::runtime_error(fmt::format("open {}: {}", path, sys::errno_name(errno)));
+    spec.fds.push_back({WORKER_SHM_FD, shm.get()});
+    spec.env.push_back(fmt::format("{}={}", WORKER_SHM_FD_ENV, WORKER_SHM_FD));
+  }
+  if (how.identity) {
+    spec.groups = std::vector<gid_t>{};
+    spec.gid = how.identity->gid;
+    spec.uid = how.identity->uid;
+    spec.drop_capabilities = true;
+    spec.no_new_privs = true;
+  }
   auto child = launch(spec);
   return {child.pid, std::move(child.pidfd), std::move(pair.a)};
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "config/config.h"
 
 namespace ondemand::supervisor {
 
@@ -20,12 +21,29 @@ struct SpawnedWorker {
   UniqueFd channel;  // our end of the handoff channel
 };
 
+// How every worker is started (common/sandbox.h): the user it runs as
+// (none: it stays root with our capabilities) and the shared memory it
+// inherits as WORKER_SHM_FD.
+struct WorkerLaunch {
+  std::optional<WorkerIdentity> identity;
+  std::string shm_name;  // empty: no segment passed
+};
+
+// Resolves worker_user/worker_group when sandbox_drop_privileges is on,
+// checks that user can read blob_dir and the config file, and opens
+// state_dir to its group. Throws ConfigError naming the key or the path.
+WorkerLaunch prepare_worker_launch(const Config& config, const std::filesystem::path& config_path,
+                                   std::string shm_name);
+
 // Launches `binary` with `args` (common/spawn.h): the child's end of a fresh
-// SOCK_SEQPACKET pair becomes its fd 3, and it inherits no other fd beyond
-// 0..2 and only a filtered environment. Throws std::runtime_error when
-// socketpair, fork or pidfd_open fail; an exec failure shows up as the
-// child exiting with 127.
-SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vector<std::string>& args);
+// SOCK_SEQPACKET pair becomes its fd 3, the shared memory its fd 4, and it
+// inherits no other fd beyond 0..2 and only a filtered environment. With an
+// identity it runs as that user and group, no supplementary groups, no
+// capabilities (bounding set included) and no_new_privs. Throws
+// std::runtime_error when socketpair, fork or pidfd_open fail; an exec or
+// credential failure shows up as the child exiting with 127.
+SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vector<std::string>& args,
+                           const WorkerLaunch& launch = {});
 
 struct ExitStatus {
   bool exited = false;     // true: normal exit with `code`; false: killed by signal `code`

@@ -17,6 +17,7 @@
 #include "common/unix_socket.h"
 #include "common/watch_fd.h"
 #include "backends/local.h"
+#include "worker/sandbox.h"
 
 namespace ondemand::worker {
 namespace asio = boost::asio;
@@ -106,7 +107,7 @@ proto::ExitCode Worker::run() {
 
   if (!handoff.shm_name.empty()) {
     try {
-      shm_.emplace(SharedStateMapping::attach(handoff.shm_name));
+      shm_.emplace(attach_worker_shm(handoff.shm_name));
       state_ = &shm_->state();
     } catch (const SharedStateError& e) {
       spdlog::error("{}", e.what());
@@ -141,7 +142,7 @@ proto::ExitCode Worker::run() {
   cull_commands_ = std::make_unique<DeviceCullCommands>(device_->fd(), config_.tag);
   culler_ = std::make_unique<Culler>(
       loop_, *cull_commands_,
-      CullerOptions{config_.cache_dir.string(), config_.cache_cull, {config_.cache_max_bytes, config_.cache_low_watermark}},
+      CullerOptions{config_.cache_dir.string(), config_.cache_cull && culling_possible(config_), {config_.cache_max_bytes, config_.cache_low_watermark}},
       state_->counters);
   culler_->on_dead([this] {
     exit_code_ = proto::ExitCode::CACHE_DEAD;

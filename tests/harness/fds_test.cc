@@ -110,7 +110,10 @@ TEST_CASE("an interrupted upgrade leaks no fd into the incoming worker or the ne
   // its fd table is exactly what the supervisor handed it at exec.
   const auto stand_in = sv.dir() / "stuck-worker.sh";
   std::ofstream(stand_in) << "#!/bin/sh\nexec sleep 1000\n";
-  std::filesystem::permissions(stand_in, std::filesystem::perms::owner_all);
+  // 0755: the worker user (worker_user, not root) execs it.
+  std::filesystem::permissions(stand_in, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                             std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                             std::filesystem::perms::others_exec);
 
   std::thread upgrade([&] { sv.ctl({"upgrade", "--binary", stand_in.string()}, 30s); });
   pid_t incoming = -1;

@@ -1,5 +1,6 @@
 #include "tests/harness/harness.h"
 
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -119,6 +120,9 @@ fs::path fake_worker_binary() { return HARNESS_FAKE_WORKER; }
 TempDir::TempDir() {
   std::string tmpl = (fs::temp_directory_path() / "ondemand-harness-XXXXXX").string();
   if (!::mkdtemp(tmpl.data())) fail("mkdtemp");
+  // The worker runs unprivileged (config worker_user): it reads the config
+  // and blob_dir below this directory.
+  if (::chmod(tmpl.c_str(), 0755) < 0) fail("chmod");
   path_ = tmpl;
 }
 

@@ -21,6 +21,8 @@ const std::string GOOD_HELLO =
 void survives(const std::string& script, const std::string& what) {
   SupervisorOptions options;
   TempDir scripts;
+  // The fake worker runs as worker_user (not root) and marks the script read here.
+  std::filesystem::permissions(scripts.path(), std::filesystem::perms::all | std::filesystem::perms::sticky_bit);
   const auto script_path = scripts.path() / "script";
   std::ofstream(script_path) << script;
   options.config = {{"worker_binary", fake_worker_binary().string()}, {"spare_worker", false}};

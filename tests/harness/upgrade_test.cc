@@ -25,7 +25,10 @@ TEST_CASE("an upgrade slower than 5 s is reported done, and a crash afterwards r
   // outlasts the control socket's 5 s request deadline.
   const auto new_binary = sv.dir() / "slow-new-worker.sh";
   std::ofstream(new_binary) << fmt::format("#!/bin/sh\nsleep 6\nexec {} \"$@\"\n", sv.binaries().worker.string());
-  std::filesystem::permissions(new_binary, std::filesystem::perms::owner_all);
+  // 0755: the worker runs unprivileged (worker_user) and must exec it.
+  std::filesystem::permissions(new_binary, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                               std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                               std::filesystem::perms::others_exec);
 
   const auto start = Clock::now();
   const auto upgrade = sv.ctl({"upgrade", "--binary", new_binary.string()}, 40s);

@@ -317,8 +317,9 @@ done < <("$busybox_bin" --list-full)
 # e2fsprogs' mkfs: the kernel has no ext2 driver, and busybox mke2fs makes ext2.
 add_elf "$mkfs_ext4" /sbin/mkfs.ext4
 [[ -r /etc/mke2fs.conf ]] && install -m 0644 /etc/mke2fs.conf "$stage/etc/mke2fs.conf"
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$stage/etc/passwd"
-printf 'root:x:0:\n' >"$stage/etc/group"
+# nobody: the user the worker drops to by default (config worker_user).
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$stage/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
 
 if [[ -n $build_dir ]]; then
     for bin in "${BINARIES[@]}"; do

@@ -111,6 +111,31 @@ TEST_CASE("create() then attach() share one segment both ways", "[common][shared
   CHECK(created.state().heartbeat_ns.load() == 777);  // ...of the same memory
 }
 
+TEST_CASE("attach_fd() maps an inherited fd of the segment, checking its header", "[common][shared_state][sandbox]") {
+  SegmentName seg;
+  auto created = SharedStateMapping::create(seg.name);
+  created.state().generation.store(9);
+  UniqueFd fd{::open(("/dev/shm/" + seg.name).c_str(), O_RDWR | O_CLOEXEC)};
+  REQUIRE(fd);
+  auto attached = SharedStateMapping::attach_fd(fd.get(), seg.name);
+  fd.reset();  // the mapping outlives the fd
+  CHECK(attached.state().generation.load() == 9);
+  attached.state().heartbeat_ns.store(42);
+  CHECK(created.state().heartbeat_ns.load() == 42);
+
+  // Not a segment: a memfd with a bad header, an empty one, a pipe.
+  UniqueFd bad{::memfd_create("not-ondemand", MFD_CLOEXEC)};
+  REQUIRE(::ftruncate(bad.get(), sizeof(proto::SharedState)) == 0);
+  CHECK_THROWS_WITH(SharedStateMapping::attach_fd(bad.get(), seg.name), Catch::Contains("bad magic"));
+  UniqueFd empty{::memfd_create("empty", MFD_CLOEXEC)};
+  CHECK_THROWS_AS(SharedStateMapping::attach_fd(empty.get(), seg.name), SharedStateError);
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  UniqueFd r{p[0]}, w{p[1]};
+  CHECK_THROWS_AS(SharedStateMapping::attach_fd(r.get(), seg.name), SharedStateError);
+  CHECK_THROWS_AS(SharedStateMapping::attach_fd(-1, seg.name), SharedStateError);
+}
+
 TEST_CASE("create() zeroes a segment left over by a previous supervisor", "[common][shared_state]") {
   SegmentName seg;
   {

@@ -351,3 +351,87 @@ TEST_CASE("parse_config: metrics_listen is optional, validated, and names the ke
 }
 
 }  // namespace ondemand
+
+namespace ondemand {
+namespace {
+
+json minimal_sandbox() {
+  return {{"cache_dir", "/var/cache/ondemand"},
+          {"tag", "ondemand"},
+          {"blob_dir", "/var/lib/ondemand/blobs"},
+          {"state_dir", "/run/ondemand"}};
+}
+
+std::string sandbox_error(json extra) {
+  json doc = minimal_sandbox();
+  for (auto& [k, v] : extra.items()) doc[k] = v;
+  try {
+    parse_config(doc.dump());
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  FAIL("config was accepted: " << doc.dump());
+  return {};
+}
+
+std::string identity_error(json extra) {
+  json doc = minimal_sandbox();
+  for (auto& [k, v] : extra.items()) doc[k] = v;
+  try {
+    resolve_worker_identity(parse_config(doc.dump()));
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  FAIL("identity was resolved: " << doc.dump());
+  return {};
+}
+
+Config with(json extra) {
+  json doc = minimal_sandbox();
+  for (auto& [k, v] : extra.items()) doc[k] = v;
+  return parse_config(doc.dump());
+}
+
+TEST_CASE("sandbox keys: on by default, each a switch", "[config][sandbox]") {
+  const auto c = with(json::object());
+  CHECK(c.sandbox_drop_privileges);
+  CHECK(c.sandbox_seccomp);
+  CHECK(c.sandbox_landlock);
+  CHECK(c.worker_user.empty());
+  const auto off = with({{"sandbox_drop_privileges", false}, {"sandbox_seccomp", false}, {"sandbox_landlock", false}});
+  CHECK_FALSE(off.sandbox_drop_privileges);
+  CHECK_FALSE(off.sandbox_seccomp);
+  CHECK_FALSE(off.sandbox_landlock);
+  CHECK_THAT(sandbox_error({{"sandbox_seccomp", "yes"}}), Catch::Contains("\"sandbox_seccomp\""));
+  CHECK_THAT(sandbox_error({{"worker_user", ""}}), Catch::Contains("\"worker_user\""));
+  CHECK_THAT(sandbox_error({{"worker_group", "a:b"}}), Catch::Contains("\"worker_group\""));
+  CHECK_THAT(sandbox_error({{"worker_user", -1}}), Catch::Contains("\"worker_user\""));
+}
+
+TEST_CASE("worker_user: a name, a number, the defaults, errors naming the key", "[config][sandbox]") {
+  // nobody (65534) is in every Debian passwd; root is uid 0.
+  auto id = resolve_worker_identity(with({{"worker_user", "nobody"}}));
+  CHECK(id.uid == 65534);
+  CHECK(id.gid == 65534);
+  id = resolve_worker_identity(with({{"worker_user", 65534}, {"worker_group", "nogroup"}}));
+  CHECK(id.uid == 65534);
+  CHECK(id.gid == 65534);
+  // A bare uid without a passwd entry needs its group spelled out.
+  id = resolve_worker_identity(with({{"worker_user", "4000123"}, {"worker_group", "4000124"}}));
+  CHECK(id.uid == 4000123);
+  CHECK(id.gid == 4000124);
+  CHECK_THAT(identity_error({{"worker_user", "4000123"}}), Catch::Contains("\"worker_group\""));
+  // Unset: "ondemand" when it exists, else nobody.
+  id = resolve_worker_identity(with(json::object()));
+  CHECK((id.user == "ondemand" || (id.user == "nobody" && id.uid == 65534)));
+  CHECK_THAT(identity_error({{"worker_user", "no-such-user-here"}}),
+             Catch::Contains("\"worker_user\"") && Catch::Contains("no-such-user-here"));
+  CHECK_THAT(identity_error({{"worker_user", "nobody"}, {"worker_group", "no-such-group-here"}}),
+             Catch::Contains("\"worker_group\"") && Catch::Contains("no-such-group-here"));
+  CHECK_THAT(identity_error({{"worker_user", "root"}}), Catch::Contains("\"worker_user\"") && Catch::Contains("root"));
+  CHECK_THAT(identity_error({{"worker_user", 0}}), Catch::Contains("\"worker_user\""));
+  CHECK_THAT(identity_error({{"worker_user", "nobody"}, {"worker_group", "root"}}), Catch::Contains("\"worker_group\""));
+}
+
+}  // namespace
+}  // namespace ondemand

@@ -8,6 +8,7 @@
 . /lib/vmtest.sh
 
 vt_start_supervisor || exit 0
+vt_check_sandboxed
 # fds are compared between two moments when a worker is serving: while one
 # is starting the supervisor briefly holds a few more.
 vt_wait_state running 30 || vt_fail chaos "worker not running before the kills"

@@ -12,7 +12,9 @@
 : "${VT_CULL_IMAGES:=40}"
 limit=$((6 << 20))
 if [ "$VT_CULL" = on ]; then
-    VT_CONFIG_EXTRA="\"cache_max_bytes\": $limit, \"cache_low_watermark\": 50"
+    # Culling walks cache_dir, which cachefiles keeps 0700 root: only a
+    # worker that keeps root culls (common/sandbox.h).
+    VT_CONFIG_EXTRA="\"cache_max_bytes\": $limit, \"cache_low_watermark\": 50, \"sandbox_drop_privileges\": false"
 else
     VT_CONFIG_EXTRA='"cache_cull": false'
 fi

@@ -7,6 +7,7 @@
 . /lib/vmtest.sh
 
 vt_start_supervisor || exit 0
+vt_check_sandboxed
 
 mkdir -p /mnt/basic /mnt/missing /mnt/second
 start=$(vt_now)

@@ -9,6 +9,7 @@
 
 UPGRADES=${UPGRADES:-20}
 vt_start_supervisor || exit 0
+vt_check_sandboxed
 vt_wait_state running 30 || { vt_fail upgrade "worker never ran"; exit 0; }
 version_of() { vt_ctl status --json | grep -o '"worker":{[^}]*}' | grep -o '"version":"[^"]*"' | cut -d'"' -f4; }
 pid_of() { vt_json_num "$(vt_ctl status --json | grep -o '"worker":{[^}]*}')" pid; }
