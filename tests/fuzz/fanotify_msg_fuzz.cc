@@ -15,17 +15,12 @@
 
 #include "proto/fanotify_msg.h"
 
+#include "tests/fuzz/fuzz_check.h"
+
 namespace {
 
 using namespace ondemand::proto::fanotify;
 
-#define FUZZ_CHECK(cond)                                                                  \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      std::fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-      std::abort();                                                                       \
-    }                                                                                     \
-  } while (0)
 
 template <typename T>
 T field(const std::uint8_t* data, std::size_t offset) {

@@ -13,17 +13,12 @@
 
 #include "proto/kernel_msg.h"
 
+#include "tests/fuzz/fuzz_check.h"
+
 namespace {
 
 using namespace ondemand::proto;
 
-#define FUZZ_CHECK(cond)                                                           \
-  do {                                                                             \
-    if (!(cond)) {                                                                 \
-      std::fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-      std::abort();                                                                \
-    }                                                                              \
-  } while (0)
 
 constexpr std::size_t HDR = sizeof(cachefiles_msg);
 
