@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -126,6 +128,23 @@ std::uint64_t monotonic_ns() {
 std::string errno_name(int err) {
   const char* name = strerrorname_np(err);
   return fmt::format("{} ({})", name ? name : std::to_string(err).c_str(), std::strerror(err));
+}
+
+char process_state(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  // "pid (comm) S ...": comm may hold spaces and parentheses, so the state
+  // follows the last ')'.
+  const std::string_view stat(buf, static_cast<std::size_t>(n));
+  const auto close_paren = stat.rfind(')');
+  if (close_paren == std::string_view::npos || close_paren + 2 >= stat.size()) return 0;
+  return stat[close_paren + 2];
 }
 
 }  // namespace ondemand::sys

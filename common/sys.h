@@ -60,11 +60,15 @@ Result fchdir(int fd);
 // Writes a device command like "bind ondemand" in one write(2).
 Result write_command(int fd, std::string_view command);
 
-std::string errno_name(int err);
+std::string errno_name(int err);  // "ENOENT (No such file or directory)"
 
 // CLOCK_MONOTONIC in nanoseconds: the clock of every timestamp in shared
 // memory (heartbeat, request ages, first reply).
-std::uint64_t monotonic_ns();  // "ENOENT (No such file or directory)"
+std::uint64_t monotonic_ns();
+
+// The state letter of /proc/<pid>/stat ('R', 'S', 'D', 'T' stopped, 't'
+// traced, 'Z' zombie, ...), or 0 when it cannot be read (no such process).
+char process_state(pid_t pid);
 
 // Test hook: when set, every wrapper first asks it; a non-zero return is
 // used as the errno of an injected failure. Only tests set this.

@@ -169,6 +169,8 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
          c.cache_low_watermark = static_cast<std::uint32_t>(as_count(k, v, 1, 99)); }}},
       {"request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
+      {"serve_timeout_ms", {false, [](Config& c, auto k, auto& v) {
+         c.serve_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
       {"worker_user", {false, [](Config& c, auto k, auto& v) { c.worker_user = as_id_name(k, v); }}},
       {"worker_group", {false, [](Config& c, auto k, auto& v) { c.worker_group = as_id_name(k, v); }}},
       {"sandbox_drop_privileges", {false, [](Config& c, auto k, auto& v) { c.sandbox_drop_privileges = as_bool(k, v); }}},

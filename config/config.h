@@ -55,6 +55,9 @@ struct Config {
   bool prefetch = false;                // fetch whole blob in the background after OPEN
   std::uint32_t watchdog_timeout_ms = 5000;  // stale heartbeat => hang; 0 disables
   std::uint32_t request_timeout_ms = 60000;  // oldest request older => hang; 0 disables
+  // A worker started (or a spare promoted) that has not said "serving" this
+  // long after is killed, a start failure; 0 disables.
+  std::uint32_t serve_timeout_ms = 20000;
   std::vector<std::uint32_t> control_uids;   // besides root, who may use the control socket
   // Restart policy (supervisor/restart_policy.h) for workers that fail to start.
   std::uint32_t restart_backoff_ms = 100;      // second consecutive start failure waits this

@@ -689,6 +689,15 @@ void Supervisor::maybe_spawn_spare() {
 // worker is reaped.
 bool Supervisor::promote_spare() {
   if (!spare_ || !spare_->handshake_ok || spare_->killed_by_us) return false;
+  // Liveness before promotion: a spare that cannot run (stopped by a signal
+  // or a debugger, a zombie) would only cost serve_timeout_ms.
+  if (const char state = sys::process_state(spare_->pid); state == 'T' || state == 't' || state == 'Z' || state == 0) {
+    spdlog::warn("spare worker pid={} is not runnable (state {}); starting a fresh worker", spare_->pid,
+                 state ? std::string(1, state) : std::string("unknown"));
+    kill(spare_.get(), "spare not runnable at failover");
+    retired_.push_back(std::move(spare_));
+    return false;
+  }
   // Record who serves before it can serve: observers (pid file, status,
   // ondemand-chaos) must never see the new generation with the old pid.
   auto& state = shm_->state();
@@ -762,6 +771,15 @@ void Supervisor::check_health() {
         kill(worker_.get(), why.c_str());
       }
     }
+    // Serve deadline: every phase of a start is bounded (the handshake by
+    // HANDSHAKE_TIMEOUT). A worker that got the device but never serves (a
+    // stopped spare promoted at failover, a worker stuck before its first
+    // read) would otherwise leave nothing reading the device, for ever.
+    if (worker_ && !worker_->serving && !worker_->killed_by_us && !shutting_down_ && !incoming_ &&
+        config_.serve_timeout_ms && Clock::now() - worker_->started > std::chrono::milliseconds(config_.serve_timeout_ms))
+      kill(worker_.get(), fmt::format("not serving {} ms after it was {} (serve_timeout_ms)", config_.serve_timeout_ms,
+                                      worker_->spare ? "promoted" : "started")
+                              .c_str());
     if (++health_ticks_ % STATE_DIR_CHECK_TICKS == 0) keep_state_dir();
     warn_unreaped(worker_.get());
     check_health();

@@ -56,6 +56,7 @@ TEST_CASE("parse_config accepts the minimal config and fills defaults", "[common
   CHECK_FALSE(c.prefetch);
   CHECK(c.watchdog_timeout_ms == 5000);
   CHECK(c.request_timeout_ms == 60000);
+  CHECK(c.serve_timeout_ms == 20000);
   CHECK(c.control_uids.empty());
   CHECK(c.restart_backoff_ms == 100);
   CHECK(c.restart_backoff_max_ms == 5000);
@@ -82,6 +83,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   doc["prefetch"] = true;
   doc["watchdog_timeout_ms"] = 0;
   doc["request_timeout_ms"] = 1234;
+  doc["serve_timeout_ms"] = 0;
   doc["control_uids"] = {1000, 0, 4294967294u};
   doc["restart_backoff_ms"] = 10;
   doc["restart_backoff_max_ms"] = 20;
@@ -97,6 +99,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   CHECK(c.prefetch);
   CHECK(c.watchdog_timeout_ms == 0);
   CHECK(c.request_timeout_ms == 1234);
+  CHECK(c.serve_timeout_ms == 0);
   CHECK(c.control_uids == std::vector<std::uint32_t>{1000, 0, 4294967294u});
   CHECK(c.restart_backoff_ms == 10);
   CHECK(c.restart_backoff_max_ms == 20);
