@@ -2,15 +2,18 @@
 # The AddressSanitizer + UndefinedBehaviorSanitizer flavour: builds it, runs
 # the unit tests or the host fault harness with it.
 #
-#   tests/sanitize/run-asan.sh build
+#   tests/sanitize/run-asan.sh build         (what asan_vm_chaos runs)
+#   tests/sanitize/run-asan.sh build-tests   (also unit_tests, harness_tests)
 #   tests/sanitize/run-asan.sh unit    [CATCH2 ARGS...]
 #   tests/sanitize/run-asan.sh harness [CATCH2 ARGS...]
 #
 # Own build directory (ASAN_BUILD_DIR, default build/asan), ccache when
 # CCACHE_DIR is set (tests/run-all.sh exports it). `build` builds only what
-# the asan_* tests run: unit_tests, harness_tests and the programs they start
-# (ondemand-supervisor, ondemand-worker, ondemandctl, the harness's fake
-# worker); the VM test (asan_vm_chaos) takes the same supervisor and worker.
+# the ctest gate asan_vm_chaos runs in the VM: ondemand-supervisor,
+# ondemand-worker, ondemandctl (the unit tests are the largest target of the
+# tree, and building them sanitized for nothing doubled the suite's cold
+# build). `build-tests` adds unit_tests and harness_tests (and the programs
+# they start) for `unit` and `harness`.
 #
 # A report from any process of the run fails it, whoever wrote it: a test
 # binary, or a supervisor or worker it started (they get the options through
@@ -29,12 +32,14 @@ mode=${1:-}
 [[ $# -gt 0 ]] && shift
 
 case $mode in
-    build)
+    build|build-tests)
         cmake -S "$root" -B "$build" -DONDEMAND_SANITIZE=address,undefined \
             -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+        targets=(ondemand-supervisor ondemand-worker ondemandctl)
         # harness_tests depends on the programs it runs; unit_tests on the two
         # its SIGPIPE test runs.
-        nice cmake --build "$build" --target unit_tests harness_tests -j"$(nproc)"
+        [[ $mode == build-tests ]] && targets+=(unit_tests harness_tests)
+        nice cmake --build "$build" --target "${targets[@]}" -j"$(nproc)"
         echo "run-asan.sh: built the ASan+UBSan flavour in $build"
         exit 0
         ;;
@@ -45,11 +50,11 @@ case $mode in
         export HARNESS_BIN_DIR=$build
         ;;
     *)
-        echo "usage: $0 build | unit [CATCH2 ARGS...] | harness [CATCH2 ARGS...]" >&2
+        echo "usage: $0 build | build-tests | unit [CATCH2 ARGS...] | harness [CATCH2 ARGS...]" >&2
         exit 2
         ;;
 esac
-[[ -x $binary ]] || { echo "run-asan.sh: $binary missing: run '$0 build' first" >&2; exit 2; }
+[[ -x $binary ]] || { echo "run-asan.sh: $binary missing: run '$0 build-tests' first" >&2; exit 2; }
 
 reports=$build/sanitizer-reports/$mode
 rm -rf "$reports"
