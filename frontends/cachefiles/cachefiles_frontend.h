@@ -107,7 +107,7 @@ class CachefilesFrontend final : public Frontend, public RequestSink {
   void finish_open(const proto::OpenRequest& request, proto::BlobRef ref, UniqueFd anon_fd, OpenResult opened);
   void finish_read(const proto::ReadRequest& request, const Object& object, const FillResult& result,
                    std::uint64_t received_ns);
-  void reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value);
+  int reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value);  // 0 or the errno
   void drop(const std::shared_ptr<Object>& object);
   void request_restore();
   void maybe_restore();

@@ -255,6 +255,21 @@ vt_check_sandboxed() {
     esac
 }
 
+# vt_check_replies [LOG]: every kernel request gets exactly one reply. The
+# kernel refuses a reply to a request it no longer has (a duplicate, or one
+# a second reader answered: bind.sh shows a second copen refused), and the
+# worker logs each refusal ("copen ... failed", "READ_COMPLETE failed",
+# frontends/cachefiles/cachefiles_frontend.cc). One PASS or FAIL line.
+vt_check_replies() {
+    _vt_log=${1:-$VT_SUPERVISOR_LOG}
+    _vt_bad=$(grep -cE 'copen msg_id=[0-9]+ .* failed: |READ_COMPLETE failed: ' "$_vt_log" 2>/dev/null)
+    if [ "${_vt_bad:-0}" -eq 0 ]; then
+        vt_pass one-reply-each "no reply refused by the kernel in $_vt_log"
+    else
+        vt_fail one-reply-each "$_vt_bad replies refused by the kernel (duplicate or orphaned): $(grep -m 3 -E 'copen msg_id=[0-9]+ .* failed: |READ_COMPLETE failed: ' "$_vt_log" | tr '\n' ' ' | cut -c1-400)"
+    fi
+}
+
 # vt_stop_supervisor: SIGTERM, then waits up to VT_STOP_TIMEOUT seconds; a
 # supervisor that does not exit in time is SIGKILLed and reported as a FAIL.
 # Returns the supervisor's exit status (1 if it had to be killed).

@@ -76,5 +76,6 @@ if vt_wait_state running 20 && [ "$(vt_worker_pid)" != "$worker" ]; then
 else
     vt_fail adopt-then-crash "no replacement after killing the adopted worker"
 fi
+vt_check_replies
 vt_stop_supervisor
 exit 0

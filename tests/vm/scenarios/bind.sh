@@ -86,6 +86,13 @@ fi
 if ! echo "copen $msg_id,-2" >&3; then
     vt_fail bind-copen "writing 'copen $msg_id,-2' failed"
 fi
+# A second reply to the same request is refused: what vt_check_replies
+# relies on to see duplicate replies (two readers of one device).
+if (echo "copen $msg_id,-2" >&3) 2>/tmp/dup.err; then
+    vt_fail bind-duplicate-copen "a second 'copen $msg_id,-2' was accepted"
+else
+    vt_pass bind-duplicate-copen "a second 'copen $msg_id,-2' is refused: $(tr -d '\n' < /tmp/dup.err)"
+fi
 if vt_wait_gone "$mount_pid" 30; then
     wait "$mount_pid"
     mount_rc=$?

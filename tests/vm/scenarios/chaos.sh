@@ -42,5 +42,6 @@ if [ "$fd_before" = "$fd_after" ]; then
 else
     vt_fail supervisor-fds "open fds went from $fd_before to $fd_after over the kills"
 fi
+vt_check_replies
 vt_stop_supervisor
 exit 0

@@ -82,5 +82,6 @@ awk -v normal="$normal" 'NR == FNR { t0[$1] = $2; t1[$1] = $3; n = $1; next }
     END { for (i = 1; i <= n; i++) { printf "UPGRADE-STALL %d took %.2f s, longest reader stall %.1f ms\n", i, t1[i] - t0[i], worst[i] + 0 }
           print "UPGRADE-NORMAL " normal }' /tmp/windows /tmp/stalls.log
 grep -E "upgrade done|handed over|received .* objects" "$VT_SUPERVISOR_LOG" | head -n 4 | sed 's/^/log| /'
+vt_check_replies
 vt_stop_supervisor
 exit 0
