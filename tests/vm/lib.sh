@@ -243,13 +243,14 @@ vt_worker_pid() {
 }
 
 # vt_check_sandboxed: the serving worker runs as nobody (the default
-# worker_user in this rig) with no effective capability and no_new_privs
-# (common/sandbox.h); one PASS or FAIL line with what /proc says.
+# worker_user in this rig) with no effective capability, no_new_privs
+# (common/sandbox.h) and its seccomp filter (Seccomp: 2,
+# worker/seccomp_filter.h); one PASS or FAIL line with what /proc says.
 vt_check_sandboxed() {
     _vt_w=$(vt_worker_pid)
     _vt_st=$(grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' "/proc/$_vt_w/status" 2>/dev/null | tr -s '\t' ' ' | tr '\n' ' ')
     case $_vt_st in
-        *"Uid: 65534 65534 65534 65534 "*"CapEff: 0000000000000000 CapBnd: 0000000000000000 NoNewPrivs: 1 "*)
+        *"Uid: 65534 65534 65534 65534 "*"CapEff: 0000000000000000 CapBnd: 0000000000000000 NoNewPrivs: 1 Seccomp: 2 "*)
             vt_pass worker-sandboxed "pid $_vt_w: $_vt_st" ;;
         *) vt_fail worker-sandboxed "pid $_vt_w: ${_vt_st:-no /proc/$_vt_w/status}" ;;
     esac
