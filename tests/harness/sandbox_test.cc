@@ -83,14 +83,28 @@ TEST_CASE("the worker and its spare run as worker_user with no capabilities and 
 
 TEST_CASE("sandbox_drop_privileges false keeps the worker root", "[harness][sandbox]") {
   SupervisorOptions options;
-  options.config = {{"sandbox_drop_privileges", false}};
+  // The worker's own filters set no_new_privs themselves: off here too.
+  options.config = {{"sandbox_drop_privileges", false}, {"sandbox_seccomp", false}, {"sandbox_landlock", false}};
   SupervisorProcess sv(options);
   auto serving = sv.wait_serving();
   REQUIRE(serving);
   const auto st = proc_status(*serving);
   CHECK(st.at("Uid").starts_with("0\t"));
   CHECK(st.at("NoNewPrivs") == "0");
-  CHECK(st.at("Seccomp") == "2");  // the filter does not depend on the user
+  CHECK(st.at("Seccomp") == "0");
+}
+
+TEST_CASE("a root worker (sandbox_drop_privileges false) still installs its seccomp filter", "[harness][sandbox][seccomp]") {
+  SupervisorOptions options;
+  options.config = {{"sandbox_drop_privileges", false}};
+  SupervisorProcess sv(options);
+  auto serving = sv.wait_serving();
+  REQUIRE(serving);
+  const auto st = proc_status(*serving);
+  CHECK(st.at("Uid").starts_with("0\t"));
+  CHECK(st.at("Seccomp") == "2");
+  CHECK(st.at("NoNewPrivs") == "1");  // set by the worker for its filter
+  CHECK(sv.device().open_missing(1) == -2);
 }
 
 TEST_CASE("sandbox_seccomp false: the worker runs without a filter", "[harness][sandbox][seccomp]") {
