@@ -141,10 +141,16 @@ TEST_CASE("a worker killed by its seccomp filter is reported with the system cal
   SupervisorProcess sv(options);
   REQUIRE(log_shows(sv, "killed by seccomp (SIGSYS)", 10s));
   INFO(sv.log());
-  // Where the kernel logs seccomp kills through audit (this host), the
-  // line names the call, at once or in the follow-up line.
-  std::ifstream kmsg_probe("/dev/kmsg");
-  if (kmsg_probe)
+  // Where the kernel logs seccomp kills through audit into /dev/kmsg (this
+  // host: CONFIG_AUDITSYSCALL, no audit daemon), the line names the call,
+  // at once or in the follow-up line.
+  std::string logged;
+  std::getline(std::ifstream("/proc/sys/kernel/seccomp/actions_logged"), logged);
+  const bool kernel_logs_it = std::ifstream("/dev/kmsg").good() && std::filesystem::exists("/proc/self/loginuid") &&
+                              logged.find("kill_process") != std::string::npos;
+  if (kernel_logs_it)
     CHECK(log_shows(sv, "killed by seccomp (SIGSYS) in system call 101 (ptrace)", 5s));
+  else
+    WARN("this kernel does not log seccomp kills to /dev/kmsg: only the signal is checked");
   CHECK(sv.alive());
 }
