@@ -66,6 +66,10 @@ void apply_seccomp_filter() {
   if (!ctx) throw std::runtime_error("seccomp: seccomp_init failed");
   // Every thread: the pool threads of a library we link could exist already.
   if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1); rc < 0) throw failed("TSYNC", rc);
+  // A call through another ABI (int 0x80, x32) is refused like any other,
+  // for the whole process: libseccomp's default kills only the thread.
+  if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS); rc < 0)
+    throw failed("bad-architecture action", rc);
   for (const std::string_view name : seccomp_allowed_syscalls()) {
     const std::string n(name);
     const int nr = seccomp_syscall_resolve_name(n.c_str());
