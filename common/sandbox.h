@@ -9,9 +9,14 @@
 // - blob_dir and the config file: readable (every directory above them
 //   searchable); checked, never changed: they are the operator's.
 // - state_dir: the worker creates worker.sock there (adoption by a new
-//   supervisor). It becomes root:<worker group> mode 01775: the group may
-//   create, the sticky bit keeps it from removing or renaming over what it
-//   does not own (the control socket, worker.pid).
+//   supervisor) and serving.lock. It becomes root:<worker group> mode 01775:
+//   the group may create, the sticky bit keeps it from removing or renaming
+//   over what it does not own (the control socket, worker.pid). Which also
+//   means a worker cannot replace or reopen worker.sock and serving.lock
+//   once they are not its own, and systemd makes them not its own: at every
+//   start of the unit, RuntimeDirectory= chowns everything under state_dir
+//   to the unit's user (root), even with RuntimeDirectoryPreserve=yes. So
+//   each start gives those two back to the worker's user.
 // - the shared memory /dev/shm/ondemand-<tag> stays root's, 0600; the worker
 //   gets it as an inherited fd (WORKER_SHM_FD, named in its environment by
 //   WORKER_SHM_FD_ENV) and maps that.
@@ -30,6 +35,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace ondemand {
 
@@ -42,8 +48,14 @@ inline constexpr std::string_view WORKER_SHM_FD_ENV = "ONDEMAND_SHM_FD";
 // ACL opens is reported, which errs on the side of a clear message.
 std::string access_problem(const std::filesystem::path& path, uid_t uid, gid_t gid);
 
-// Makes `state_dir` root:gid 01775 (see above). Throws std::runtime_error
-// naming the path.
-void open_state_dir_to_group(const std::filesystem::path& state_dir, gid_t gid);
+// The files in state_dir that the worker creates and must be able to reopen
+// or rename over: serving.lock (common/serving_lock.h), worker.sock.
+std::vector<std::string_view> worker_owned_state_files();
+
+// Makes `state_dir` root:gid 01775 (see above) and gives the worker's own
+// files in it (worker_owned_state_files, when they are regular files or
+// sockets) back to uid:gid. Returns the names it gave back. Throws
+// std::runtime_error naming the path.
+std::vector<std::string> open_state_dir_to_worker(const std::filesystem::path& state_dir, uid_t uid, gid_t gid);
 
 }  // namespace ondemand

@@ -86,6 +86,9 @@ inline constexpr std::size_t MAX_FDS_PER_MESSAGE = 253;
 // The worker finds its end of the channel here (set up by the supervisor
 // between fork and exec).
 inline constexpr int WORKER_CHANNEL_FD = 3;
+// <state_dir>/<this>: a serving worker listens here for a new supervisor to
+// adopt it (the supervisor's channel gone).
+inline constexpr std::string_view WORKER_SOCKET_NAME = "worker.sock";
 
 inline constexpr std::string_view VERSION = ONDEMAND_VERSION;
 

@@ -73,7 +73,7 @@ std::variant<std::optional<AdoptedWorker>, Busy> attempt(const std::filesystem::
 }  // namespace
 
 std::optional<AdoptedWorker> try_adopt(const std::filesystem::path& state_dir) {
-  const auto path = state_dir / "worker.sock";
+  const auto path = state_dir / std::string(proto::WORKER_SOCKET_NAME);
   const auto give_up = std::chrono::steady_clock::now() + BUSY_DEADLINE;
   try {
     for (;;) {

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/serving_lock.h"
+#include "proto/channel.h"
 
 namespace ondemand::supervisor {
 
@@ -28,7 +29,7 @@ std::optional<AdoptedWorker> adopt_serving_worker(const std::filesystem::path& s
     if (!warned) {
       spdlog::warn("a worker ({}) holds {} and so reads the device, but does not answer on {}: retrying adoption "
                    "for up to {} ms, never starting a second reader",
-                   holder, (state_dir / std::string(SERVING_LOCK_NAME)).string(), (state_dir / "worker.sock").string(),
+                   holder, (state_dir / std::string(SERVING_LOCK_NAME)).string(), (state_dir / std::string(proto::WORKER_SOCKET_NAME)).string(),
                    wait.count());
       warned = true;
     }
@@ -36,7 +37,7 @@ std::optional<AdoptedWorker> adopt_serving_worker(const std::filesystem::path& s
       throw AdoptError(fmt::format(
           "a worker ({}) reads /dev/cachefiles (it holds {}) but cannot be adopted through {}; refusing to start a "
           "second reader. Restore its socket (or stop that worker) and start again",
-          holder, (state_dir / std::string(SERVING_LOCK_NAME)).string(), (state_dir / "worker.sock").string()));
+          holder, (state_dir / std::string(SERVING_LOCK_NAME)).string(), (state_dir / std::string(proto::WORKER_SOCKET_NAME)).string()));
     std::this_thread::sleep_for(interval);
     if (auto adopted = try_adopt(state_dir)) return adopted;
   }

@@ -230,7 +230,8 @@ std::error_code Supervisor::reopen_state_dir() {
   std::filesystem::create_directories(config_.state_dir, ec);
   if (ec || !worker_launch_.identity) return ec;
   try {
-    open_state_dir_to_group(config_.state_dir, worker_launch_.identity->gid);
+    const auto& id = *worker_launch_.identity;
+    log_given_back(config_.state_dir, open_state_dir_to_worker(config_.state_dir, id.uid, id.gid), id);
   } catch (const std::exception& e) {
     spdlog::error("state_dir {}: {}", config_.state_dir.string(), e.what());
     return std::make_error_code(std::errc::permission_denied);
@@ -819,7 +820,7 @@ bool Supervisor::leave_worker_for_restart() {
   }
   spdlog::info("SIGTERM for systemctl restart: leaving worker pid={} generation={} serving; the next supervisor "
                "adopts it through {}",
-               worker_->pid, worker_->generation, (config_.state_dir / "worker.sock").string());
+               worker_->pid, worker_->generation, (config_.state_dir / std::string(proto::WORKER_SOCKET_NAME)).string());
   shutting_down_ = true;
   restart_timer_.cancel();
   health_timer_.cancel();

@@ -11,6 +11,8 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include "common/fd_passing.h"
 #include "common/sandbox.h"
@@ -34,6 +36,15 @@ constexpr std::string_view WORKER_ENV[] = {"ONDEMAND_*", "PATH", "TZ", "LANG", "
                                             "ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
 }  // namespace
 
+void log_given_back(const std::filesystem::path& state_dir, const std::vector<std::string>& names,
+                    const WorkerIdentity& id) {
+  if (names.empty()) return;
+  spdlog::warn("state_dir {}: gave {} back to the worker's user {} (uid {} gid {}): they were not its own, "
+               "which is what systemd's RuntimeDirectory= does at every start (it chowns everything in it to "
+               "the unit's user); without it the worker could not reopen or replace them",
+               state_dir.string(), fmt::join(names, " and "), id.user, id.uid, id.gid);
+}
+
 WorkerLaunch prepare_worker_launch(const Config& config, const std::filesystem::path& config_path,
                                    std::string shm_name) {
   WorkerLaunch out;
@@ -46,7 +57,7 @@ WorkerLaunch prepare_worker_launch(const Config& config, const std::filesystem::
       throw ConfigError(fmt::format("{} {}: the worker runs as {} (worker_user) and cannot read it: {}", key,
                                     path.string(), id.user, why));
   try {
-    open_state_dir_to_group(config.state_dir, id.gid);
+    log_given_back(config.state_dir, open_state_dir_to_worker(config.state_dir, id.uid, id.gid), id);
   } catch (const std::runtime_error& e) {
     throw ConfigError(fmt::format("config key \"state_dir\": {}", e.what()));
   }

@@ -24,6 +24,11 @@ struct SpawnedWorker {
 // How every worker is started (common/sandbox.h): the user it runs as
 // (none: it stays root with our capabilities) and the shared memory it
 // inherits as WORKER_SHM_FD.
+// Says which of the worker's files in state_dir open_state_dir_to_worker
+// (common/sandbox.h) gave back, and why that happens; nothing when none.
+void log_given_back(const std::filesystem::path& state_dir, const std::vector<std::string>& names,
+                    const WorkerIdentity& id);
+
 struct WorkerLaunch {
   std::optional<WorkerIdentity> identity;
   std::string shm_name;  // empty: no segment passed

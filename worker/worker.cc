@@ -30,7 +30,6 @@ constexpr auto DRAIN_LIMIT = 10s;
 constexpr auto PEER_TIMEOUT = 5s;
 constexpr auto SERVING_LOCK_WAIT = 5000ms;
 constexpr auto SERVING_LOCK_RETRY = 10ms;
-constexpr std::string_view WORKER_SOCKET = "worker.sock";
 // How soon a supervisor we answered "busy" should ask again.
 constexpr std::uint64_t BUSY_RETRY_MS = 100;
 
@@ -461,7 +460,7 @@ void Worker::receive_objects(UniqueFd peer_fd) {
 
 void Worker::listen_for_supervisor() {
   if (listener_) return;
-  const auto path = config_.state_dir / std::string(WORKER_SOCKET);
+  const auto path = config_.state_dir / std::string(proto::WORKER_SOCKET_NAME);
   // Renamed over the well-known path: an upgrade's successor replaces its
   // predecessor's socket atomically.
   UniqueFd fd;
