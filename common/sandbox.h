@@ -1,4 +1,5 @@
-// The worker's sandbox, both halves.
+// The worker's sandbox, both halves. (What the worker then locks itself
+// into, Landlock and seccomp, is worker/sandbox.h lock_down.)
 //
 // Supervisor side (before spawning): the worker runs as an unprivileged user
 // (config worker_user/worker_group) with no capabilities and no_new_privs

@@ -80,8 +80,8 @@ struct Config {
   std::string worker_user;
   std::string worker_group;
   bool sandbox_drop_privileges = true;  // setresuid/gid to worker_user, no capabilities, no_new_privs
-  bool sandbox_seccomp = true;          // system call allow-list, anything else kills the worker
-  bool sandbox_landlock = true;         // file access limited to blob_dir (read) and state_dir
+  bool sandbox_seccomp = true;          // system call allow-list, anything else kills the worker (worker/seccomp_filter.h)
+  bool sandbox_landlock = true;         // files: blob_dir, cache_dir read, state_dir read/write (worker/landlock.h)
 };
 
 // Tried in order when worker_user is not set: a dedicated system user made

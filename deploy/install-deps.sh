@@ -7,10 +7,10 @@
 #   --runtime-only  only what the installed binaries need at run time
 set -euo pipefail
 
-runtime=(libfmt9 libspdlog1.10 libcurl4 libsystemd0)
+runtime=(libfmt9 libspdlog1.10 libcurl4 libsystemd0 libseccomp2)
 build=(build-essential cmake pkg-config ccache
        libboost1.81-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev catch2
-       libcurl4-openssl-dev libssl-dev libsystemd-dev)
+       libcurl4-openssl-dev libssl-dev libsystemd-dev libseccomp-dev)
 # The registry tests: a real registry (CNCF distribution), htpasswd for its
 # basic auth, openssl for test CAs and token keys.
 registry=(docker-registry apache2-utils openssl)

@@ -16,6 +16,7 @@
 
 #include "common/channel.h"
 #include "common/sandbox.h"
+#include "supervisor/seccomp_report.h"
 #include "common/fd_passing.h"
 #include "common/sys.h"
 #include "common/systemd.h"
@@ -40,6 +41,7 @@ constexpr auto UNREAPED_WARN_EVERY = 10s;
 constexpr auto STOP_GRACE = 15s;
 constexpr auto UPGRADE_DRAIN = 5s;         // outgoing worker must finish in-flight requests
 constexpr auto UPGRADE_SERVE_LIMIT = 15s;  // incoming worker must serve after that
+constexpr auto SECCOMP_RECORD_DELAY = 250ms;  // then kauditd has printed the record
 
 // What workers start from: the config as the supervisor last validated it
 // (at start or by `ondemandctl reload`), never the operator's file as it is
@@ -531,8 +533,14 @@ void Supervisor::on_serving(Running* w) {
 }
 
 void Supervisor::on_exit(Running* w, const ExitStatus& status) {
-  const std::string desc = status.known ? proto::describe_exit(status.exited, status.code)
-                                        : std::string("ended (adopted, exit status unknown)");
+  std::string desc = status.known ? proto::describe_exit(status.exited, status.code)
+                                  : std::string("ended (adopted, exit status unknown)");
+  if (status.known && !status.exited && status.code == SIGSYS) {
+    // Its seccomp filter killed it; the call it made is in the kernel log.
+    const auto syscall = find_seccomp_syscall(w->pid);
+    desc = describe_seccomp_kill(syscall);
+    if (!syscall) report_seccomp_call_later(w->pid);
+  }
   if (w == spare_.get() || !(w == worker_.get() || w == incoming_.get())) {
     const bool was_spare = w == spare_.get();
     spdlog::log(was_spare && !shutting_down_ ? spdlog::level::warn : spdlog::level::info,
@@ -582,6 +590,21 @@ void Supervisor::on_exit(Running* w, const ExitStatus& status) {
     if (worker_) kill(worker_.get(), "its successor died after the handover");
     else start_worker();
   }
+}
+
+// kauditd prints the audit record asynchronously: it can come after the
+// death. One more look, off the event loop's critical path.
+void Supervisor::report_seccomp_call_later(pid_t pid) {
+  auto timer = std::make_shared<asio::steady_timer>(loop_, SECCOMP_RECORD_DELAY);
+  timer->async_wait([timer, pid](boost::system::error_code ec) {
+    if (ec) return;
+    if (const auto syscall = find_seccomp_syscall(pid))
+      spdlog::warn("worker pid={} was {} (from the kernel log)", pid, describe_seccomp_kill(syscall));
+    else
+      spdlog::warn("worker pid={} killed by seccomp: which system call is not known (no audit record for it in "
+                   "/dev/kmsg: the kernel needs CONFIG_AUDITSYSCALL, or an audit daemon has the records)",
+                   pid);
+  });
 }
 
 void Supervisor::on_current_exit(const ExitStatus& status) {

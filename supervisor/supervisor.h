@@ -73,6 +73,7 @@ class Supervisor {
   void watch_channel(Running* w);
   void on_message(Running* w, const proto::Message& m);
   void on_exit(Running* w, const ExitStatus& status);
+  void report_seccomp_call_later(pid_t pid);
   void on_current_exit(const ExitStatus& status);
   void on_serving(Running* w);
   void check_health();

@@ -9,6 +9,8 @@
 #include <spdlog/spdlog.h>
 
 #include "common/sandbox.h"
+#include "worker/landlock.h"
+#include "worker/seccomp_filter.h"
 
 namespace ondemand::worker {
 
@@ -31,6 +33,35 @@ bool culling_possible(const Config& config) {
                  "directories 0700 root); cache_dir is culled only by a worker with sandbox_drop_privileges false",
                  ::geteuid(), config.cache_dir.string());
   return false;
+}
+
+void lock_down(const Config& config) {
+  if (config.sandbox_landlock) {
+    LandlockOutcome landlock;
+    try {
+      landlock = restrict_file_access({.read_only = {config.blob_dir, config.cache_dir},
+                                       .read_write = {config.state_dir}});
+    } catch (const std::runtime_error& e) {
+      throw ConfigError(fmt::format("config key \"sandbox_landlock\": {} (false runs the worker without it)",
+                                    e.what()));
+    }
+    if (landlock.applied)
+      spdlog::info("sandbox: Landlock ABI {}: files only in blob_dir {} (read), cache_dir {} (read), state_dir {} "
+                   "(read/write)",
+                   landlock.abi, config.blob_dir.string(), config.cache_dir.string(), config.state_dir.string());
+    else
+      spdlog::warn("sandbox: Landlock not applied, file access is not restricted: {}", landlock.why_not);
+  }
+  if (config.sandbox_seccomp) {
+    try {
+      apply_seccomp_filter();
+    } catch (const std::runtime_error& e) {
+      throw ConfigError(fmt::format("config key \"sandbox_seccomp\": {} (false runs the worker without it)",
+                                    e.what()));
+    }
+    spdlog::info("sandbox: seccomp filter on: {} system calls allowed, any other kills the worker (SIGSYS)",
+                 seccomp_allowed_syscalls().size());
+  }
 }
 
 }  // namespace ondemand::worker

@@ -119,6 +119,9 @@ proto::ExitCode Worker::run() {
     spdlog::error("{}", e.what());
     return proto::ExitCode::CONFIG;
   }
+  // Everything from outside is open now (device, shared memory, blob_dir),
+  // no thread exists yet and no kernel message was read: lock ourselves in.
+  lock_down(config_);
 
   // Kernel interface, engine, front end: the front end owns the requests'
   // semantics, the engine the backend work.

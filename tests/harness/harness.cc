@@ -114,6 +114,7 @@ Binaries find_binaries() {
 }
 
 fs::path fake_worker_binary() { return HARNESS_FAKE_WORKER; }
+fs::path seccomp_victim_binary() { return HARNESS_SECCOMP_VICTIM; }
 
 // ---- temp dir ----
 

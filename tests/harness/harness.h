@@ -60,6 +60,8 @@ struct Binaries {
 Binaries find_binaries();
 // The fake worker of the malformed-message tests (always from this tree).
 std::filesystem::path fake_worker_binary();
+// The worker that breaks its own seccomp filter (seccomp_victim.cc).
+std::filesystem::path seccomp_victim_binary();
 
 // A temporary directory removed (recursively) on destruction.
 class TempDir {

@@ -243,16 +243,26 @@ vt_worker_pid() {
 }
 
 # vt_check_sandboxed: the serving worker runs as nobody (the default
-# worker_user in this rig) with no effective capability and no_new_privs
-# (common/sandbox.h); one PASS or FAIL line with what /proc says.
+# worker_user in this rig) with no effective capability, no_new_privs
+# (common/sandbox.h) and its seccomp filter (Seccomp: 2,
+# worker/seccomp_filter.h; VT_EXPECT_SECCOMP=0 where a scenario turns it
+# off); one PASS or FAIL line with what /proc says. The worker installs its
+# filter itself once the supervisor handed it the device, a moment after
+# worker.pid appears: the check waits up to 10 s for that.
 vt_check_sandboxed() {
     _vt_w=$(vt_worker_pid)
-    _vt_st=$(grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' "/proc/$_vt_w/status" 2>/dev/null | tr -s '\t' ' ' | tr '\n' ' ')
-    case $_vt_st in
-        *"Uid: 65534 65534 65534 65534 "*"CapEff: 0000000000000000 CapBnd: 0000000000000000 NoNewPrivs: 1 "*)
-            vt_pass worker-sandboxed "pid $_vt_w: $_vt_st" ;;
-        *) vt_fail worker-sandboxed "pid $_vt_w: ${_vt_st:-no /proc/$_vt_w/status}" ;;
-    esac
+    _vt_i=0
+    while :; do
+        _vt_st=$(grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' "/proc/$_vt_w/status" 2>/dev/null | tr -s '\t' ' ' | tr '\n' ' ')
+        case $_vt_st in
+            *"Uid: 65534 65534 65534 65534 "*"CapEff: 0000000000000000 CapBnd: 0000000000000000 NoNewPrivs: 1 Seccomp: ${VT_EXPECT_SECCOMP:-2} "*)
+                vt_pass worker-sandboxed "pid $_vt_w: $_vt_st"; return 0 ;;
+        esac
+        _vt_i=$((_vt_i + 1))
+        [ "$_vt_i" -ge 100 ] && break
+        sleep 0.1
+    done
+    vt_fail worker-sandboxed "pid $_vt_w: ${_vt_st:-no /proc/$_vt_w/status}"
 }
 
 # vt_check_replies [LOG]: every kernel request gets exactly one reply. The
