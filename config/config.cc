@@ -176,6 +176,29 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
       {"sandbox_drop_privileges", {false, [](Config& c, auto k, auto& v) { c.sandbox_drop_privileges = as_bool(k, v); }}},
       {"sandbox_seccomp", {false, [](Config& c, auto k, auto& v) { c.sandbox_seccomp = as_bool(k, v); }}},
       {"sandbox_landlock", {false, [](Config& c, auto k, auto& v) { c.sandbox_landlock = as_bool(k, v); }}},
+      {"data_dir", {false, [](Config& c, auto k, auto& v) { c.data_dir = as_abs_path(k, v); }}},
+      {"registry_request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
+         c.registry_request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 100, 3'600'000)); }}},
+      {"registries", {false, [](Config& c, auto k, auto& v) {
+         require_type(k, v, json::value_t::object, "an object of host[:port] -> options");
+         for (const auto& [host, entry] : v.items()) {
+           const auto key = fmt::format("{}.{}", k, host);
+           if (host.empty() || host.size() > 255 ||
+               host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
+                   std::string::npos)
+             throw ConfigError(fmt::format("config key \"{}\": \"{}\" is not host[:port]", k, host));
+           require_type(key, entry, json::value_t::object, "an object");
+           RegistryConfig r;
+           for (const auto& [option, value] : entry.items()) {
+             const auto okey = fmt::format("{}.{}", key, option);
+             if (option == "insecure_http") r.insecure_http = as_bool(okey, value);
+             else if (option == "ca_file") r.ca_file = as_abs_path(okey, value).string();
+             else if (option == "credentials_file") r.credentials_file = as_abs_path(okey, value);
+             else throw ConfigError(fmt::format("unknown config key \"{}\"", okey));
+           }
+           c.registries.emplace(host, std::move(r));
+         }
+       }}},
       {"metrics_listen", {false, [](Config& c, auto k, auto& v) {
          std::string why;
          c.metrics_listen = parse_listen_address(as_string(k, v), &why);
@@ -281,6 +304,14 @@ Config parse_config(std::string_view json_text) {
         "config key \"watchdog_timeout_ms\": {} ms is below {} ms (the worker's heartbeat comes every {} ms); "
         "use 0 to turn the watchdog off",
         config.watchdog_timeout_ms, MIN_WATCHDOG_TIMEOUT_MS, HEARTBEAT_PERIOD_MS));
+  if (!config.registries.empty() && config.request_timeout_ms != 0 &&
+      config.registry_request_timeout_ms >= config.request_timeout_ms)
+    throw ConfigError(fmt::format(
+        "config key \"registry_request_timeout_ms\": {} ms is not below request_timeout_ms ({} ms): a slow "
+        "registry would be taken for a hung worker",
+        config.registry_request_timeout_ms, config.request_timeout_ms));
+  if (!config.registries.empty() && config.data_dir.empty())
+    throw ConfigError("config key \"registries\": set data_dir too (bindings, which name registries, live there)");
   // Binding it would replace the socket the supervisor always serves there.
   if (config.metrics_listen && config.metrics_listen->unix_path == config.state_dir / METRICS_SOCKET_NAME)
     throw ConfigError(fmt::format("config key \"metrics_listen\": {} is already the metrics socket in state_dir",

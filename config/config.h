@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,14 @@ struct ListenAddress {
 std::optional<ListenAddress> parse_listen_address(std::string_view text, std::string* why);
 
 inline constexpr std::string_view METRICS_SOCKET_NAME = "metrics.sock";
+
+// One entry of the config key "registries" (host[:port] -> options): how
+// the worker reaches a registry that blob bindings name.
+struct RegistryConfig {
+  bool insecure_http = false;             // plain http (loopback test registries)
+  std::string ca_file;                    // https: verify against this CA bundle
+  std::filesystem::path credentials_file; // "user:password", root 0600; empty: anonymous
+};
 
 struct Config {
   // Required.
@@ -82,6 +91,13 @@ struct Config {
   bool sandbox_drop_privileges = true;  // setresuid/gid to worker_user, no capabilities, no_new_privs
   bool sandbox_seccomp = true;          // system call allow-list, anything else kills the worker (worker/seccomp_filter.h)
   bool sandbox_landlock = true;         // files: blob_dir, cache_dir read, state_dir read/write (worker/landlock.h)
+  // Blob bindings (issue 10): <data_dir>/bindings.json, owned by the
+  // supervisor. Empty: no bindings, every id is served from blob_dir.
+  std::filesystem::path data_dir;
+  std::map<std::string, RegistryConfig, std::less<>> registries;
+  // Each registry open/read gives up after this (EIO for that read); below
+  // request_timeout_ms so the hang watchdog never fires for a slow registry.
+  std::uint32_t registry_request_timeout_ms = 20000;
 };
 
 // Tried in order when worker_user is not set: a dedicated system user made

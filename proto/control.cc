@@ -23,6 +23,14 @@ constexpr const char* RESTART_WORKER = "restart-worker";
 constexpr const char* STOP = "stop";
 constexpr const char* UPGRADE = "upgrade";
 constexpr const char* RELOAD = "reload";
+constexpr const char* BIND = "bind";
+constexpr const char* UNBIND = "unbind";
+constexpr const char* BINDINGS = "bindings";
+constexpr const char* ID = "id";
+constexpr const char* REGISTRY = "registry";
+constexpr const char* REPOSITORY = "repository";
+constexpr const char* DIGEST = "digest";
+constexpr const char* SIZE = "size";
 }  // namespace name
 
 // Printable, bounded: a peer's bytes go into our error text and logs.
@@ -114,6 +122,43 @@ class Fields {
     }
   }
 
+  // Absent or null: nullopt.
+  void optional_u64(const char* key, std::optional<std::uint64_t>& out) {
+    if (!error_.empty()) return;
+    auto it = body_.find(key);
+    if (it == body_.end() || it->is_null()) return;
+    if (!it->is_number_unsigned()) return fail(key, "not an unsigned integer or null");
+    out = it->get<std::uint64_t>();
+  }
+  // A non-empty string of at most 4096 bytes without NUL or newline.
+  void name_str(const char* key, std::string& out) {
+    str(key, out);
+    if (!error_.empty()) return;
+    if (out.empty()) return fail(key, "is empty");
+    if (out.size() > CONTROL_MAX_PATH) return fail(key, "is too long");
+    if (out.find_first_of(std::string_view("\0\n", 2)) != std::string::npos) return fail(key, "contains NUL or a newline");
+  }
+  void binding_list(const char* key, std::vector<control::BindingInfo>& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_array()) return fail(key, "not an array");
+    for (const auto& item : *v) {
+      if (!item.is_object()) return fail(key, "has an element that is not an object");
+      control::BindingInfo b;
+      Fields f(item, fmt::format("{} field \"{}\"", what_, key));
+      f.str(name::ID, b.id);
+      f.str(name::REGISTRY, b.registry);
+      f.str(name::REPOSITORY, b.repository);
+      f.str(name::DIGEST, b.digest);
+      f.optional_u64(name::SIZE, b.size);
+      if (!f.error().empty()) {
+        error_ = f.error();
+        return;
+      }
+      out.push_back(std::move(b));
+    }
+  }
+
   const std::string& error() const { return error_; }
   void fail(const char* key, std::string_view why) {
     if (error_.empty()) error_ = fmt::format("{}: field \"{}\" {}", what_, key, why);
@@ -178,13 +223,24 @@ std::string_view command_of(const ControlRequest& request) {
                                [](const control::RestartWorker&) { return name::RESTART_WORKER; },
                                [](const control::Stop&) { return name::STOP; },
                                [](const control::Upgrade&) { return name::UPGRADE; },
-                               [](const control::Reload&) { return name::RELOAD; }},
+                               [](const control::Reload&) { return name::RELOAD; },
+                               [](const control::Bind&) { return name::BIND; },
+                               [](const control::Unbind&) { return name::UNBIND; },
+                               [](const control::ListBindings&) { return name::BINDINGS; }},
                     request);
 }
 
 std::string encode_request(const ControlRequest& request) {
   json j = {{name::CMD, command_of(request)}};
   if (const auto* u = std::get_if<control::Upgrade>(&request); u && u->binary) j[name::BINARY] = *u->binary;
+  if (const auto* b = std::get_if<control::Bind>(&request)) {
+    j[name::ID] = b->id;
+    j[name::REGISTRY] = b->registry;
+    j[name::REPOSITORY] = b->repository;
+    j[name::DIGEST] = b->digest;
+    if (b->size) j[name::SIZE] = *b->size;
+  }
+  if (const auto* u = std::get_if<control::Unbind>(&request)) j[name::ID] = u->id;
   return finish(std::move(j));
 }
 
@@ -199,6 +255,25 @@ std::variant<ControlRequest, std::string> decode_request(std::string_view bytes)
   if (command == name::RESTART_WORKER) return control::RestartWorker{};
   if (command == name::STOP) return control::Stop{};
   if (command == name::RELOAD) return control::Reload{};
+  if (command == name::BINDINGS) return control::ListBindings{};
+  if (command == name::BIND) {
+    control::Bind b;
+    Fields f(body, "\"bind\" request");
+    f.name_str(name::ID, b.id);
+    f.name_str(name::REGISTRY, b.registry);
+    f.name_str(name::REPOSITORY, b.repository);
+    f.name_str(name::DIGEST, b.digest);
+    f.optional_u64(name::SIZE, b.size);
+    if (!f.error().empty()) return f.error();
+    return b;
+  }
+  if (command == name::UNBIND) {
+    control::Unbind u;
+    Fields f(body, "\"unbind\" request");
+    f.name_str(name::ID, u.id);
+    if (!f.error().empty()) return f.error();
+    return u;
+  }
   if (command == name::UPGRADE) {
     control::Upgrade u;
     auto b = body.find(name::BINARY);
@@ -246,6 +321,16 @@ std::string encode_reply(const ControlReply& reply) {
                     {"hangs_detected", s.hangs_detected},
                     {"inflight", s.inflight},
                     {"counters", std::move(counters)}};
+          },
+          [](const control::BindingsReply& r) -> json {
+            json list = json::array();
+            for (const auto& b : r.bindings)
+              list.push_back({{name::ID, b.id},
+                              {name::REGISTRY, b.registry},
+                              {name::REPOSITORY, b.repository},
+                              {name::DIGEST, b.digest},
+                              {name::SIZE, b.size ? json(*b.size) : json(nullptr)}});
+            return {{name::OK, true}, {name::BINDINGS, std::move(list)}};
           }},
       reply);
   return finish(std::move(j));
@@ -292,6 +377,12 @@ std::variant<ControlReply, std::string> decode_reply(std::string_view bytes, con
     f.str("version", u.version);
     if (!f.error().empty()) return f.error();
     return u;
+  }
+  if (std::holds_alternative<control::ListBindings>(answered)) {
+    control::BindingsReply r;
+    f.binding_list(name::BINDINGS, r.bindings);
+    if (!f.error().empty()) return f.error();
+    return r;
   }
   control::Done d;
   f.str(name::MESSAGE, d.message);

@@ -33,6 +33,13 @@
 //                      worker starts from; an invalid file or a change to a
 //                      key only a supervisor restart applies is an Error
 //                      naming the key, and the old config stays
+//   bind id registry repository digest [size]
+//                   -> Done: blob id `id` is served from that registry blob
+//                      (durable in <data_dir>/bindings.json; the running
+//                      worker sees it at its next open of the id). Root only.
+//   unbind id       -> Done: the binding is gone (blob_dir serves the id
+//                      again). Root only.
+//   bindings        -> BindingsReply: every binding, sorted by id
 // Any command may get Error{error} instead.
 // `ondemandctl metrics` and `top` are not control commands: they read the
 // metrics endpoint (<state_dir>/metrics.sock, HTTP).
@@ -40,7 +47,7 @@
 // Changelog:
 //   1  status, restart-worker, stop, upgrade. Typed (this header) without a
 //      wire change; reload added (an older supervisor answers it
-//      "unrecognized command").
+//      "unrecognized command"). bind, unbind, bindings added the same way.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +56,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 namespace ondemand::proto {
 
@@ -68,6 +76,17 @@ struct Upgrade {
   std::optional<std::string> binary;  // absolute path; none: the configured worker_binary
 };
 struct Reload {};
+struct Bind {
+  std::string id;
+  std::string registry;
+  std::string repository;
+  std::string digest;
+  std::optional<std::uint64_t> size;
+};
+struct Unbind {
+  std::string id;
+};
+struct ListBindings {};
 
 // ---- replies ----
 struct WorkerInfo {
@@ -113,12 +132,24 @@ struct Upgraded {
 struct Error {
   std::string error;
 };
+struct BindingInfo {
+  std::string id;
+  std::string registry;
+  std::string repository;
+  std::string digest;
+  std::optional<std::uint64_t> size;
+};
+struct BindingsReply {
+  std::vector<BindingInfo> bindings;
+};
 
 }  // namespace control
 
 using ControlRequest =
-    std::variant<control::Status, control::RestartWorker, control::Stop, control::Upgrade, control::Reload>;
-using ControlReply = std::variant<control::Error, control::Done, control::Upgraded, control::StatusReply>;
+    std::variant<control::Status, control::RestartWorker, control::Stop, control::Upgrade, control::Reload,
+                 control::Bind, control::Unbind, control::ListBindings>;
+using ControlReply =
+    std::variant<control::Error, control::Done, control::Upgraded, control::StatusReply, control::BindingsReply>;
 
 // The wire "cmd" of a request.
 std::string_view command_of(const ControlRequest& request);

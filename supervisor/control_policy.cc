@@ -9,7 +9,9 @@ namespace ondemand::supervisor {
 
 ControlAccess control_access(std::string_view cmd, bool names_binary) {
   constexpr std::array<std::string_view, 3> READ = {"status", "metrics", "bindings"};
-  constexpr std::array<std::string_view, 6> OPERATE = {"restart-worker", "stop", "upgrade", "reload", "bind", "unbind"};
+  // bind/unbind are ROOT (not listed): a binding decides what bytes every
+  // mount of that id sees, and writes root's durable data_dir.
+  constexpr std::array<std::string_view, 4> OPERATE = {"restart-worker", "stop", "upgrade", "reload"};
   if (std::find(READ.begin(), READ.end(), cmd) != READ.end()) return ControlAccess::READ;
   if (std::find(OPERATE.begin(), OPERATE.end(), cmd) != OPERATE.end())
     return cmd == "upgrade" && names_binary ? ControlAccess::ROOT : ControlAccess::OPERATE;

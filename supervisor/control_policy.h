@@ -6,10 +6,12 @@
 //            control_uids;
 //   OPERATE  commands that change what runs but only ever run the configured
 //            worker binary (restart-worker, stop, upgrade without a binary,
-//            reload, bind, unbind): root and control_uids. Listing a uid
-//            delegates operating the cache to it, stop included;
+//            reload): root and control_uids. Listing a uid delegates
+//            operating the cache to it, stop included;
 //   ROOT     upgrade with a "binary": the supervisor runs as root, so naming
-//            the program it starts is running any program as root. Root only.
+//            the program it starts is running any program as root. bind and
+//            unbind: they decide which bytes every mount of an id sees and
+//            write root's data_dir. Root only.
 // Any command not named here is ROOT: a new command is root-only until it is
 // classified. Everyone else (neither root nor listed) may run nothing.
 #pragma once

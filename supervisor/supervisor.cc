@@ -26,6 +26,8 @@
 #include "common/log.h"
 #include "proto/channel.h"
 #include "proto/log_events.h"
+#include "proto/blob_id.h"
+#include <sys/stat.h>
 
 namespace ondemand::supervisor {
 namespace asio = boost::asio;
@@ -65,6 +67,7 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   check("cache_dir", a.cache_dir == b.cache_dir);
   check("tag", a.tag == b.tag);
   check("state_dir", a.state_dir == b.state_dir);
+  check("data_dir", a.data_dir == b.data_dir);
   check("control_uids", a.control_uids == b.control_uids);
   const auto listen = [](const Config& c) {
     return c.metrics_listen ? fmt::format("{}|{}|{}", c.metrics_listen->unix_path.string(), c.metrics_listen->host,
@@ -179,6 +182,118 @@ void Supervisor::init_shared_state() {
   worker_launch_ = prepare_worker_launch(config_, {}, shm_->name());
   if (auto error = write_config_snapshot(text); !error.empty()) throw ConfigError(error);
   snapshot_text_ = text;
+  load_bindings();
+}
+
+void Supervisor::load_bindings() {
+  if (config_.data_dir.empty()) return;
+  std::filesystem::create_directories(config_.data_dir);
+  const auto file = config_.data_dir / bindings::BINDINGS_FILE_NAME;
+  auto loaded = bindings::load_bindings_file(file);
+  // A torn or corrupt file is never silently replaced by an empty one: the
+  // operator decides (restore it, or remove it to start without bindings).
+  if (auto* error = std::get_if<std::string>(&loaded))
+    throw ConfigError(fmt::format("blob bindings unusable: {} (fix or remove the file)", *error));
+  bindings_ = std::move(std::get<bindings::Bindings>(loaded));
+  for (const auto& [id, b] : bindings_)
+    if (!config_.registries.contains(b.registry))
+      spdlog::warn("binding \"{}\" in {} names registry \"{}\", which is not in the config key registries: its "
+                   "reads fail until it is added", id, file.string(), b.registry);
+  if (auto error = publish_bindings(); !error.empty()) throw ConfigError(error);
+  if (auto error = publish_credentials(config_); !error.empty()) throw ConfigError(error);
+  spdlog::info("{} blob binding(s) from {}", bindings_.size(), file.string());
+}
+
+std::string Supervisor::publish_bindings() {
+  if (config_.data_dir.empty()) return {};
+  std::optional<unsigned> gid;
+  if (worker_launch_.identity) gid = worker_launch_.identity->gid;
+  return bindings::write_file_atomic(bindings::worker_bindings_path(config_.state_dir),
+                                     bindings::serialize_bindings(bindings_), 0640, gid);
+}
+
+// The operator's credentials files stay root 0600; the worker gets a copy
+// it owns (0600) in state_dir. Their contents are never logged.
+std::string Supervisor::publish_credentials(const Config& config) {
+  for (const auto& [host, r] : config.registries) {
+    if (r.credentials_file.empty()) continue;
+    const auto key = fmt::format("config key \"registries.{}.credentials_file\"", host);
+    UniqueFd fd{::open(r.credentials_file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) < 0)
+      return fmt::format("{}: cannot read {}: {}", key, r.credentials_file.string(), sys::errno_name(errno));
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 077) != 0 || st.st_size > 64 * 1024)
+      return fmt::format("{}: {} must be a regular file of at most 64 KiB, mode 0600 (it has {:04o})", key,
+                         r.credentials_file.string(), st.st_mode & 07777);
+    std::string text(static_cast<std::size_t>(st.st_size), '\0');
+    if (::pread(fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
+      return fmt::format("{}: cannot read {}", key, r.credentials_file.string());
+    std::optional<unsigned> uid, gid;
+    if (worker_launch_.identity) {
+      uid = worker_launch_.identity->uid;
+      gid = worker_launch_.identity->gid;
+    }
+    if (auto error = bindings::write_file_atomic(bindings::worker_credentials_path(config.state_dir, host), text,
+                                                 0600, gid, uid);
+        !error.empty())
+      return fmt::format("{}: {}", key, error);
+  }
+  return {};
+}
+
+proto::ControlReply Supervisor::bind(const proto::control::Bind& request) {
+  using proto::control::Error;
+  if (config_.data_dir.empty()) return Error{"bindings need the config key data_dir (not set)"};
+  bindings::Binding b{request.registry, request.repository, request.digest, request.size};
+  if (auto error = bindings::validate_binding(request.id, b); !error.empty()) return Error{error};
+  if (!config_.registries.contains(b.registry))
+    return Error{fmt::format("binding \"{}\": registry \"{}\" is not in the config key registries", request.id,
+                             b.registry)};
+  if (auto it = bindings_.find(request.id); it != bindings_.end()) {
+    if (it->second == b) return proto::control::Done{fmt::format("blob id {} is already bound so", request.id)};
+    // The cache may already hold the old blob's bytes under this id.
+    return Error{fmt::format("binding \"{}\": already bound to {}/{}@{}; unbind it first", request.id,
+                             it->second.registry, it->second.repository, it->second.digest)};
+  }
+  auto next = bindings_;
+  next.emplace(request.id, b);
+  const auto file = config_.data_dir / bindings::BINDINGS_FILE_NAME;
+  if (auto error = bindings::write_file_atomic(file, bindings::serialize_bindings(next), 0600); !error.empty()) {
+    spdlog::error("bind {} refused: {}", request.id, error);
+    return Error{fmt::format("binding \"{}\" not stored: {}", request.id, error)};
+  }
+  bindings_ = std::move(next);
+  spdlog::info("blob id {} bound to registry={} repository={} digest={}", request.id, b.registry, b.repository,
+               b.digest);
+  if (auto error = publish_bindings(); !error.empty())
+    return Error{fmt::format("binding \"{}\" stored in {}, but the worker's copy failed: {}", request.id,
+                             file.string(), error)};
+  return proto::control::Done{fmt::format("blob id {} bound to {}/{}@{}", request.id, b.registry, b.repository,
+                                          b.digest)};
+}
+
+proto::ControlReply Supervisor::unbind(const proto::control::Unbind& request) {
+  using proto::control::Error;
+  if (config_.data_dir.empty()) return Error{"bindings need the config key data_dir (not set)"};
+  if (!bindings_.contains(request.id))
+    return Error{fmt::format("binding \"{}\": no such binding", worker::escape_id(request.id))};
+  auto next = bindings_;
+  next.erase(request.id);
+  const auto file = config_.data_dir / bindings::BINDINGS_FILE_NAME;
+  if (auto error = bindings::write_file_atomic(file, bindings::serialize_bindings(next), 0600); !error.empty())
+    return Error{fmt::format("binding \"{}\" not removed: {}", request.id, error)};
+  bindings_ = std::move(next);
+  spdlog::info("blob id {} unbound", request.id);
+  if (auto error = publish_bindings(); !error.empty())
+    return Error{fmt::format("binding \"{}\" removed from {}, but the worker's copy failed: {}", request.id,
+                             file.string(), error)};
+  return proto::control::Done{fmt::format("blob id {} unbound", request.id)};
+}
+
+proto::control::BindingsReply Supervisor::list_bindings() const {
+  proto::control::BindingsReply r;
+  for (const auto& [id, b] : bindings_) r.bindings.push_back({id, b.registry, b.repository, b.digest, b.size});
+  return r;
 }
 
 int Supervisor::run() {
@@ -310,6 +425,10 @@ proto::ControlReply Supervisor::reload() {
     return proto::control::Error{fmt::format(
         "{} changed in {}: only a supervisor restart applies {}; nothing reloaded", keys, config_path_.string(),
         changed.size() == 1 ? "it" : "them")};
+  }
+  if (auto error = publish_credentials(next); !error.empty()) {
+    spdlog::warn("reload refused: {}", error);
+    return proto::control::Error{error + "; nothing reloaded"};
   }
   if (auto error = write_config_snapshot(text); !error.empty()) {
     spdlog::error("reload failed: {}", error);
@@ -934,6 +1053,7 @@ void Supervisor::restart_worker() {
 void Supervisor::handle_control(const proto::ControlRequest& request, ControlServer::Reply reply) {
   using namespace proto::control;
   if (std::holds_alternative<Status>(request)) return reply(status());
+  if (std::holds_alternative<ListBindings>(request)) return reply(list_bindings());
   if (shutting_down_) return reply(Error{"supervisor is shutting down"});
   if (std::holds_alternative<RestartWorker>(request)) {
     if (incoming_) return reply(Error{"an upgrade is in progress"});
@@ -944,6 +1064,8 @@ void Supervisor::handle_control(const proto::ControlRequest& request, ControlSer
     return start_upgrade(upgrade->binary ? std::filesystem::path(*upgrade->binary) : config_.worker_binary,
                          std::move(reply));
   if (std::holds_alternative<Reload>(request)) return reply(reload());
+  if (const auto* b = std::get_if<Bind>(&request)) return reply(bind(*b));
+  if (const auto* u = std::get_if<Unbind>(&request)) return reply(unbind(*u));
   if (std::holds_alternative<Stop>(request)) {
     reply(Done{"stopping"});
     return shutdown();

@@ -30,6 +30,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "backends/bindings/bindings.h"
 #include "config/config.h"
 #include "common/shared_state.h"
 #include "metrics/supervisor_metrics.h"
@@ -89,6 +90,14 @@ class Supervisor {
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
   proto::control::StatusReply status() const;
   proto::ControlReply reload();
+  // Blob bindings (backends/bindings): the supervisor owns
+  // <data_dir>/bindings.json and publishes the worker's copies in state_dir.
+  void load_bindings();
+  std::string publish_bindings();
+  std::string publish_credentials(const Config& config);
+  proto::ControlReply bind(const proto::control::Bind& request);
+  proto::ControlReply unbind(const proto::control::Unbind& request);
+  proto::control::BindingsReply list_bindings() const;
   // Writes `text` as the snapshot workers start from; "" or why not.
   std::string write_config_snapshot(const std::string& text);
   std::error_code reopen_state_dir();
@@ -98,6 +107,7 @@ class Supervisor {
   void finish_upgrade(bool ok, const std::string& message);
 
   Config config_;
+  bindings::Bindings bindings_;  // what <data_dir>/bindings.json holds
   std::filesystem::path config_path_;
   std::filesystem::path snapshot_path_;  // <state_dir>/worker-config.json, what workers read
   BoundCache cache_;

@@ -16,6 +16,7 @@
 #include "common/sys.h"
 #include "common/unix_socket.h"
 #include "common/watch_fd.h"
+#include "backends/bindings/bound_backend.h"
 #include "backends/local.h"
 #include "worker/sandbox.h"
 
@@ -115,6 +116,9 @@ proto::ExitCode Worker::run() {
   }
   try {
     backend_ = std::make_unique<LocalBackend>(config_.blob_dir);
+    // With data_dir, bound ids come from their registry, the rest as before.
+    if (!config_.data_dir.empty())
+      backend_ = std::make_unique<bindings::BoundBackend>(std::move(backend_), config_);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return proto::ExitCode::CONFIG;

@@ -122,4 +122,13 @@ std::string format_status(const proto::control::StatusReply& s) {
   return out;
 }
 
+std::string format_bindings(const proto::control::BindingsReply& reply) {
+  if (reply.bindings.empty()) return "no bindings\n";
+  std::string out = fmt::format("{:<24} {:<24} {:<32} {:<71} {}\n", "ID", "REGISTRY", "REPOSITORY", "DIGEST", "SIZE");
+  for (const auto& b : reply.bindings)
+    out += fmt::format("{:<24} {:<24} {:<32} {:<71} {}\n", b.id, b.registry, b.repository, b.digest,
+                       b.size ? std::to_string(*b.size) : std::string("-"));
+  return out;
+}
+
 }  // namespace ondemand::ctl

@@ -52,4 +52,7 @@ MetricsResult parse_http_reply(std::string_view reply);
 // The `status` reply as an aligned table.
 std::string format_status(const proto::control::StatusReply& status);
 
+// The `bindings` reply, one line per binding (ID REGISTRY REPOSITORY DIGEST SIZE).
+std::string format_bindings(const proto::control::BindingsReply& reply);
+
 }  // namespace ondemand::ctl

@@ -51,6 +51,20 @@ int main(int argc, char** argv) {
   top->add_flag("--lines", top_lines, "one line per interval even on a terminal")->excludes(screen_flag);
   app.add_subcommand("doctor", "check whether this host can run the daemon natively: kernel options,\n"
                                "/dev/cachefiles, cache_dir's file system (from --config), /dev/shm, root");
+  std::string bind_id, bind_registry, bind_repository, bind_digest;
+  std::optional<std::uint64_t> bind_size;
+  auto* bind = app.add_subcommand("bind", "serve blob id ID from a registry blob (root only; durable in\n"
+                                          "<data_dir>/bindings.json; the running worker sees it at once)");
+  bind->add_option("ID", bind_id, "blob id (as in the mount's fsid/domain)")->required();
+  bind->add_option("--registry", bind_registry, "host[:port], a key of the config's registries")->required();
+  bind->add_option("--repository", bind_repository, "repository, e.g. library/busybox")->required();
+  bind->add_option("--digest", bind_digest, "sha256:<64 hex>")->required();
+  bind->add_option("--size", bind_size, "the blob's size in bytes (default: asked with HEAD)");
+  std::string unbind_id;
+  auto* unbind = app.add_subcommand("unbind", "remove the binding of blob id ID (root only)");
+  unbind->add_option("ID", unbind_id, "blob id")->required();
+  auto* list = app.add_subcommand("bindings", "list the blob bindings");
+  list->add_flag("--json", json, "print the raw JSON reply");
   std::string binary;
   auto* upgrade = app.add_subcommand(
       "upgrade", "rolling upgrade: start a new worker, hand it the open objects, retire the old one;\n"
@@ -129,6 +143,10 @@ int main(int argc, char** argv) {
   if (cmd == "restart-worker") request = proto::control::RestartWorker{};
   if (cmd == "stop") request = proto::control::Stop{};
   if (cmd == "reload") request = proto::control::Reload{};
+  if (cmd == "bind")
+    request = proto::control::Bind{bind_id, bind_registry, bind_repository, bind_digest, bind_size};
+  if (cmd == "unbind") request = proto::control::Unbind{unbind_id};
+  if (cmd == "bindings") request = proto::control::ListBindings{};
   if (cmd == "upgrade") {
     proto::control::Upgrade upgrade;
     if (!binary.empty()) {
@@ -157,6 +175,8 @@ int main(int argc, char** argv) {
   else if (const auto* upgraded = std::get_if<proto::control::Upgraded>(&*result.reply))
     std::cout << "upgraded: worker pid " << upgraded->pid << ", generation " << upgraded->generation
               << ", version " << upgraded->version << "\n";
+  else if (const auto* list = std::get_if<proto::control::BindingsReply>(&*result.reply))
+    std::cout << ctl::format_bindings(*list);
   else if (const auto* done = std::get_if<proto::control::Done>(&*result.reply))
     std::cout << done->message << "\n";
   return ctl::OK;

@@ -10,10 +10,13 @@ TEST_CASE("control_access: read-only, operating and root-only commands", "[super
   CHECK(control_access("status", false) == ControlAccess::READ);
   CHECK(control_access("metrics", false) == ControlAccess::READ);
   CHECK(control_access("bindings", false) == ControlAccess::READ);
-  for (auto cmd : {"restart-worker", "stop", "upgrade", "reload", "bind", "unbind"}) {
+  for (auto cmd : {"restart-worker", "stop", "upgrade", "reload"}) {
     INFO(cmd);
     CHECK(control_access(cmd, false) == ControlAccess::OPERATE);
   }
+  // A binding decides which bytes every mount of an id sees: root only.
+  CHECK(control_access("bind", false) == ControlAccess::ROOT);
+  CHECK(control_access("unbind", false) == ControlAccess::ROOT);
   // Naming the program a root supervisor starts is running it as root.
   CHECK(control_access("upgrade", true) == ControlAccess::ROOT);
   // Unclassified commands fail closed.
@@ -38,6 +41,10 @@ TEST_CASE("control_refusal: root may do anything, listed uids all but a binary, 
   REQUIRE(binary);
   CHECK_THAT(*binary, Catch::Contains("uid 1000") && Catch::Contains("root only"));
   CHECK(control_refusal("format-disk", false, 1000, listed));
+  CHECK(control_refusal("bind", false, 1000, listed));
+  CHECK(control_refusal("unbind", false, 1000, listed));
+  CHECK_FALSE(control_refusal("bindings", false, 1000, listed));
+  CHECK_FALSE(control_refusal("bind", false, 0, listed));
 
   auto stranger = control_refusal("status", false, 4242, listed);
   REQUIRE(stranger);
