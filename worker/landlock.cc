@@ -30,6 +30,7 @@ constexpr std::uint64_t READ = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS
 constexpr std::uint64_t WRITE = LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_FILE |
                                 LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
                                 LANDLOCK_ACCESS_FS_TRUNCATE;
+constexpr std::uint64_t REMOVE = LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR;
 
 // Every right ABI `abi` knows (the kernel refuses a handled right it does
 // not know with EINVAL).
@@ -76,6 +77,7 @@ LandlockOutcome restrict_file_access(const LandlockRules& rules) {
   if (!ruleset) throw failed("creating the ruleset");
   for (const auto& dir : rules.read_only) add_rule(ruleset.get(), dir, READ & handled);
   for (const auto& dir : rules.read_write) add_rule(ruleset.get(), dir, (READ | WRITE) & handled);
+  for (const auto& dir : rules.read_remove) add_rule(ruleset.get(), dir, (READ | REMOVE) & handled);
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw failed("PR_SET_NO_NEW_PRIVS");
   if (::syscall(SYS_landlock_restrict_self, ruleset.get(), 0) < 0) throw failed("restricting the worker");
   out.applied = true;

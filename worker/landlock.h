@@ -12,7 +12,11 @@
 //   - blob_dir: read (the blobs, openat2 beneath it);
 //   - state_dir: read and write (serving.lock, worker.sock: created under a
 //     temporary name and renamed over the old one, and unlinked at exit);
-//   - cache_dir: read (the culler's walk; only a root worker can enter it).
+//   - cache_dir: read (the culler's walk; only a root worker can enter it),
+//     and for a worker that culls also removing files and directories: the
+//     kernel buries culled objects in <cache_dir>/graveyard and the daemon
+//     deletes them (cull.h); without that right the graveyard keeps every
+//     culled byte and the cache fills (ENOBUFS at mount).
 // Nothing else: not /proc, not /etc, not /dev. The anonymous fds of OPEN
 // requests come from the kernel and are not opened by path.
 //
@@ -32,6 +36,7 @@ namespace ondemand::worker {
 struct LandlockRules {
   std::vector<std::filesystem::path> read_only;
   std::vector<std::filesystem::path> read_write;
+  std::vector<std::filesystem::path> read_remove;  // read, and unlink/rmdir beneath
 };
 
 struct LandlockOutcome {

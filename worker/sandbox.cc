@@ -37,18 +37,23 @@ bool culling_possible(const Config& config) {
 
 void lock_down(const Config& config) {
   if (config.sandbox_landlock) {
+    // Only a root worker enters cache_dir (culling_possible); one that culls
+    // also deletes what the kernel buried in its graveyard.
+    const bool culls = config.cache_cull && ::geteuid() == 0;
+    LandlockRules rules{.read_only = {config.blob_dir}, .read_write = {config.state_dir}, .read_remove = {}};
+    (culls ? rules.read_remove : rules.read_only).push_back(config.cache_dir);
     LandlockOutcome landlock;
     try {
-      landlock = restrict_file_access({.read_only = {config.blob_dir, config.cache_dir},
-                                       .read_write = {config.state_dir}});
+      landlock = restrict_file_access(rules);
     } catch (const std::runtime_error& e) {
       throw ConfigError(fmt::format("config key \"sandbox_landlock\": {} (false runs the worker without it)",
                                     e.what()));
     }
     if (landlock.applied)
-      spdlog::info("sandbox: Landlock ABI {}: files only in blob_dir {} (read), cache_dir {} (read), state_dir {} "
+      spdlog::info("sandbox: Landlock ABI {}: files only in blob_dir {} (read), cache_dir {} ({}), state_dir {} "
                    "(read/write)",
-                   landlock.abi, config.blob_dir.string(), config.cache_dir.string(), config.state_dir.string());
+                   landlock.abi, config.blob_dir.string(), config.cache_dir.string(),
+                   culls ? "read, remove: the culler empties its graveyard" : "read", config.state_dir.string());
     else
       spdlog::warn("sandbox: Landlock not applied, file access is not restricted: {}", landlock.why_not);
   }

@@ -30,7 +30,7 @@ const std::vector<std::string_view>& seccomp_allowed_syscalls() {
       // the fallback), serving.lock, worker.sock, the culler's walk as root.
       "openat", "openat2", "open", "newfstatat", "fstat", "stat", "lstat", "statx", "statfs", "fstatfs",
       "getdents64", "fchdir", "chdir", "getcwd", "readlink", "readlinkat", "access", "faccessat", "faccessat2",
-      "unlink", "unlinkat", "rename", "renameat", "renameat2", "umask",
+      "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "umask",
       // Sockets: the channel and worker.sock (SOCK_SEQPACKET with
       // SCM_RIGHTS), the journal (a datagram socket, a memfd for a large
       // entry), libcurl and name resolution for the registry backend.

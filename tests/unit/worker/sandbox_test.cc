@@ -20,6 +20,7 @@
 #include <catch2/catch.hpp>
 
 #include "config/config.h"
+#include "frontends/cachefiles/cull.h"
 #include "tests/unit/test_util.h"
 #include "worker/landlock.h"
 #include "worker/seccomp_filter.h"
@@ -108,6 +109,80 @@ TEST_CASE("Landlock: blob_dir read-only, state_dir read/write, nothing outside",
   CHECK(exited_with(status) == 0);
   // The parent was never restricted.
   CHECK(open_errno(dirs.outside / "secret", O_RDONLY) == 0);
+}
+
+// The culler deletes what the kernel buried in <cache_dir>/graveyard; a
+// worker that cannot (cache_dir read-only) keeps every culled byte on disk
+// and the cache fills (the CI failure of vm_cull_on: ENOBUFS at mount).
+TEST_CASE("Landlock: a culling worker may remove entries in cache_dir, and only remove them",
+          "[worker][sandbox][landlock]") {
+  if (landlock_abi() == 0 || ::geteuid() != 0) {
+    WARN("needs Landlock and root (only a root worker culls): not tested here");
+    return;
+  }
+  for (const bool cull : {true, false}) {
+    DYNAMIC_SECTION("cache_cull " << cull) {
+      Dirs dirs;
+      const auto grave = dirs.cache_dir / "graveyard";
+      std::filesystem::create_directories(grave / "x1" / "@4");
+      std::ofstream(grave / "x1" / "@4" / "Dobject") << "culled bytes";
+      std::ofstream(dirs.cache_dir / "object") << "cached bytes";
+      const int status = in_child([&] {
+        auto config = dirs.config(/*landlock=*/true, /*seccomp=*/false);
+        config.cache_cull = cull;
+        lock_down(config);
+        const int want = cull ? 0 : EACCES;
+        int failures = 0;
+        auto expect = [&](int got, int want_errno, const char* what) {
+          if (got != want_errno) {
+            std::fprintf(stderr, "%s: got %s, want %s\n", what, std::strerror(got), std::strerror(want_errno));
+            ++failures;
+          }
+        };
+        expect(open_errno(dirs.cache_dir / "object", O_RDONLY), 0, "read in cache_dir");
+        expect(::unlink((grave / "x1" / "@4" / "Dobject").c_str()) == 0 ? 0 : errno, want, "unlink in graveyard");
+        if (cull) {
+          expect(::rmdir((grave / "x1" / "@4").c_str()) == 0 ? 0 : errno, 0, "rmdir in graveyard");
+          expect(::rmdir((grave / "x1").c_str()) == 0 ? 0 : errno, 0, "rmdir in graveyard");
+        }
+        expect(open_errno(dirs.cache_dir / "object", O_WRONLY), EACCES, "write in cache_dir");
+        expect(open_errno(dirs.cache_dir / "new", O_WRONLY | O_CREAT), EACCES, "create in cache_dir");
+        return failures;
+      });
+      CHECK(exited_with(status) == 0);
+    }
+  }
+}
+
+// The culler's scan, in the sandbox the worker has (Landlock and seccomp,
+// as root with cache_cull on): it walks cache_dir and empties the graveyard,
+// nested directories included. The seccomp list once lacked rmdir: the
+// worker died of SIGSYS at its first non-empty graveyard, and again in every
+// generation after it.
+TEST_CASE("the culler's scan runs inside the worker's sandbox", "[worker][sandbox][seccomp][landlock]") {
+  if (landlock_abi() == 0 || ::geteuid() != 0) {
+    WARN("needs Landlock and root (only a root worker culls): not tested here");
+    return;
+  }
+  Dirs dirs;
+  const auto grave = dirs.cache_dir / "graveyard";
+  std::filesystem::create_directories(grave / "x1" / "@4");
+  std::ofstream(grave / "x1" / "@4" / "Dold") << "culled bytes";
+  std::ofstream(grave / "x2") << "culled file";
+  std::filesystem::create_directories(dirs.cache_dir / "cache" / "Ierofs,img" / "@7");
+  std::ofstream(dirs.cache_dir / "cache" / "Ierofs,img" / "@7" / "Dimg") << "cached bytes";
+  const int status = in_child([&] {
+    lock_down(dirs.config(/*landlock=*/true, /*seccomp=*/true));
+    const CacheScan scan = scan_cache(dirs.cache_dir.string(), /*with_objects=*/true);
+    if (scan.err != 0) return 10;
+    if (scan.graveyard_removed != 2) return 11;
+    if (scan.objects.size() != 1) return 12;
+    return 0;
+  });
+  INFO("wait status " << status << (WIFSIGNALED(status) ? " (killed by a signal)" : ""));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(std::filesystem::is_empty(grave));
 }
 
 TEST_CASE("sandbox_landlock false leaves file access alone", "[worker][sandbox][landlock]") {

@@ -99,13 +99,17 @@ fi
 # kills land on a worker with requests in flight.
 ln "$VT_BLOB_DIR/basic" "$VT_BLOB_DIR/basic-again"
 vt_mount_fscache basic-again /mnt/again || { vt_fail metrics "mount of basic-again failed"; exit 0; }
+scrape /tmp/before
+# ondemandctl top, off a terminal: one line per interval, through the kills.
+# It starts before the reader: the worker fills fill_window (4 MiB) per READ,
+# so the whole image is a dozen requests, most of them in the reader's first
+# seconds; a top started after the reader can miss every one of them.
+( vt_ctl top --interval-ms 500 -n 6 > /tmp/top.out 2> /tmp/top.err; echo $? > /tmp/top.rc ) &
+top_pid=$!
+sleep 0.3  # top has taken its first scrape
 ( vt_verify_tree /mnt/again "$VT_MANIFEST_DIR/basic.manifest" > /tmp/reader.out 2>&1
   echo $? > /tmp/reader.rc ) &
 reader=$!
-scrape /tmp/before
-# ondemandctl top, off a terminal: one line per interval, through the kills.
-( vt_ctl top --interval-ms 500 -n 6 > /tmp/top.out 2> /tmp/top.err; echo $? > /tmp/top.rc ) &
-top_pid=$!
 ( sleep 0.5; vt_ctl top --screen --interval-ms 1000 -n 1 > /tmp/top.screen 2>&1 ) &
 screen_pid=$!
 i=0
