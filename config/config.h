@@ -71,7 +71,8 @@ struct Config {
   // Restart policy (supervisor/restart_policy.h) for workers that fail to start.
   std::uint32_t restart_backoff_ms = 100;      // second consecutive start failure waits this
   std::uint32_t restart_backoff_max_ms = 5000; // doubling stops here
-  std::uint32_t crash_loop_limit = 10;         // more start failures than this in the window park
+  std::uint32_t crash_loop_limit = 10;         // more start failures than this in the window park; more own
+                                              // crashes after serving back off (supervisor/restart_policy.h)
   std::uint32_t crash_loop_window_ms = 30000;
   std::uint32_t park_retry_ms = 30000;         // a parked supervisor tries again this often
   bool spare_worker = true;  // keep a warm standby worker: failover without a process start

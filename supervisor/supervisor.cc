@@ -765,7 +765,8 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
     }
     return;  // on_serving completes the upgrade; upgrade_timer_ bounds it
   }
-  const auto decision = policy_.on_exit(how, served || killed_from_outside, Clock::now());
+  const auto decision = policy_.on_exit(
+      how, killed_from_outside ? Served::KILLED : served ? Served::YES : Served::NO, Clock::now());
   state.restarts.fetch_add(1);
   recorder_.worker_died(state, cause, last_death_);
   if (decision.parked) {
@@ -784,6 +785,12 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
       spdlog::critical("the cache in {} is dead after an I/O error: every mount on it fails; to recover, unmount "
                        "them, stop this service (it unbinds the cache), fix the disk of cache_dir (fsck), start it again",
                        config_.cache_dir.string());
+  } else if (decision.delay.count() > 0 && decision.serving_crashes > 0) {
+    spdlog::error("restarting worker in {} ms: {} workers crashed after serving within crash_loop_window_ms ({} ms), "
+                  "more than crash_loop_limit ({}); a request that kills every worker, or a sandbox refusing a "
+                  "call (see the kill reasons above)",
+                  decision.delay.count(), decision.serving_crashes, config_.crash_loop_window_ms,
+                  config_.crash_loop_limit);
   } else if (decision.delay.count() > 0) {
     spdlog::warn("restarting worker in {} ms (start failures back off)", decision.delay.count());
   } else {
