@@ -45,7 +45,7 @@ inline constexpr std::string_view METRICS_SOCKET_NAME = "metrics.sock";
 struct RegistryConfig {
   bool insecure_http = false;             // plain http (loopback test registries)
   std::string ca_file;                    // https: verify against this CA bundle
-  std::filesystem::path credentials_file; // "user:password", root 0600; empty: anonymous
+  std::filesystem::path credentials_file; // JSON {"username", "password"}, root 0600; empty: anonymous
 };
 
 struct Config {

@@ -51,10 +51,12 @@ std::string validate_binding(std::string_view id, const Binding& b) {
   const auto bad = [&](const char* field, std::string_view why) {
     return fmt::format("binding \"{}\": {} {}", shown(id), field, why);
   };
-  if (auto why = worker::validate_blob_id(id)) return fmt::format("binding \"{}\": id {}", shown(id), *why);
+  // These three name their subject themselves ("digest must be ...").
+  const auto said = [&](std::string_view why) { return fmt::format("binding \"{}\": {}", shown(id), why); };
+  if (auto why = worker::validate_blob_id(id)) return said(*why);
   if (auto why = validate_registry_name(b.registry); !why.empty()) return bad(name::REGISTRY, why);
-  if (auto why = registry::validate_repository(b.repository); !why.empty()) return bad(name::REPOSITORY, why);
-  if (auto why = registry::validate_digest(b.digest); !why.empty()) return bad(name::DIGEST, why);
+  if (auto why = registry::validate_repository(b.repository); !why.empty()) return said(why);
+  if (auto why = registry::validate_digest(b.digest); !why.empty()) return said(why);
   if (b.size && *b.size == 0) return bad(name::SIZE, "must be positive when given");
   return {};
 }
@@ -70,7 +72,11 @@ std::variant<Bindings, std::string> parse_bindings(std::string_view text) {
   auto all = doc.find(name::BINDINGS);
   if (all == doc.end() || !all->is_object()) return fmt::format("field \"{}\" must be an object", name::BINDINGS);
   Bindings out;
-  for (const auto& [id, entry] : all->items()) {
+  for (const auto& item : all->items()) {
+    // Named references, not a structured binding: clang before 16 cannot
+    // capture those in the lambdas below (the fuzz build uses clang).
+    const std::string& id = item.key();
+    const json& entry = item.value();
     const auto bad = [&](const char* field, std::string_view why) {
       return fmt::format("binding \"{}\": field \"{}\" {}", shown(id), field, why);
     };

@@ -6,7 +6,8 @@
 # TARGET: kernel_msg (what /dev/cachefiles read() returns; seeded from the
 # encode_* helpers), fanotify_msg (fanotify pre-content events),
 # channel_msg (the supervisor <-> worker channel), control_msg (control.sock
-# requests and replies), config (the config file).
+# requests and replies), config (the config file), bindings (the blob
+# bindings file).
 # Seeds also come from tests/fuzz/seeds/TARGET/ and a dictionary of the
 # format's tokens from tests/fuzz/dict/TARGET.dict, when they exist.
 #
@@ -27,7 +28,8 @@ case $target in
   channel_msg)  max_len=4096 ;;
   control_msg)  max_len=4096 ;;
   config)       max_len=8192 ;;
-  *) echo "run-fuzz.sh: unknown target '$target' (kernel_msg, fanotify_msg, channel_msg, control_msg, config)" >&2; exit 64 ;;
+  bindings)     max_len=8192 ;;
+  *) echo "run-fuzz.sh: unknown target '$target' (kernel_msg, fanotify_msg, channel_msg, control_msg, config, bindings)" >&2; exit 64 ;;
 esac
 
 CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S "$root" -B "$build" \

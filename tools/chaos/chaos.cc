@@ -25,6 +25,8 @@
 #include "config/config.h"
 #include "common/shared_state.h"
 #include "common/sys.h"
+#include "proto/control.h"
+#include "tools/ctl/ctl.h"
 
 namespace ondemand::chaos {
 namespace fs = std::filesystem;
@@ -202,30 +204,57 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(idx, v.size() - 1)];
 }
 
+// A registry image's fresh id: bound through the control socket, as an
+// operator would with `ondemandctl bind`. "" or why not.
+std::string control_call(const Config& config, const proto::ControlRequest& request) {
+  auto result = ctl::call(config.state_dir / std::string(proto::CONTROL_SOCKET_NAME), request, 10s);
+  if (!result.reply) return result.error.empty() ? "no reply" : result.error;
+  if (const auto* error = std::get_if<proto::control::Error>(&*result.reply)) return error->error;
+  return "";
+}
+
 void run_round(const Options& o, const Config& config, unsigned round, Tally& tally,
                const std::vector<std::vector<ManifestEntry>>& manifests) {
   struct Mounted {
     fs::path mnt;
-    fs::path link;
+    fs::path link;     // the hard link in blob_dir, or empty
+    std::string bound;  // the id bound for this round, or empty
+    std::string volume_id;
     const std::vector<ManifestEntry>* entries;
   };
   std::vector<Mounted> mounted;
   for (std::size_t i = 0; i < o.images.size(); ++i) {
     const auto fsid = fmt::format("{}.c{}", o.images[i].name, round);
-    const auto link = config.blob_dir / fsid;
     std::error_code ec;
-    fs::remove(link, ec);
-    fs::create_hard_link(config.blob_dir / o.images[i].name, link, ec);
-    if (ec) throw std::runtime_error(fmt::format("hard link {}: {}", link.string(), ec.message()));
+    fs::path link;
+    std::string bound;
+    if (const auto& source = o.images[i].registry) {
+      const auto error =
+          control_call(config, proto::control::Bind{fsid, source->registry, source->repository, source->digest, {}});
+      if (!error.empty()) throw std::runtime_error(fmt::format("bind {}: {}", fsid, error));
+      bound = fsid;
+    } else {
+      link = config.blob_dir / fsid;
+      fs::remove(link, ec);
+      fs::create_hard_link(config.blob_dir / o.images[i].name, link, ec);
+      if (ec) throw std::runtime_error(fmt::format("hard link {}: {}", link.string(), ec.message()));
+    }
+    auto forget = [&] {
+      if (!link.empty()) fs::remove(link, ec);
+      if (!bound.empty()) {
+        const auto error = control_call(config, proto::control::Unbind{bound});
+        if (!error.empty()) spdlog::warn("unbind {}: {}", bound, error);
+      }
+    };
     const auto mnt = o.mount_root / fsid;
     fs::create_directories(mnt);
     const auto opts = fmt::format("fsid={}", fsid);
     if (::mount("none", mnt.c_str(), "erofs", MS_RDONLY, opts.c_str()) < 0) {
       tally.error(tally.mount_errors, fmt::format("mount fsid={}: {}", fsid, sys::errno_name(errno)));
-      fs::remove(link, ec);
+      forget();
       continue;
     }
-    mounted.push_back({mnt, link, &manifests[i]});
+    mounted.push_back({mnt, link, bound, fsid, &manifests[i]});
   }
   if (o.missing_blob) {
     const auto fsid = fmt::format("missing.c{}", round);
@@ -265,12 +294,16 @@ void run_round(const Options& o, const Config& config, unsigned round, Tally& ta
       continue;
     }
     std::error_code ec;
-    fs::remove(m.link, ec);
+    if (!m.link.empty()) fs::remove(m.link, ec);
+    if (!m.bound.empty()) {
+      const auto error = control_call(config, proto::control::Unbind{m.bound});
+      if (!error.empty()) spdlog::warn("unbind {}: {}", m.bound, error);
+    }
     // Every round adds a whole image to the cache and nothing culls in
     // on-demand mode: drop the unmounted volume ("I" + volume key
     // "erofs,<fsid>") or a long run fills cache_dir and cachefiles refuses
     // writes with ENOBUFS.
-    const auto volume = config.cache_dir / "cache" / ("Ierofs," + m.link.filename().string());
+    const auto volume = config.cache_dir / "cache" / ("Ierofs," + m.volume_id);
     fs::remove_all(volume, ec);
     if (ec) spdlog::warn("cannot remove cache volume {}: {}", volume.string(), ec.message());
   }
@@ -285,6 +318,18 @@ nlohmann::json read_gap_summary(Tally& tally) {
 }
 
 }  // namespace
+
+Image parse_registry_image(const std::string& spec) {
+  const auto why = [&] { return "--registry-image wants NAME=MANIFEST,REGISTRY,REPOSITORY,DIGEST, got " + spec; };
+  const auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0) throw std::runtime_error(why());
+  std::vector<std::string> parts;
+  std::stringstream rest(spec.substr(eq + 1));
+  for (std::string part; std::getline(rest, part, ',');) parts.push_back(part);
+  if (parts.size() != 4 || std::any_of(parts.begin(), parts.end(), [](const auto& p) { return p.empty(); }))
+    throw std::runtime_error(why());
+  return {spec.substr(0, eq), parts[0], RegistrySource{parts[1], parts[2], parts[3]}};
+}
 
 std::vector<ManifestEntry> parse_manifest(const std::string& text) {
   std::vector<ManifestEntry> out;

@@ -1,7 +1,9 @@
 // ondemand-chaos: proves that kill -9 of the worker breaks no reader.
 //
-// Each round mounts every image under a fresh fsid (a hard link of the blob
-// named <image>.c<round>, so every read is a cache miss), lets N reader
+// Each round mounts every image under a fresh fsid <image>.c<round> (a hard
+// link of the blob in blob_dir or, for a registry image, a binding of that id
+// made through the control socket and removed after the round), so every
+// read is a cache miss; it lets N reader
 // threads SHA-256 every file against the image's manifest, and unmounts.
 // Meanwhile a killer waits for a serving worker, sleeps a random interval
 // and kill -9s it, then proves the failover happened: a new pid, a new
@@ -14,6 +16,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,10 +39,22 @@ std::vector<ManifestEntry> parse_manifest(const std::string& text);
 // std::runtime_error naming a path the format cannot hold (whitespace).
 std::string make_manifest(const std::filesystem::path& root);
 
-struct Image {
-  std::string name;               // blob id in blob_dir
-  std::filesystem::path manifest;
+// Where a registry image's rounds bind their fresh ids (ondemandctl bind).
+struct RegistrySource {
+  std::string registry;    // a key of the config's "registries"
+  std::string repository;
+  std::string digest;      // "sha256:<64 hex>"
 };
+
+struct Image {
+  std::string name;               // blob id in blob_dir (unused for a registry image)
+  std::filesystem::path manifest;
+  std::optional<RegistrySource> registry;
+};
+
+// "NAME=MANIFEST,REGISTRY,REPOSITORY,DIGEST" (--registry-image); throws
+// std::runtime_error naming what is missing.
+Image parse_registry_image(const std::string& spec);
 
 struct Options {
   std::filesystem::path config;   // the supervisor's config (state_dir, blob_dir, tag)

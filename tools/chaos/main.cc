@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   std::string kill_ms = "5-200";
   app.add_option("--config", o.config, "the supervisor's configuration file");
   app.add_option("--image", images, "NAME=MANIFEST: blob NAME in blob_dir and its manifest (repeatable)");
+  std::vector<std::string> registry_images;
+  app.add_option("--registry-image", registry_images,
+                 "NAME=MANIFEST,REGISTRY,REPOSITORY,DIGEST: an image served from a registry; each round binds\n"
+                 "a fresh id NAME.c<round> to it over the control socket and unbinds it after (repeatable)");
   app.add_option("--mount-root", o.mount_root, "where rounds mount their images");
   app.add_option("--rounds", o.rounds, "minimum number of rounds");
   app.add_option("--min-kills", o.min_kills, "keep running rounds until this many kills");
@@ -57,7 +61,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     if (!*manifest) {
       if (o.config.empty()) throw CLI::RequiredError("--config");
-      if (images.empty()) throw CLI::RequiredError("--image");
+      if (images.empty() && registry_images.empty()) throw CLI::RequiredError("--image or --registry-image");
     }
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
@@ -72,8 +76,9 @@ int main(int argc, char** argv) {
     for (const auto& spec : images) {
       auto eq = spec.find('=');
       if (eq == std::string::npos) throw std::runtime_error("--image wants NAME=MANIFEST, got " + spec);
-      o.images.push_back({spec.substr(0, eq), spec.substr(eq + 1)});
+      o.images.push_back({spec.substr(0, eq), spec.substr(eq + 1), std::nullopt});
     }
+    for (const auto& spec : registry_images) o.images.push_back(ondemand::chaos::parse_registry_image(spec));
     if (std::sscanf(kill_ms.c_str(), "%u-%u", &o.kill_min_ms, &o.kill_max_ms) != 2 || o.kill_min_ms > o.kill_max_ms)
       throw std::runtime_error("--kill-interval-ms wants MIN-MAX, got " + kill_ms);
     auto report = ondemand::chaos::run(o);

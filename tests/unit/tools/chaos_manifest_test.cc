@@ -66,4 +66,18 @@ TEST_CASE("chaos report for a person: units, both timings explained, missing fie
   CHECK_THAT(partial, Catch::Contains("kills -,"));
 }
 
+TEST_CASE("--registry-image: all four parts, or an error quoting the spec", "[tools][chaos]") {
+  const auto image = parse_registry_image("small=/m/small.manifest,127.0.0.1:5000,vm/small,sha256:ab");
+  CHECK(image.name == "small");
+  CHECK(image.manifest == "/m/small.manifest");
+  REQUIRE(image.registry);
+  CHECK(image.registry->registry == "127.0.0.1:5000");
+  CHECK(image.registry->repository == "vm/small");
+  CHECK(image.registry->digest == "sha256:ab");
+  for (const char* bad : {"small", "=m,r,p,d", "small=m,r,p", "small=m,r,,d", "small=m,r,p,d,extra"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(parse_registry_image(bad), Catch::Contains(std::string(bad)));
+  }
+}
+
 }  // namespace ondemand::chaos

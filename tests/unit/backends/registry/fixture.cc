@@ -422,7 +422,11 @@ TokenIssuer::TokenIssuer(const std::filesystem::path& dir, std::string service, 
       std::string action;
       while (std::getline(ss, action, ',')) actions.push_back(action);
     }
-    const bool bad = bad_tokens_left.fetch_sub(1) > 0;
+    // Never below 0, so that a later bad_tokens_left += 1 means one more.
+    int left = bad_tokens_left.load();
+    bool bad = false;
+    while (left > 0 && !(bad = bad_tokens_left.compare_exchange_weak(left, left - 1))) {
+    }
     const auto token = mint(name, actions, expires_in, bad);
     conn.send(http_response(200, {"Content-Type: application/json"},
                             nlohmann::json{{"token", token}, {"expires_in", expires_in.load()}}.dump()));
