@@ -82,7 +82,10 @@ class Fields {
           id->get<std::uint64_t>() > std::numeric_limits<std::uint32_t>::max())
         return fail(where.c_str(), "\"object_id\" is not a 32-bit unsigned integer");
       if (blob == e.end() || !blob->is_string()) return fail(where.c_str(), "\"blob_id\" is not a string");
-      out.push_back({id->get<std::uint32_t>(), blob->get<std::string>()});
+      auto domain = e.find("domain");
+      if (domain != e.end() && !domain->is_string()) return fail(where.c_str(), "\"domain\" is not a string");
+      out.push_back({id->get<std::uint32_t>(), blob->get<std::string>(),
+                     domain != e.end() ? domain->get<std::string>() : std::string()});
     }
   }
 
@@ -139,9 +142,16 @@ json body_of(const msg::Takeover& m) {
 }
 json body_of(const msg::Handover& m) { return {{"drain_ms", m.drain_ms}}; }
 json body_of(const msg::HandoverPeer&) { return json::object(); }
+// One handover entry; its "domain" only when there is one, so that an entry
+// without is what a worker that predates the field sends.
+json entry_json(const msg::ObjectEntry& o) {
+  json e{{"object_id", o.object_id}, {"blob_id", o.blob_id}};
+  if (!o.domain.empty()) e["domain"] = o.domain;
+  return e;
+}
 json body_of(const msg::Objects& m) {
   json list = json::array();
-  for (const auto& o : m.objects) list.push_back({{"object_id", o.object_id}, {"blob_id", o.blob_id}});
+  for (const auto& o : m.objects) list.push_back(entry_json(o));
   return {{"objects", std::move(list)}};
 }
 json body_of(const msg::ObjectsDone& m) { return {{"count", m.count}}; }
@@ -401,7 +411,7 @@ std::optional<std::vector<std::size_t>> split_objects(const std::vector<msg::Obj
   std::size_t count = 0, bytes = envelope;
   for (const auto& o : objects) {
     const std::size_t entry =
-        json({{"object_id", o.object_id}, {"blob_id", o.blob_id}}).dump(-1, ' ', false, json::error_handler_t::replace)
+        entry_json(o).dump(-1, ' ', false, json::error_handler_t::replace)
             .size() +
         1;
     if (envelope + entry > MAX_MESSAGE_BYTES) return std::nullopt;

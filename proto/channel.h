@@ -126,6 +126,9 @@ struct HandoverPeer {};
 struct ObjectEntry {
   std::uint32_t object_id = 0;
   std::string blob_id;
+  // The blob reference's domain (proto/blob_ref.h). Optional on the wire:
+  // an entry from a worker that predates it decodes with "".
+  std::string domain;
   friend bool operator==(const ObjectEntry&, const ObjectEntry&) = default;
 };
 // + one anonymous fd per entry, in order.

@@ -391,7 +391,7 @@ void Worker::send_objects() {
     // of long blob ids must never make a message the successor cannot read.
     std::vector<proto::msg::ObjectEntry> entries;
     entries.reserve(objects.size());
-    for (const auto& o : objects) entries.push_back({o->object_id, o->ref.blob_id});
+    for (const auto& o : objects) entries.push_back({o->object_id, o->ref.blob_id, o->ref.domain});
     const auto batches = proto::split_objects(entries);
     if (!batches) throw ChannelError("an object entry does not fit one datagram");
     std::size_t i = 0;
@@ -442,9 +442,8 @@ void Worker::receive_objects(UniqueFd peer_fd) {
         const auto& batch = expect<proto::msg::Objects>(msg, "objects");
         for (std::size_t i = 0; i < batch.objects.size(); ++i) {  // decode() matched fds to entries
           ++received_total;
-          // The handover entry carries no domain yet: the local backend
-          // does not need one.
-          if (frontend_->import_object(batch.objects[i].object_id, proto::BlobRef{"", batch.objects[i].blob_id},
+          const auto& entry = batch.objects[i];
+          if (frontend_->import_object(entry.object_id, proto::BlobRef{entry.domain, entry.blob_id},
                                        std::move(msg.fds[i])))
             ++imported;
         }

@@ -73,8 +73,8 @@ TEST_CASE("every channel message round-trips with its fields", "[proto][channel]
   CHECK(round_trip(msg::Takeover{11}).generation == 11u);
   CHECK_FALSE(round_trip(msg::Takeover{}).generation.has_value());
   CHECK(round_trip(msg::Handover{5000}).drain_ms == 5000);
-  const auto objects = round_trip(msg::Objects{{{1, "blob-a"}, {4294967295u, "blob-b"}}});
-  CHECK(objects.objects == std::vector<msg::ObjectEntry>{{1, "blob-a"}, {4294967295u, "blob-b"}});
+  const auto objects = round_trip(msg::Objects{{{1, "blob-a", "d1"}, {4294967295u, "blob-b"}}});
+  CHECK(objects.objects == std::vector<msg::ObjectEntry>{{1, "blob-a", "d1"}, {4294967295u, "blob-b", ""}});
   CHECK(round_trip(msg::ObjectsDone{2}).count == 2);
   CHECK(round_trip(msg::HandedOver{3}).objects == 3);
   const auto adopt = round_trip(msg::Adopt{1234, 5, 0x0a3b, "0.1.0", true});
@@ -199,6 +199,19 @@ TEST_CASE("unknown fields are ignored: a newer peer may add some", "[proto][chan
   auto j = nlohmann::json::parse(encode(msg::Serving{3}));
   j["future_field"] = {{"x", 1}};
   CHECK(std::get<msg::Serving>(decoded(j.dump(), 0)).generation == 3);
+}
+
+// Issue 8: the handover carries each object's domain, so that a shared-domain
+// blob keeps its reference across an upgrade; a predecessor that predates
+// the field sends none.
+TEST_CASE("handover entries: domain optional on the wire, typed when present", "[proto][channel]") {
+  auto j = nlohmann::json::parse(encode(msg::Objects{{{7, "shared", "d1"}}}));
+  CHECK(j["objects"][0]["domain"] == "d1");
+  CHECK(std::get<msg::Objects>(decoded(j.dump(), 1)).objects == std::vector<msg::ObjectEntry>{{7, "shared", "d1"}});
+  j["objects"][0].erase("domain");
+  CHECK(std::get<msg::Objects>(decoded(j.dump(), 1)).objects == std::vector<msg::ObjectEntry>{{7, "shared", ""}});
+  j["objects"][0]["domain"] = 5;
+  CHECK_THAT(decode_error(j.dump(), 1).what, Catch::Contains("domain"));
 }
 
 TEST_CASE("a message over MAX_MESSAGE_BYTES is refused by decode and never encoded", "[proto][channel]") {
