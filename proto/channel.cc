@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "proto/json_fields.h"
+
 namespace ondemand::proto {
 namespace {
 
@@ -32,38 +34,16 @@ constexpr const char* BUSY = "busy";
 constexpr const char* UNRECOGNIZED = "unrecognized";
 }  // namespace name
 
-// Reads typed fields of one message body, remembering the first problem.
-class Fields {
+// Reads typed fields of one message body, remembering the first problem
+// (proto/json_fields.h), plus the handover's array of objects.
+class Fields : public JsonFields {
  public:
-  Fields(const json& body, std::string_view type) : body_(body), type_(type) {}
+  Fields(const json& body, std::string_view type) : JsonFields(body, fmt::format("\"{}\"", type)) {}
 
-  void u64(const char* key, std::uint64_t& out) { unsigned_field(key, out, std::numeric_limits<std::uint64_t>::max()); }
-  void u32(const char* key, std::uint32_t& out) {
-    std::uint64_t v = 0;
-    if (unsigned_field(key, v, std::numeric_limits<std::uint32_t>::max())) out = static_cast<std::uint32_t>(v);
-  }
-  void i64(const char* key, std::int64_t& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (v->is_number_unsigned() && v->get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
-      return fail(key, "out of range");
-    if (!v->is_number_integer()) return fail(key, "not an integer");
-    out = v->get<std::int64_t>();
-  }
-  void str(const char* key, std::string& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (!v->is_string()) return fail(key, "not a string");
-    out = v->get<std::string>();
-  }
-  void boolean(const char* key, bool& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (!v->is_boolean()) return fail(key, "not a boolean");
-    out = v->get<bool>();
-  }
+  // Absent: nullopt. Unlike the control protocol, null is a wrong type here,
+  // as for any other channel field.
   void optional_u64(const char* key, std::optional<std::uint64_t>& out) {
-    if (!body_.contains(key)) return;
+    if (!body().contains(key)) return;
     std::uint64_t v = 0;
     if (unsigned_field(key, v, std::numeric_limits<std::uint64_t>::max())) out = v;
   }
@@ -75,53 +55,19 @@ class Fields {
     for (std::size_t i = 0; i < v->size(); ++i) {
       const json& e = (*v)[i];
       const std::string where = fmt::format("{}[{}]", key, i);
-      if (!e.is_object()) return fail(where.c_str(), "not an object");
+      if (!e.is_object()) return fail(where, "not an object");
       auto id = e.find("object_id");
       auto blob = e.find("blob_id");
       if (id == e.end() || !id->is_number_unsigned() ||
           id->get<std::uint64_t>() > std::numeric_limits<std::uint32_t>::max())
-        return fail(where.c_str(), "\"object_id\" is not a 32-bit unsigned integer");
-      if (blob == e.end() || !blob->is_string()) return fail(where.c_str(), "\"blob_id\" is not a string");
+        return fail(where, "\"object_id\" is not a 32-bit unsigned integer");
+      if (blob == e.end() || !blob->is_string()) return fail(where, "\"blob_id\" is not a string");
       auto domain = e.find("domain");
-      if (domain != e.end() && !domain->is_string()) return fail(where.c_str(), "\"domain\" is not a string");
+      if (domain != e.end() && !domain->is_string()) return fail(where, "\"domain\" is not a string");
       out.push_back({id->get<std::uint32_t>(), blob->get<std::string>(),
                      domain != e.end() ? domain->get<std::string>() : std::string()});
     }
   }
-
-  const std::string& error() const { return error_; }
-
- private:
-  const json* find(const char* key) {
-    if (!error_.empty()) return nullptr;
-    auto it = body_.find(key);
-    if (it == body_.end()) {
-      fail(key, "missing");
-      return nullptr;
-    }
-    return &*it;
-  }
-  bool unsigned_field(const char* key, std::uint64_t& out, std::uint64_t max) {
-    const json* v = find(key);
-    if (!v) return false;
-    if (!v->is_number_unsigned()) {
-      fail(key, v->is_number_integer() ? "negative" : "not an unsigned integer");
-      return false;
-    }
-    if (v->get<std::uint64_t>() > max) {
-      fail(key, "out of range");
-      return false;
-    }
-    out = v->get<std::uint64_t>();
-    return true;
-  }
-  void fail(const char* key, std::string_view why) {
-    if (error_.empty()) error_ = fmt::format("\"{}\": field \"{}\" {}", type_, key, why);
-  }
-
-  const json& body_;
-  std::string_view type_;
-  std::string error_;
 };
 
 // Each message's body (without "type" and "fds").

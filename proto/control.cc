@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "proto/json_fields.h"
+
 namespace ondemand::proto {
 namespace {
 
@@ -43,60 +45,20 @@ std::string shown(std::string_view s) {
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// Reads typed fields of one object, remembering the first problem. `what`
-// names the message in errors ("status" reply, "upgrade" request).
-class Fields {
+// Reads typed fields of one object, remembering the first problem
+// (proto/json_fields.h), plus the replies' composite fields. `what` names
+// the message in errors ("status" reply, "upgrade" request).
+class Fields : public JsonFields {
  public:
-  Fields(const json& body, std::string what) : body_(body), what_(std::move(what)) {}
+  Fields(const json& body, std::string what) : JsonFields(body, std::move(what)) {}
 
-  void u64(const char* key, std::uint64_t& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (!v->is_number_unsigned()) return fail(key, v->is_number_integer() ? "negative" : "not an unsigned integer");
-    out = v->get<std::uint64_t>();
-  }
-  void i64(const char* key, std::int64_t& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (v->is_number_unsigned() && v->get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
-      return fail(key, "out of range");
-    if (!v->is_number_integer()) return fail(key, "not an integer");
-    out = v->get<std::int64_t>();
-  }
-  void real(const char* key, double& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (!v->is_number()) return fail(key, "not a number");
-    out = v->get<double>();
-  }
-  // Absent or null: nullopt.
-  void optional_real(const char* key, std::optional<double>& out) {
-    if (!error_.empty()) return;
-    auto it = body_.find(key);
-    if (it == body_.end() || it->is_null()) return;
-    if (!it->is_number()) return fail(key, "not a number or null");
-    out = it->get<double>();
-  }
-  void str(const char* key, std::string& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (!v->is_string()) return fail(key, "not a string");
-    out = v->get<std::string>();
-  }
-  void boolean(const char* key, bool& out) {
-    const json* v = find(key);
-    if (!v) return;
-    if (!v->is_boolean()) return fail(key, "not a boolean");
-    out = v->get<bool>();
-  }
   // Absent or null: nullopt.
   void worker(const char* key, std::optional<control::WorkerInfo>& out) {
-    if (!error_.empty()) return;
-    auto it = body_.find(key);
-    if (it == body_.end() || it->is_null()) return;
+    const json* it = find_optional(key);
+    if (!it) return;
     if (!it->is_object()) return fail(key, "not an object or null");
     control::WorkerInfo w;
-    Fields f(*it, fmt::format("{} field \"{}\"", what_, key));
+    Fields f(*it, fmt::format("{} field \"{}\"", what(), key));
     f.i64("pid", w.pid);
     f.u64("generation", w.generation);
     f.str("version", w.version);
@@ -105,10 +67,7 @@ class Fields {
     f.boolean("adopted", w.adopted);
     f.real("uptime_s", w.uptime_s);
     f.optional_real("killed_s_ago", w.killed_s_ago);
-    if (!f.error().empty()) {
-      error_ = f.error();
-      return;
-    }
+    if (!f.error().empty()) return adopt_error(f);
     out = std::move(w);
   }
   void counters(const char* key, std::map<std::string, std::uint64_t>& out) {
@@ -117,23 +76,15 @@ class Fields {
     if (!v->is_object()) return fail(key, "not an object");
     for (const auto& [counter, value] : v->items()) {
       if (!value.is_number_unsigned())
-        return fail(fmt::format("{}.{}", key, shown(counter)).c_str(), "not an unsigned integer");
+        return fail(fmt::format("{}.{}", key, shown(counter)), "not an unsigned integer");
       out[counter] = value.get<std::uint64_t>();
     }
   }
 
-  // Absent or null: nullopt.
-  void optional_u64(const char* key, std::optional<std::uint64_t>& out) {
-    if (!error_.empty()) return;
-    auto it = body_.find(key);
-    if (it == body_.end() || it->is_null()) return;
-    if (!it->is_number_unsigned()) return fail(key, "not an unsigned integer or null");
-    out = it->get<std::uint64_t>();
-  }
   // A non-empty string of at most 4096 bytes without NUL or newline.
   void name_str(const char* key, std::string& out) {
     str(key, out);
-    if (!error_.empty()) return;
+    if (!error().empty()) return;
     if (out.empty()) return fail(key, "is empty");
     if (out.size() > CONTROL_MAX_PATH) return fail(key, "is too long");
     if (out.find_first_of(std::string_view("\0\n", 2)) != std::string::npos) return fail(key, "contains NUL or a newline");
@@ -145,39 +96,17 @@ class Fields {
     for (const auto& item : *v) {
       if (!item.is_object()) return fail(key, "has an element that is not an object");
       control::BindingInfo b;
-      Fields f(item, fmt::format("{} field \"{}\"", what_, key));
+      Fields f(item, fmt::format("{} field \"{}\"", what(), key));
       f.str(name::ID, b.id);
       f.str(name::REGISTRY, b.registry);
       f.str(name::REPOSITORY, b.repository);
       f.str(name::DIGEST, b.digest);
       f.optional_u64(name::SIZE, b.size);
-      if (!f.error().empty()) {
-        error_ = f.error();
-        return;
-      }
+      if (!f.error().empty()) return adopt_error(f);
       out.push_back(std::move(b));
     }
   }
 
-  const std::string& error() const { return error_; }
-  void fail(const char* key, std::string_view why) {
-    if (error_.empty()) error_ = fmt::format("{}: field \"{}\" {}", what_, key, why);
-  }
-
- private:
-  const json* find(const char* key) {
-    if (!error_.empty()) return nullptr;
-    auto it = body_.find(key);
-    if (it == body_.end()) {
-      fail(key, "missing");
-      return nullptr;
-    }
-    return &*it;
-  }
-
-  const json& body_;
-  std::string what_;
-  std::string error_;
 };
 
 // The envelope both directions share: a JSON object with our "v".
