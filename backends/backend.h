@@ -53,6 +53,11 @@ class Blob {
   // Fills `out` from offset `off`; bytes past the end of the blob are zero.
   virtual std::optional<BackendError> read(std::uint64_t off, std::span<std::byte> out,
                                            Deadline deadline) = 0;
+  // How many bytes one read() should ask for when the range is that long:
+  // the engine copies a fill in pieces of this size (rounded to pages, 1 MiB
+  // to 16 MiB). A local file reads well in 1 MiB pieces; a remote blob pays
+  // a round trip per read, so it asks for more.
+  virtual std::size_t read_unit() const { return std::size_t{1} << 20; }
 };
 
 struct OpenResult {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <memory>
 #include <cerrno>
 #include <cstdlib>
 #include <new>
@@ -17,7 +18,9 @@ namespace ondemand::worker {
 namespace asio = boost::asio;
 
 namespace {
-constexpr std::size_t CHUNK = 1 << 20;  // one pread/pwrite pair at most
+// One blob read and one pwrite at most: Blob::read_unit(), within these.
+constexpr std::size_t MIN_CHUNK = 1 << 20;
+constexpr std::size_t MAX_CHUNK = 16 << 20;
 // Prefetch runs only while at most this many operations are in flight:
 // demand goes first.
 constexpr std::uint32_t PREFETCH_MAX_DEMAND = 1;
@@ -79,13 +82,21 @@ FillRange fill_range(std::uint64_t off, std::uint64_t len, std::uint64_t blob_si
   return r;
 }
 
-// Copies the plan's range CHUNK by CHUNK, stopping at the first error. The
+// Copies the plan's range in pieces of the blob's read unit, stopping at the
+// first error. The
 // cachefiles anonymous fd writes with IOCB_DIRECT into the cache file
 // (__cachefiles_write), so the memory must be block-aligned as well as the
 // offset: a malloc'd buffer gets EINVAL.
 FillResult run_fill(Target& target, const FillPlan& plan, Deadline deadline,
                     const std::function<void()>& progress) {
-  thread_local AlignedBuffer buffer(CHUNK);
+  const std::size_t chunk = std::clamp<std::size_t>(align_up(target.blob->read_unit(), PAGE), MIN_CHUNK, MAX_CHUNK);
+  // One buffer per pool thread, grown to the largest unit it has met.
+  thread_local std::unique_ptr<AlignedBuffer> buffer;
+  thread_local std::size_t buffer_size = 0;
+  if (buffer_size < chunk) {
+    buffer = std::make_unique<AlignedBuffer>(chunk);
+    buffer_size = chunk;
+  }
   FillResult r;
   r.range = plan.range;
   const auto [start, end] = plan.range;
@@ -116,8 +127,8 @@ FillResult run_fill(Target& target, const FillPlan& plan, Deadline deadline,
         r.done = pos - start;
         return r;
       }
-      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(CHUNK, segment_end - pos));
-      auto span = std::span(buffer.data(), n);
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, segment_end - pos));
+      auto span = std::span(buffer->data(), n);
       if (auto err = target.blob->read(pos, span, deadline)) {
         r.error = std::move(err);
         r.done = pos - start;

@@ -23,6 +23,7 @@ class VerifyingBlob final : public worker::Blob {
   ~VerifyingBlob() override { EVP_MD_CTX_free(ctx_); }
 
   std::uint64_t size() const override { return inner_->size(); }
+  std::size_t read_unit() const override { return inner_->read_unit(); }
 
   std::optional<BackendError> read(std::uint64_t off, std::span<std::byte> out, worker::Deadline deadline) override {
     if (bad()) return mismatch_error();

@@ -18,6 +18,10 @@ class RegistryBlob final : public worker::Blob {
       : client_(std::move(client)), blob_(std::move(blob)), size_(size), request_timeout_(request_timeout) {}
 
   std::uint64_t size() const override { return size_; }
+  // One ranged GET per fill rather than one per MiB: each request is a
+  // round trip (measured in the VM: 1 MiB requests made the registry path
+  // a tenth as fast as one curl GET of the same blob).
+  std::size_t read_unit() const override { return std::size_t{16} << 20; }
 
   // Only the part inside the blob is fetched; the rest is zeros, as the
   // Blob contract says.

@@ -12,7 +12,9 @@
 #   small  2,000 files of 30-34 KiB, ~62.5 MiB, each read whole (bench-small)
 # Each is measured --reps times, alternating direct (drop_caches + a fresh
 # loop device and mount) and daemon (drop_caches + a fresh fsid: the blob
-# hard-linked under a new name, so fscache has nothing cached), by
+# hard-linked under a new name, so fscache has nothing cached) and registry
+# (the same cold reads through the registry backend: docker-registry on the
+# VM's loopback, a fresh id bound to the pushed blob), by
 # vt-readbench (read(2), 1 MiB buffer, timed inside the VM). The VM side is
 # tests/vm/scenarios/bench.sh; see it for the details.
 #
@@ -27,15 +29,20 @@
 #   --no-build         use the build dir as it is (default: configure if
 #                      needed and build the targets the benchmark needs)
 #   --out DIR          console log and results (default: BUILD/bench)
-#   --mem MB           guest RAM (default 2048: ~330 MB of images live in the
-#                      initramfs, plus page cache)
+#   --no-registry      leave out the registry mode
+#   --mem MB           guest RAM (default 3072: ~330 MB of images live in the
+#                      initramfs, the registry's copy as much again, plus
+#                      page cache)
 #   --cache-mb MB      cache ramdisk (default 640: one daemon round writes the
 #                      whole image; cache files are deleted after each round)
 #   -h, --help
 #
 # Output: a table of median MB/s per configuration and case, then, as the
 # last line, one JSON object: seq_ratio and small_ratio (daemon MB/s divided
-# by direct MB/s, medians, for the first configuration), the same per
+# by direct MB/s, medians, for the first configuration), registry_ratio
+# (registry MB/s divided by daemon MB/s, per case) and
+# registry_requests_per_mib (HTTP requests the registry served per MiB
+# read, mount included), the same per
 # configuration, every raw measurement, the configurations, the copy-cost
 # probes and the VM settings. Also written to OUT/bench-result.json.
 set -euo pipefail
@@ -45,7 +52,7 @@ root=$(cd "$here/../.." && pwd)
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 die() { echo "run-bench: error: $*" >&2; exit 2; }
 
-fast=0 reps='' configs='' build_dir=$root/build build=1 out='' mem=2048 cache_mb=640
+fast=0 reps='' configs='' build_dir=$root/build build=1 out='' mem=3072 cache_mb=640 registry=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --fast) fast=1; shift ;;
@@ -53,6 +60,7 @@ while [[ $# -gt 0 ]]; do
         --configs) configs=${2:?--configs needs a value}; shift 2 ;;
         --build-dir) build_dir=${2:?--build-dir needs a value}; shift 2 ;;
         --no-build) build=0; shift ;;
+        --no-registry) registry=0; shift ;;
         --out) out=${2:?--out needs a value}; shift 2 ;;
         --mem) mem=${2:?--mem needs a value}; shift 2 ;;
         --cache-mb) cache_mb=${2:?--cache-mb needs a value}; shift 2 ;;
@@ -78,7 +86,7 @@ mkdir -p "$out"
 
 if [[ $build -eq 1 ]]; then
     [[ -e $build_dir/CMakeCache.txt ]] || cmake -S "$root" -B "$build_dir" >&2
-    cmake --build "$build_dir" -j"$(nproc)" --target ondemand-supervisor ondemand-worker \
+    cmake --build "$build_dir" -j"$(nproc)" --target ondemand-supervisor ondemand-worker ondemandctl \
         vt-readbench vt-counters >&2 || die "build failed (or use --no-build)"
 fi
 tool() {
@@ -90,17 +98,26 @@ tool() {
 }
 readbench=$(tool vt-readbench)
 counters=$(tool vt-counters)
+registry_args=()
+if [[ $registry -eq 1 ]]; then
+    for b in /usr/bin/docker-registry /usr/bin/curl /usr/bin/openssl; do
+        [[ -x $b ]] || die "$b missing (deploy/install-deps.sh installs it), or use --no-registry"
+    done
+    registry_args=(--add /usr/bin/docker-registry --add /usr/bin/curl --add /usr/bin/openssl
+                   --add /etc/ssl/openssl.cnf:/usr/lib/ssl/openssl.cnf --env BENCH_REGISTRY=1)
+fi
 
 n_configs=$(wc -w <<<"$configs")
-# ~15 s per configuration and round pair at today's speeds, generously.
-timeout_s=$(( 300 + n_configs * reps * 40 ))
+# ~15 s per configuration and round pair at today's speeds, generously;
+# the registry mode adds a third read per round.
+timeout_s=$(( 300 + n_configs * reps * (40 + registry * 30) ))
 log=$out/console.log
 echo "run-bench: $n_configs configuration(s) x $reps round(s); console log $log" >&2
 t0=$EPOCHREALTIME
 rc=0
 "$root/tests/vm/run-vm.sh" --build-dir "$build_dir" --scenario "$root/tests/vm/scenarios/bench.sh" \
     --image seq=bench-seq --image small=bench-small \
-    --add "$readbench" --add "$counters" \
+    --add "$readbench" --add "$counters" "${registry_args[@]}" \
     --mem "$mem" --cache-mb "$cache_mb" --timeout "$timeout_s" --log "$log" \
     --env BENCH_REPS="$reps" --env BENCH_CONFIGS="$configs" >"$out/run-vm.out" 2>"$out/run-vm.err" || rc=$?
 wall=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
@@ -141,6 +158,15 @@ for c in configs:
         d_rows = [r for r in rows if r["mode"] == "daemon"]
         mib = d_rows[0]["bytes"] / 1048576
         pairs = [b / a for a, b in zip(direct, daemon) if a > 0]
+        reg_rows = [r for r in rows if r["mode"] == "registry"]
+        if reg_rows:
+            reg = [r["mb_per_s"] for r in reg_rows]
+            per[case + "_registry"] = {
+                "registry_mb_s": med(reg),
+                "registry_ratio": round(med(reg) / med(daemon), 3),
+                "requests_per_mib": round(sum(r["http_requests"] for r in reg_rows) /
+                                          (sum(r["bytes"] for r in reg_rows) / 1048576), 3),
+            }
         per[case] = {
             "direct_mb_s": med(direct), "daemon_mb_s": med(daemon),
             "ratio": round(med(daemon) / med(direct), 3),
@@ -158,6 +184,12 @@ for label, per in summary.items():
             p = per[case]
             print(f"{label:<10} {case:<6} {p['direct_mb_s']:>12} {p['daemon_mb_s']:>12} "
                   f"{p['ratio']:>6} {p['reads_per_mib']:>10}")
+for label, per in summary.items():
+    for case in ("seq", "small"):
+        if case + "_registry" in per:
+            p = per[case + "_registry"]
+            print(f"{label:<10} {case:<6} registry {p['registry_mb_s']} MB/s = {p['registry_ratio']}x the local "
+                  f"backend, {p['requests_per_mib']} HTTP requests/MiB")
 for p in probes:
     print(f"probe {p['probe']:<24} {p['mb_per_s']:>8} MB/s")
 
@@ -168,6 +200,9 @@ best = max(summary, key=score)
 out = {
     "seq_ratio": summary[first].get("seq", {}).get("ratio"),
     "small_ratio": summary[first].get("small", {}).get("ratio"),
+    "registry_ratio": {c: summary[first].get(c + "_registry", {}).get("registry_ratio") for c in ("seq", "small")},
+    "registry_requests_per_mib": {c: summary[first].get(c + "_registry", {}).get("requests_per_mib")
+                                  for c in ("seq", "small")},
     "config_label": first,
     "config": summary[first]["config"],
     "effective_config": summary[first]["effective"],

@@ -118,6 +118,7 @@ class MemBlob final : public worker::Blob {
  public:
   explicit MemBlob(std::string bytes) : bytes_(std::move(bytes)) {}
   std::uint64_t size() const override { return bytes_.size(); }
+  std::size_t read_unit() const override { return 7 << 20; }
   std::optional<worker::BackendError> read(std::uint64_t off, std::span<std::byte> out, worker::Deadline) override {
     std::memset(out.data(), 0, out.size());
     if (off < bytes_.size()) std::memcpy(out.data(), bytes_.data() + off, std::min(out.size(), bytes_.size() - off));
@@ -138,6 +139,7 @@ TEST_CASE("verifying_blob: a whole sequential read checks the digest; a mismatch
   const auto content = test::pattern_bytes(3 * 65536 + 100);
   const auto right = "sha256:" + sha256_hex(content);
   auto good = verifying_blob(std::make_shared<MemBlob>(content), right, "blob id good");
+  CHECK(good->read_unit() == (7u << 20));  // the registry's unit reaches the engine
   for (std::uint64_t off = 0; off < content.size(); off += 65536) CHECK_FALSE(read_at(*good, off, 65536));
   CHECK_FALSE(read_at(*good, 0, 10));
 

@@ -39,7 +39,9 @@ class SlowBlob final : public Blob {
   std::atomic<bool> hold{false};
   std::atomic<int> reads{0};
 
+  std::size_t unit = std::size_t{1} << 20;
   std::uint64_t size() const override { return content_.size(); }
+  std::size_t read_unit() const override { return unit; }
   std::optional<BackendError> read(std::uint64_t off, std::span<std::byte> out, Deadline) override {
     reads.fetch_add(1);
     {
@@ -289,6 +291,26 @@ TEST_CASE("Engine: a resumed fill copies only the holes of its target and leaves
   CHECK(again.ok());
   CHECK(again.written == 0);
   CHECK(blob->reads.load() == 4);
+}
+
+// A remote blob pays a round trip per read: the fill asks it in pieces of
+// its read unit (issue 12: 1 MiB GETs made the registry path a tenth of one
+// curl GET), within 1-16 MiB.
+TEST_CASE("Engine: a fill reads in pieces of the blob's read unit, 1 to 16 MiB", "[worker][engine]") {
+  const auto content = test::pattern_bytes(40 * MiB, 3);
+  auto blob = std::make_shared<SlowBlob>(content);
+  UniqueFd ours;
+  auto target = memfd_target(blob, "unit", &ours);
+  blob->unit = 4 * MiB;
+  CHECK(run_fill(*target, FillPlan{{0, 8 * MiB}, false, {}}, NO_DEADLINE).ok());
+  CHECK(blob->offsets() == std::set<std::uint64_t>{0, 4 * MiB});
+  blob->unit = 64 * MiB;  // capped at 16 MiB
+  CHECK(run_fill(*target, FillPlan{{8 * MiB, 40 * MiB}, false, {}}, NO_DEADLINE).ok());
+  CHECK(blob->offsets() == std::set<std::uint64_t>{0, 4 * MiB, 8 * MiB, 24 * MiB});
+  blob->unit = 100;  // at least 1 MiB
+  CHECK(run_fill(*target, FillPlan{{0, 2 * MiB}, false, {}}, NO_DEADLINE).ok());
+  CHECK(blob->reads.load() == 6);
+  CHECK(pread_all(ours.get(), 0, content.size()) == content);
 }
 
 TEST_CASE("Engine: resuming into an fd that cannot seek copies the whole range", "[worker][engine][resume]") {

@@ -10,6 +10,12 @@
 # 1 MiB buffer, timed inside the process; mount and umount are not timed).
 # After each daemon round the volume's cache files are deleted so the cache
 # ramdisk does not fill up.
+# With BENCH_REGISTRY=1 each round also reads the case a third time, cold,
+# through the registry backend ("registry" mode): docker-registry on the
+# VM's loopback with the case's blob pushed to it, a fresh id bound to it
+# with `ondemandctl bind`. Its result lines add "http_requests": the GET and
+# HEAD lines the registry's access log gained during the round (mount
+# included).
 #
 # Cases (image NAME = case name, from run-vm.sh --image):
 #   seq    bench-seq tree: one 256 MiB file
@@ -22,16 +28,20 @@
 #                  become config members, e.g. "w256k:fill_window=262144"
 #   BENCH_PROBES   1 (default) to time the copies the daemon path is made
 #                  of first (BENCH-PROBE lines; see probe below)
+#   BENCH_REGISTRY 1 to add the registry mode (needs docker-registry and curl
+#                  in the VM), default 0
 # Output, one line per measurement:
-#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon","config":LABEL,"rep":N,
-#                 "bytes":..,"seconds":..,"mb_per_s":..[,"reads":..,
-#                 "bytes_written":..,"opens":..]}
+#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry",
+#                 "config":LABEL,"rep":N,"bytes":..,"seconds":..,"mb_per_s":..
+#                 [,"reads":..,"bytes_written":..,"opens":..
+#                 [,"http_requests":..]]}
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . /lib/vmtest.sh
 
 : "${BENCH_CASES:=seq small}"
 : "${BENCH_REPS:=3}"
 : "${BENCH_CONFIGS:=default}"
+: "${BENCH_REGISTRY:=0}"
 
 for tool in vt-readbench vt-counters; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -104,6 +114,101 @@ run_daemon() { # CASE CONFIG REP
     rm -rf "$VT_CACHE_DIR/cache/Ierofs,$fsid"
 }
 
+# The registry mode's server: anonymous, access log on (one line per
+# request, on its stdout).
+REG=127.0.0.1:5000
+REG_LOG=/tmp/registry-access.log
+if [ "$BENCH_REGISTRY" = 1 ]; then
+    for tool in docker-registry curl; do
+        command -v "$tool" > /dev/null || { vt_fail bench-setup "$tool is not in the VM (run-vm.sh --add)"; exit 0; }
+    done
+    ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+    mkdir -p /var/lib/registry
+    printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\nhttp:\n  addr: %s\n  secret: bench\n' \
+        "$REG" > /etc/registry.yml
+    docker-registry serve /etc/registry.yml > "$REG_LOG" 2>&1 &
+    i=0
+    until [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$REG/v2/")" = 200 ]; do
+        i=$((i + 1))
+        [ "$i" -lt 300 ] || { vt_fail bench-setup "docker-registry did not start: $(tail -n 3 "$REG_LOG")"; exit 0; }
+        sleep 0.1
+    done
+    for c in $BENCH_CASES; do
+        hex=$(sha256sum "$VT_BLOB_DIR/$c" | cut -d' ' -f1)
+        loc=$(curl -sS -D - -o /dev/null -X POST "http://$REG/v2/bench/$c/blobs/uploads/" |
+            tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+        case $loc in /*) loc="http://$REG$loc" ;; esac
+        case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
+        code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
+            --data-binary "@$VT_BLOB_DIR/$c" "$loc${sep}digest=sha256:$hex")
+        [ "$code" = 201 ] || { vt_fail bench-setup "push of $c: HTTP $code"; exit 0; }
+        eval "DIGEST_$c=sha256:$hex"
+    done
+    # What the registry itself serves: the seq blob in one GET by curl, the
+    # ceiling of the registry mode in this VM.
+    if [ -n "${DIGEST_seq:-}" ]; then
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        bytes=$(curl -sS -o /dev/null -w '%{size_download}' "http://$REG/v2/bench/seq/blobs/$DIGEST_seq")
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN {
+            s = z - a
+            printf "BENCH-PROBE {\"probe\":\"registry-curl-get\",\"bytes\":%d,\"seconds\":%.3f,\"mb_per_s\":%.1f}\n", b, s, (s > 0 ? b / 1e6 / s : 0)
+        }'
+    fi
+    # And in the daemon's pattern: 16 ranged GETs of 4 MiB (the fill
+    # window) on one connection.
+    if [ -n "${DIGEST_seq:-}" ]; then
+        urls=
+        for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do urls="$urls http://$REG/v2/bench/seq/blobs/$DIGEST_seq"; done
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        # shellcheck disable=SC2086  # one word per URL
+        curl -sS -r 0-4194303 $urls > /dev/null
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        awk -v a="$t0" -v z="$t1" 'BEGIN {
+            s = z - a; b = 16 * 4194304
+            printf "BENCH-PROBE {\"probe\":\"registry-curl-16x4MiB\",\"bytes\":%d,\"seconds\":%.3f,\"mb_per_s\":%.1f}\n", b, s, (s > 0 ? b / 1e6 / s : 0)
+        }'
+    fi
+    # The registry path also hashes every byte it fetches (the binding's
+    # digest): OpenSSL's SHA-256 over the seq blob, the worker's code path.
+    if [ -n "${DIGEST_seq:-}" ] && command -v openssl > /dev/null; then
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        openssl dgst -sha256 "$VT_BLOB_DIR/seq" > /dev/null
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        bytes=$(stat -c %s "$VT_BLOB_DIR/seq")
+        awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN {
+            s = z - a
+            printf "BENCH-PROBE {\"probe\":\"sha256-openssl\",\"bytes\":%d,\"seconds\":%.3f,\"mb_per_s\":%.1f}\n", b, s, (s > 0 ? b / 1e6 / s : 0)
+        }'
+    fi
+    REG_CONFIG="\"data_dir\": \"/var/lib/ondemand\", \"registries\": {\"$REG\": {\"insecure_http\": true}}"
+fi
+registry_requests() {
+    grep -cE '"(GET|HEAD) /v2/bench/' "$REG_LOG"
+}
+
+run_registry() { # CASE CONFIG REP
+    id=breg-$1-$2-$3
+    eval "digest=\$DIGEST_$1"
+    if ! err=$(vt_ctl bind "$id" --registry "$REG" --repository "bench/$1" --digest "$digest" 2>&1); then
+        vt_fail bench-registry "bind $id: $err"
+        return 1
+    fi
+    drop_caches
+    set -- "$1" "$2" "$3" "$(vt_counter reads)" "$(vt_counter bytes_written)" "$(vt_counter opens)" "$(registry_requests)"
+    if ! err=$(vt_mount_fscache "$id" /mnt/bench-daemon 2>&1); then
+        vt_fail bench-registry "mount -o fsid=$id failed: $err"
+        vt_ctl unbind "$id" > /dev/null
+        return 1
+    fi
+    if r=$(readbench "$1" /mnt/bench-daemon); then
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"registry\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 )),\"bytes_written\":$(( $(vt_counter bytes_written) - $5 )),\"opens\":$(( $(vt_counter opens) - $6 )),\"http_requests\":$(( $(registry_requests) - $7 ))}"
+    fi
+    umount /mnt/bench-daemon
+    vt_ctl unbind "$id" > /dev/null
+    rm -rf "$VT_CACHE_DIR/cache/Ierofs,$id"
+}
+
 # Probes: the copies the daemon path is made of, each over the seq blob with
 # 1 MiB blocks, timed by busybox dd. Printed as
 #   BENCH-PROBE {"probe":NAME,"bytes":..,"seconds":..,"mb_per_s":..}
@@ -141,6 +246,7 @@ for spec in $BENCH_CONFIGS; do
     fi
     # shellcheck disable=SC2034  # read by vt_write_config in lib.sh
     VT_CONFIG_EXTRA=$members
+    if [ "$BENCH_REGISTRY" = 1 ]; then VT_CONFIG_EXTRA="${members:+$members, }$REG_CONFIG"; fi
     vt_start_supervisor || exit 0
     # The worker logs the values it runs with ("serving with ... max_inflight=
     # N, io_threads=N, fill_window=N"), defaults included.
@@ -159,6 +265,7 @@ for spec in $BENCH_CONFIGS; do
         while [ "$rep" -le "$BENCH_REPS" ]; do
             run_direct "$c" "$label" "$rep"
             run_daemon "$c" "$label" "$rep"
+            [ "$BENCH_REGISTRY" = 1 ] && run_registry "$c" "$label" "$rep"
             rep=$((rep + 1))
         done
     done
