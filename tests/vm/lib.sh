@@ -385,3 +385,53 @@ vt_wait_counter() {
         sleep 0.1
     done
 }
+
+# vt_registry_start NAME HOST:PORT [AUTH_YAML]: Debian's docker-registry on
+# HOST:PORT (loopback: bring lo up first) with filesystem storage in
+# /var/lib/registry-NAME and the auth: section in file AUTH_YAML; its log,
+# access log included (one line per request), goes to
+# /var/lib/registry-NAME/log. Waits up to 60 s until /v2/ answers (200 or
+# 401); prints why and returns 1 if it does not. Needs docker-registry and
+# curl in the VM (run-vm.sh --add).
+vt_registry_start() {
+    _d=/var/lib/registry-$1
+    mkdir -p "$_d/storage"
+    {
+        printf 'version: 0.1\nlog:\n  level: error\n'
+        printf 'storage:\n  filesystem:\n    rootdirectory: %s/storage\n' "$_d"
+        printf 'http:\n  addr: %s\n  secret: vmtest-secret\n' "$2"
+        [ -n "$3" ] && cat "$3"
+    } > "$_d/config.yml"
+    docker-registry serve "$_d/config.yml" >> "$_d/log" 2>&1 &
+    echo $! > "$_d/pid"
+    _t0=$(vt_now)
+    while :; do
+        case $(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$2/v2/") in
+            200|401) return 0 ;;
+        esac
+        if ! vt_proc_alive "$(cat "$_d/pid")" || awk -v t="$(vt_elapsed "$_t0")" 'BEGIN { exit !(t > 60) }'; then
+            echo "docker-registry $1 on $2 did not come up: $(tail -n 3 "$_d/log" | tr '\n' ' ')"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+# vt_registry_pid NAME: the pid of the registry vt_registry_start NAME started.
+vt_registry_pid() { cat "/var/lib/registry-$1/pid"; }
+
+# vt_registry_push HOST:PORT REPOSITORY FILE [CURL ARGS...]: uploads FILE as a
+# blob in one piece (POST uploads/, PUT ?digest=), the curl args carrying
+# the credentials; prints its digest, or why not (and returns 1).
+vt_registry_push() {
+    _host=$1 _repo=$2 _file=$3
+    shift 3
+    _hex=$(sha256sum "$_file" | cut -d' ' -f1)
+    _loc=$(curl -sS "$@" -D - -o /dev/null -X POST "http://$_host/v2/$_repo/blobs/uploads/" |
+        tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+    case $_loc in http*) ;; /*) _loc="http://$_host$_loc" ;; *) echo "no upload location for $_repo"; return 1 ;; esac
+    case $_loc in *\?*) _sep='&' ;; *) _sep='?' ;; esac
+    _code=$(curl -sS "$@" -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$_file" "$_loc${_sep}digest=sha256:$_hex")
+    [ "$_code" = 201 ] || { echo "PUT of $_file to $_repo: HTTP $_code"; return 1; }
+    echo "sha256:$_hex"
+}

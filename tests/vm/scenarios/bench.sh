@@ -114,35 +114,22 @@ run_daemon() { # CASE CONFIG REP
     rm -rf "$VT_CACHE_DIR/cache/Ierofs,$fsid"
 }
 
-# The registry mode's server: anonymous, access log on (one line per
-# request, on its stdout).
+# The registry mode's server: anonymous; its log has one access line per
+# request (vt_registry_start).
 REG=127.0.0.1:5000
-REG_LOG=/tmp/registry-access.log
+REG_LOG=/var/lib/registry-bench/log
 if [ "$BENCH_REGISTRY" = 1 ]; then
     for tool in docker-registry curl; do
         command -v "$tool" > /dev/null || { vt_fail bench-setup "$tool is not in the VM (run-vm.sh --add)"; exit 0; }
     done
     ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
-    mkdir -p /var/lib/registry
-    printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\nhttp:\n  addr: %s\n  secret: bench\n' \
-        "$REG" > /etc/registry.yml
-    docker-registry serve /etc/registry.yml > "$REG_LOG" 2>&1 &
-    i=0
-    until [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$REG/v2/")" = 200 ]; do
-        i=$((i + 1))
-        [ "$i" -lt 300 ] || { vt_fail bench-setup "docker-registry did not start: $(tail -n 3 "$REG_LOG")"; exit 0; }
-        sleep 0.1
-    done
+    if ! err=$(vt_registry_start bench "$REG"); then vt_fail bench-setup "$err"; exit 0; fi
     for c in $BENCH_CASES; do
-        hex=$(sha256sum "$VT_BLOB_DIR/$c" | cut -d' ' -f1)
-        loc=$(curl -sS -D - -o /dev/null -X POST "http://$REG/v2/bench/$c/blobs/uploads/" |
-            tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
-        case $loc in /*) loc="http://$REG$loc" ;; esac
-        case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
-        code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
-            --data-binary "@$VT_BLOB_DIR/$c" "$loc${sep}digest=sha256:$hex")
-        [ "$code" = 201 ] || { vt_fail bench-setup "push of $c: HTTP $code"; exit 0; }
-        eval "DIGEST_$c=sha256:$hex"
+        if ! digest=$(vt_registry_push "$REG" "bench/$c" "$VT_BLOB_DIR/$c"); then
+            vt_fail bench-setup "push of $c: $digest"
+            exit 0
+        fi
+        eval "DIGEST_$c=\$digest"
     done
     # What the registry itself serves: the seq blob in one GET by curl, the
     # ceiling of the registry mode in this VM.

@@ -41,51 +41,6 @@ for b in docker-registry curl htpasswd openssl ondemand-chaos vt-counters vt-tok
     command -v "$b" > /dev/null || { vt_fail registry-setup "$b is not in the VM (run-vm.sh --add)"; exit 0; }
 done
 
-# reg_start NAME HOST:PORT [AUTH_YAML]: docker-registry with filesystem
-# storage in /var/lib/registry-NAME and the auth: section in file AUTH_YAML;
-# waits until /v2/ answers (200 or 401).
-reg_start() {
-    _d=/var/lib/registry-$1
-    mkdir -p "$_d/storage"
-    {
-        printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n'
-        printf 'storage:\n  filesystem:\n    rootdirectory: %s/storage\n' "$_d"
-        printf 'http:\n  addr: %s\n  secret: vmtest-secret\n' "$2"
-        [ -n "$3" ] && cat "$3"
-    } > "$_d/config.yml"
-    docker-registry serve "$_d/config.yml" >> "$_d/log" 2>&1 &
-    echo $! > "$_d/pid"
-    _t0=$(vt_now)
-    while :; do
-        case $(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$2/v2/") in
-            200|401) return 0 ;;
-        esac
-        if ! vt_proc_alive "$(cat "$_d/pid")" || awk -v t="$(vt_elapsed "$_t0")" 'BEGIN { exit !(t > 60) }'; then
-            echo "docker-registry $1 on $2 did not come up: $(tail -n 3 "$_d/log" | tr '\n' ' ')"
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-reg_pid() { cat "/var/lib/registry-$1/pid"; }
-
-# reg_push HOST:PORT REPOSITORY FILE [CURL ARGS...]: a monolithic upload
-# (POST uploads/, PUT ?digest=), the curl args carrying the credentials;
-# prints the digest.
-reg_push() {
-    _host=$1 _repo=$2 _file=$3
-    shift 3
-    _hex=$(sha256sum "$_file" | cut -d' ' -f1)
-    _loc=$(curl -sS "$@" -D - -o /dev/null -X POST "http://$_host/v2/$_repo/blobs/uploads/" |
-        tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
-    case $_loc in http*) ;; /*) _loc="http://$_host$_loc" ;; *) echo "no upload location for $_repo"; return 1 ;; esac
-    case $_loc in *\?*) _sep='&' ;; *) _sep='?' ;; esac
-    _code=$(curl -sS "$@" -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
-        --data-binary "@$_file" "$_loc${_sep}digest=sha256:$_hex")
-    [ "$_code" = 201 ] || { echo "PUT of $_file to $_repo: HTTP $_code"; return 1; }
-    echo "sha256:$_hex"
-}
-
 # bounded SECONDS OUT ERR CMD...: CMD with stdout in OUT and stderr in ERR;
 # if it still runs after SECONDS, the logs and processes are printed, it is
 # killed and the status is 124.
@@ -126,7 +81,7 @@ printf 'auth:\n  token:\n    realm: %s\n    service: vmtest-registry\n    issuer
 for r in "anon $ANON" "auth $AUTH /etc/registry-htpasswd.yml" "badcred $BADCRED /etc/registry-htpasswd.yml" \
          "tok $TOK /etc/registry-token.yml"; do
     # shellcheck disable=SC2086  # NAME HOST [AUTH_YAML]
-    if ! err=$(reg_start $r); then vt_fail registry-setup "$err"; exit 0; fi
+    if ! err=$(vt_registry_start $r); then vt_fail registry-setup "$err"; exit 0; fi
 done
 
 # Blobs: basic (55 MB) anonymous; second, the multi-device pair and the
@@ -134,7 +89,7 @@ done
 push() { # VAR HOST REPO BLOB [CURL ARGS...]
     _var=$1 _h=$2 _r=$3 _b=$4
     shift 4
-    if ! _dg=$(reg_push "$_h" "$_r" "$VT_BLOB_DIR/$_b" "$@"); then
+    if ! _dg=$(vt_registry_push "$_h" "$_r" "$VT_BLOB_DIR/$_b" "$@"); then
         vt_fail registry-push "$_b: $_dg"
         exit 0
     fi
@@ -295,10 +250,10 @@ restarts=0
 down_max=0
 i=1
 while [ "$i" -le "${REG_RESTARTS:-10}" ]; do
-    kill -KILL "$(reg_pid anon)"
+    kill -KILL "$(vt_registry_pid anon)"
     t0=$(vt_now)
     sleep 0.5
-    if err=$(reg_start anon "$ANON"); then
+    if err=$(vt_registry_start anon "$ANON"); then
         restarts=$((restarts + 1))
         down=$(vt_elapsed "$t0")
         down_max=$(awk -v a="$down" -v b="$down_max" 'BEGIN { print (a > b) ? a : b }')
