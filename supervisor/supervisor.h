@@ -16,6 +16,13 @@
 // exits; see proto/channel.h for the conversation and its failure paths.
 // Supervisor restart: a worker that outlived its supervisor is adopted
 // (supervisor/adopt.h) instead of binding the device again.
+//
+// One object, one file per life cycle: supervisor.cc starts a worker and
+// stops us, failover.cc replaces a worker that died (restart policy, spare
+// pool), upgrade.cc runs a rolling upgrade, control_commands.cc answers
+// ondemandctl. The parts that own something run alone: WorkerHandle (a
+// process, its pidfd and channel), StateDir (the files workers read),
+// BindingStore (blob bindings), ControlServer, MetricsServer.
 #pragma once
 
 #include <chrono>
@@ -30,16 +37,18 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "backends/bindings/bindings.h"
 #include "config/config.h"
 #include "common/shared_state.h"
 #include "metrics/supervisor_metrics.h"
 #include "proto/channel.h"
 #include "supervisor/adopt.h"
+#include "supervisor/binding_store.h"
 #include "supervisor/cache_device.h"
 #include "supervisor/control_server.h"
 #include "supervisor/metrics_server.h"
 #include "supervisor/restart_policy.h"
+#include "supervisor/state_dir.h"
+#include "supervisor/worker_handle.h"
 #include "supervisor/worker_process.h"
 
 namespace ondemand::supervisor {
@@ -57,59 +66,47 @@ class Supervisor {
   int run();
 
  private:
-  struct Running;
-  enum class Slot { CURRENT, INCOMING };
+  using Handle = std::unique_ptr<WorkerHandle>;
 
+  // supervisor.cc: one worker's start (spawn, handshake, serving), the
+  // health check, and our own stop.
   void init_shared_state();
-  std::unique_ptr<Running> spawn(const std::filesystem::path& binary, bool standby, std::string* why,
-                                 bool spare = false);
-  bool ours(const Running* w) const;
-  void complete_handshake(Running* w, const proto::msg::Hello& hello);
-  void begin_handover();
-  void maybe_spawn_spare();
-  bool promote_spare();
-  void retire(std::unique_ptr<Running> w, const char* why);
+  Handle spawn(const std::filesystem::path& binary, bool standby, std::string* why, bool spare = false);
+  void watch(WorkerHandle& w);
+  void complete_handshake(WorkerHandle& w, const proto::msg::Hello& hello);
   void start_worker();
-  void watch_exit(Running* w);
-  void watch_channel(Running* w);
-  void on_message(Running* w, const proto::Message& m);
-  void on_exit(Running* w, const ExitStatus& status);
-  void report_seccomp_call_later(pid_t pid);
-  void on_current_exit(const ExitStatus& status);
-  void on_serving(Running* w);
+  void on_message(WorkerHandle& w, const proto::Message& m);
+  void on_serving(WorkerHandle& w);
+  void on_exit(WorkerHandle& w, const ExitStatus& status);
   void check_health();
   void bind_control();
-  void keep_state_dir();
-  void warn_unreaped(Running* w);
-  void kill(Running* w, const char* why);
   void shutdown();
   bool leave_worker_for_restart();
   void finish_shutdown_if_done();
-  void write_pid_file(pid_t pid);
   void set_state(proto::WorkerState state);
+  void retire(Handle w, const char* why);
+
+  // failover.cc: the serving worker died; the restart policy, the spare pool.
+  void on_current_exit(const ExitStatus& status);
+  void on_spare_exit();
+  void report_seccomp_call_later(pid_t pid);
+  void maybe_spawn_spare();
+  bool promote_spare();
+
+  // upgrade.cc: a rolling upgrade (ondemandctl upgrade).
+  void start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply);
+  void begin_handover();
+  void on_incoming_exit(const std::string& desc);
+  void finish_upgrade(bool ok, const std::string& message);
+
+  // control_commands.cc: what ondemandctl asks.
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
   proto::control::StatusReply status() const;
   proto::ControlReply reload();
-  // Blob bindings (backends/bindings): the supervisor owns
-  // <data_dir>/bindings.json and publishes the worker's copies in state_dir.
-  void load_bindings();
-  std::string publish_bindings();
-  std::string publish_credentials(const Config& config);
-  proto::ControlReply bind(const proto::control::Bind& request);
-  proto::ControlReply unbind(const proto::control::Unbind& request);
-  proto::control::BindingsReply list_bindings() const;
-  // Writes `text` as the snapshot workers start from; "" or why not.
-  std::string write_config_snapshot(const std::string& text);
-  std::error_code reopen_state_dir();
-  std::string snapshot_text_;  // what the snapshot file holds, to rewrite it if state_dir goes
   void restart_worker();
-  void start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply);
-  void finish_upgrade(bool ok, const std::string& message);
 
   Config config_;
-  bindings::Bindings bindings_;  // what <data_dir>/bindings.json holds
   std::filesystem::path config_path_;
-  std::filesystem::path snapshot_path_;  // <state_dir>/worker-config.json, what workers read
   BoundCache cache_;
   RestartPolicy policy_;
   boost::asio::io_context loop_{1};
@@ -118,17 +115,18 @@ class Supervisor {
   boost::asio::steady_timer health_timer_;
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::steady_timer upgrade_timer_;
+  boost::asio::steady_timer spare_timer_;
   std::optional<SharedStateMapping> shm_;
   WorkerLaunch worker_launch_;  // identity and shared memory every spawn gets (common/sandbox.h)
-  std::unique_ptr<Running> worker_;    // the one serving (or starting)
-  std::unique_ptr<Running> incoming_;  // an upgrade's successor, in standby
-  std::unique_ptr<Running> spare_;     // warm standby for the next failover
-  std::vector<std::unique_ptr<Running>> retired_;  // told to stop, not yet reaped
-  boost::asio::steady_timer spare_timer_;
+  std::optional<StateDir> state_dir_;        // config snapshot, worker.pid
+  std::optional<BindingStore> bindings_;     // <data_dir>/bindings.json and the worker's copies
+  Handle worker_;    // the one serving (or starting)
+  Handle incoming_;  // an upgrade's successor, in standby
+  Handle spare_;     // warm standby for the next failover
+  std::vector<Handle> retired_;  // told to stop, not yet reaped
   unsigned spare_failures_ = 0;
   std::unique_ptr<ControlServer> control_;
   unsigned health_ticks_ = 0;
-  std::string state_dir_error_;  // the last one logged, so it is logged once
   std::unique_ptr<MetricsServer> metrics_;
   metrics::SupervisorRecorder recorder_;
   ControlServer::Reply upgrade_reply_;

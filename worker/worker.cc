@@ -1,3 +1,6 @@
+// A worker's start (handshake, restore, serving), its channel to the
+// supervisor, and its stop. The upgrade handover is in handover.cc, the
+// adoption by a new supervisor in adoption.cc.
 #include "worker/worker.h"
 
 #include <fcntl.h>
@@ -19,6 +22,7 @@
 #include "backends/bindings/bound_backend.h"
 #include "backends/local.h"
 #include "worker/sandbox.h"
+#include "worker/worker_internal.h"
 
 namespace ondemand::worker {
 namespace asio = boost::asio;
@@ -28,30 +32,8 @@ namespace {
 constexpr auto HANDSHAKE_TIMEOUT = 10s;
 constexpr auto HEARTBEAT_PERIOD = 100ms;
 constexpr auto DRAIN_LIMIT = 10s;
-constexpr auto PEER_TIMEOUT = 5s;
 constexpr auto SERVING_LOCK_WAIT = 5000ms;
 constexpr auto SERVING_LOCK_RETRY = 10ms;
-// How soon a supervisor we answered "busy" should ask again.
-constexpr std::uint64_t BUSY_RETRY_MS = 100;
-
-std::uint32_t negotiate_or_throw(const proto::msg::Hello& hello, std::string_view peer) {
-  auto version =
-      proto::negotiate(proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX, hello.proto_min, hello.proto_max);
-  if (!version)
-    throw ChannelError(fmt::format("no common handoff protocol version with the {} ({}..{}, we speak {}..{})",
-                                   peer, hello.proto_min, hello.proto_max, proto::HANDOFF_PROTO_MIN,
-                                   proto::HANDOFF_PROTO_MAX));
-  spdlog::info("{} {} speaks handoff protocol {}..{}; using {}", peer, hello.version, hello.proto_min,
-               hello.proto_max, *version);
-  return *version;
-}
-
-// The message `m` as T, or a ChannelError naming what came instead.
-template <class T>
-const T& expect(const ChannelMessage& m, std::string_view wanted) {
-  if (const auto* v = std::get_if<T>(&m.message)) return *v;
-  throw ChannelError(fmt::format("expected \"{}\", got \"{}\"", wanted, proto::type_of(m.message)));
-}
 }  // namespace
 
 Worker::Worker(Config config, UniqueFd channel)
@@ -360,221 +342,6 @@ void Worker::on_channel_message(const proto::Message& m, std::vector<UniqueFd> f
   }
   spdlog::warn("unexpected message \"{}\" from the supervisor", proto::type_of(m));
   send_quietly(channel_.get(), msg::Unrecognized{std::string(proto::type_of(m))});
-}
-
-// ---- upgrade: outgoing side ----
-
-void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
-  if (handing_over_ || stopping_) return;
-  spdlog::info("handover: stopping reads, draining {} in-flight requests (bound {} ms)", frontend_->inflight(),
-               drain.count());
-  handing_over_ = true;
-  handover_peer_ = std::move(peer);
-  frontend_->stop_reading();
-  culler_->stop();
-  // The listener stays: a new supervisor that connects now is told "busy"
-  // until the successor's socket replaces ours at the path (or we resume).
-  // No deadline of our own: the supervisor kills us if we do not finish in
-  // time and lets the successor restore.
-  if (frontend_->inflight() == 0) send_objects();
-}
-
-void Worker::send_objects() {
-  if (!handing_over_ || !handover_peer_) return;
-  const int peer = handover_peer_.get();
-  auto objects = frontend_->export_objects();
-  try {
-    send(peer, proto::make_hello("worker", ::getpid()));
-    auto hello = receive_message(peer, PEER_TIMEOUT);
-    negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "successor");
-    // Batches that fit one datagram each, by fd count and by size: a table
-    // of long blob ids must never make a message the successor cannot read.
-    std::vector<proto::msg::ObjectEntry> entries;
-    entries.reserve(objects.size());
-    for (const auto& o : objects) entries.push_back({o->object_id, o->ref.blob_id, o->ref.domain});
-    const auto batches = proto::split_objects(entries);
-    if (!batches) throw ChannelError("an object entry does not fit one datagram");
-    std::size_t i = 0;
-    for (const std::size_t n : *batches) {
-      proto::msg::Objects batch;
-      std::vector<int> fds;
-      for (std::size_t j = i; j < i + n; ++j) {
-        batch.objects.push_back(std::move(entries[j]));
-        fds.push_back(objects[j]->fd.get());
-      }
-      send(peer, batch, fds);
-      i += n;
-    }
-    send(peer, proto::msg::ObjectsDone{objects.size()});
-    spdlog::info("handover: sent {} objects to the successor in {} messages", objects.size(), batches->size());
-    send(channel_.get(), proto::msg::HandedOver{objects.size()});
-  } catch (const ChannelError& e) {
-    // Our copies of the fds close when we exit; the successor restores.
-    spdlog::error("handover to the successor failed: {}", e.what());
-  }
-  objects.clear();  // close our copies now: the successor owns the objects
-  handover_peer_.reset();
-  stopping_ = true;
-  loop_.stop();
-}
-
-// ---- upgrade: incoming side ----
-
-void Worker::receive_objects(UniqueFd peer_fd) {
-  if (reading_) {
-    spdlog::warn("handover-peer while already serving: ignored");
-    return;
-  }
-  // Blocking but bounded: in standby nothing else needs this thread, and the
-  // outgoing worker's drain is bounded by the supervisor's kill.
-  auto peer = std::make_shared<UniqueFd>(std::move(peer_fd));
-  auto watch = std::make_shared<asio::posix::stream_descriptor>(watch_fd(loop_, peer->get()));
-  watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, peer, watch](boost::system::error_code ec) {
-    if (ec || reading_) return;
-    std::size_t imported = 0, received_total = 0;
-    try {
-      auto hello = receive_message(peer->get(), PEER_TIMEOUT);
-      negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "predecessor");
-      send(peer->get(), proto::make_hello("worker", ::getpid()));
-      for (;;) {
-        auto msg = receive_message(peer->get(), PEER_TIMEOUT);
-        if (std::holds_alternative<proto::msg::ObjectsDone>(msg.message)) break;
-        const auto& batch = expect<proto::msg::Objects>(msg, "objects");
-        for (std::size_t i = 0; i < batch.objects.size(); ++i) {  // decode() matched fds to entries
-          ++received_total;
-          const auto& entry = batch.objects[i];
-          if (frontend_->import_object(entry.object_id, proto::BlobRef{entry.domain, entry.blob_id},
-                                       std::move(msg.fds[i])))
-            ++imported;
-        }
-      }
-    } catch (const std::exception& e) {
-      // Partial is fine: what we hold stays open; the rest closed with the
-      // predecessor. The supervisor sends "takeover" once it is reaped.
-      spdlog::error("handover from the predecessor incomplete after {} objects: {}", received_total, e.what());
-      return;
-    }
-    spdlog::info("handover: received {} objects ({} imported); serving without restore", received_total, imported);
-    start_reading(/*restore=*/false);
-  });
-}
-
-// ---- adoption by a new supervisor ----
-
-void Worker::listen_for_supervisor() {
-  if (listener_) return;
-  const auto path = config_.state_dir / std::string(proto::WORKER_SOCKET_NAME);
-  // Renamed over the well-known path: an upgrade's successor replaces its
-  // predecessor's socket atomically.
-  UniqueFd fd;
-  try {
-    fd = listen_seqpacket(path, 0600, 4);
-  } catch (const UnixSocketError& e) {
-    spdlog::error("{}; adoption by a new supervisor will not work", e.what());
-    return;
-  }
-  listener_path_ = path.string();
-  listener_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd.release());
-  accept_supervisor();
-}
-
-void Worker::accept_supervisor() {
-  auto* listener = listener_.get();
-  listener->async_wait(asio::posix::stream_descriptor::wait_read, [this, listener](boost::system::error_code ec) {
-    if (ec || listener_.get() != listener) return;
-    UniqueFd conn{::accept4(listener->native_handle(), nullptr, nullptr, SOCK_CLOEXEC)};
-    if (conn) adopt(std::move(conn));
-    if (listener_.get() == listener) accept_supervisor();
-  });
-}
-
-void Worker::adopt(UniqueFd conn) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-      (cred.uid != 0 && cred.uid != ::getuid())) {
-    spdlog::warn("worker.sock: refused peer uid={}", cred.uid);
-    return;
-  }
-  // Wait for the peer's hello on the event loop, never in a blocking
-  // receive: a peer that connects and says nothing must not stall the
-  // requests this loop serves (it did, for PEER_TIMEOUT, as long as the
-  // watchdog's limit). Bounded by PEER_TIMEOUT; each pending peer owns its
-  // connection, watch and timer.
-  struct Pending {
-    UniqueFd conn;
-    asio::posix::stream_descriptor watch;
-    asio::steady_timer deadline;
-    bool done = false;
-  };
-  std::shared_ptr<Pending> pending;
-  try {
-    auto watch = watch_fd(loop_, conn.get());
-    pending = std::make_shared<Pending>(Pending{std::move(conn), std::move(watch), asio::steady_timer(loop_), false});
-  } catch (const std::exception& e) {
-    spdlog::warn("adoption by pid={} not attempted: {}", cred.pid, e.what());
-    return;
-  }
-  pending->deadline.expires_after(PEER_TIMEOUT);
-  pending->deadline.async_wait([pending, pid = cred.pid](boost::system::error_code ec) {
-    if (ec || pending->done) return;
-    pending->done = true;
-    spdlog::warn("adoption by pid={} abandoned: no hello within {} s", pid, PEER_TIMEOUT.count());
-    pending->watch.cancel();
-  });
-  pending->watch.async_wait(asio::posix::stream_descriptor::wait_read,
-                            [this, pending, cred](boost::system::error_code ec) {
-    if (ec || pending->done) return;
-    pending->done = true;
-    pending->deadline.cancel();
-    finish_adoption(std::move(pending->conn), cred.pid);
-  });
-}
-
-// The peer's hello is waiting (or it closed): answer it.
-void Worker::finish_adoption(UniqueFd conn, pid_t peer_pid) {
-  struct { pid_t pid; } cred{peer_pid};
-  try {
-    // Read the hello first in every case, so a refusal reaches the peer as a
-    // reply rather than as a broken pipe on its own hello.
-    // Readable already: the bound only covers a datagram still in flight.
-    auto hello = receive_message(conn.get(), std::chrono::milliseconds(100));
-    const auto& peer_hello = expect<proto::msg::Hello>(hello, "hello");
-    if (handing_over_ || stopping_) {
-      // Not refused: a refusal makes the new supervisor give up, and no
-      // answer at all made it start a second reader next to us. Our
-      // successor (or nobody, once we are gone) answers the next attempt.
-      const char* why = handing_over_ ? "handing over to an upgrade's successor" : "stopping";
-      send_quietly(conn.get(), proto::msg::Busy{why, BUSY_RETRY_MS});
-      spdlog::info("adoption by pid={}: busy ({})", cred.pid, why);
-      return;
-    }
-    if (!supervisor_gone_) {
-      const char* why = "worker still has a live supervisor";
-      send_quietly(conn.get(), proto::msg::Refused{why});
-      spdlog::warn("refused adoption by pid={}: {}", cred.pid, why);
-      return;
-    }
-    negotiate_or_throw(peer_hello, "adopting supervisor");
-    send(conn.get(), proto::make_hello("worker", ::getpid()));
-    const int fds[] = {device_->fd()};
-    send(conn.get(),
-         proto::msg::Adopt{.pid = ::getpid(),
-                           .generation = generation_,
-                           .rdev = rdev_,
-                           .version = std::string(proto::VERSION),
-                           .serving = reading_},
-         fds);
-  } catch (const ChannelError& e) {
-    // A malformed hello included: decoding is total.
-    spdlog::warn("adoption by pid={} failed: {}", cred.pid, e.what());
-    return;
-  }
-  spdlog::info("adopted by a new supervisor pid={}", cred.pid);
-  channel_ = std::move(conn);
-  (void)sys::set_nonblocking(channel_.get());
-  supervisor_gone_ = false;
-  watch_channel();
 }
 
 }  // namespace ondemand::worker

@@ -1,0 +1,191 @@
+// Failover: the serving worker died. Reap, classify the exit, ask the
+// restart policy (supervisor/restart_policy.h), then promote the spare or
+// start a new worker, or park. The spare pool lives here too: one worker
+// kept in standby, holding the device, so a failover costs no process start.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+
+#include "common/channel.h"
+#include "common/log.h"
+#include "common/sys.h"
+#include "proto/log_events.h"
+#include "supervisor/seccomp_report.h"
+#include "supervisor/supervisor.h"
+
+namespace ondemand::supervisor {
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+constexpr auto SECCOMP_RECORD_DELAY = 250ms;  // then kauditd has printed the record
+constexpr auto SPARE_RETRY = 5s;
+constexpr unsigned SPARE_FAILURES_BEFORE_SLOW_RETRY = 3;
+}  // namespace
+
+void Supervisor::on_current_exit(const ExitStatus& status) {
+  auto& state = shm_->state();
+  const bool served = worker_ && (worker_->serving || worker_->adopted);
+  const bool handed_over = worker_ && worker_->handed_over;
+  // SIGKILL is never self-inflicted: one we did not send came from an
+  // operator, a chaos test or the OOM killer, not from a worker that cannot
+  // start, so it must not earn the next worker a backoff.
+  const bool killed_from_outside = status.known && !status.exited && status.code == SIGKILL &&
+                                   !(worker_ && worker_->killed_by_us);
+  const auto how = status.known ? proto::classify_exit(status.exited, status.code) : proto::ExitClass::CRASHED;
+  const auto cause = metrics::restart_cause(how, worker_ && worker_->killed_by_us, killed_from_outside);
+  last_death_ = Clock::now();
+  worker_.reset();  // closes pidfd and channel; the process is reaped (or was not ours)
+  if (shutting_down_) {
+    if (incoming_) return incoming_->kill("supervisor stopping");
+    set_state(proto::WorkerState::STOPPED);
+    return finish_shutdown_if_done();
+  }
+  if (incoming_) {
+    // Upgrade: the outgoing worker is gone for good, so the incoming one may
+    // read now. If it received the object table it starts by itself;
+    // otherwise it must restore what the outgoing worker left pending.
+    if (incoming_->serving) {
+      worker_ = std::move(incoming_);
+      state.worker_pid.store(static_cast<std::uint64_t>(worker_->pid));
+      state_dir_->write_pid_file(worker_->pid);
+      return finish_upgrade(true, "");
+    }
+    if (!handed_over) {
+      spdlog::info("outgoing worker gone without a handover: incoming worker pid={} takes over with restore",
+                   incoming_->pid);
+      try {
+        incoming_->send(proto::msg::Takeover{});
+      } catch (const ChannelError& e) {
+        spdlog::error("takeover message failed: {}", e.what());
+      }
+    }
+    return;  // on_serving completes the upgrade; upgrade_timer_ bounds it
+  }
+  const auto decision = policy_.on_exit(
+      how, killed_from_outside ? Served::KILLED : served ? Served::YES : Served::NO, Clock::now());
+  state.restarts.fetch_add(1);
+  recorder_.worker_died(state, cause, last_death_);
+  if (decision.parked) {
+    set_state(proto::WorkerState::PARKED);
+    const char* reason = how == proto::ExitClass::FATAL_CONFIG ? "configuration error"
+                         : how == proto::ExitClass::CACHE_DEAD ? "cache dead"
+                                                               : "crash loop";
+    {
+      LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::PARKED)},
+                        {"REASON", reason},
+                        {"RETRY_MS", std::to_string(decision.delay.count())}});
+      spdlog::error("worker parked ({}): keeping /dev/cachefiles bound, retrying in {} ms", reason,
+                    decision.delay.count());
+    }
+    if (how == proto::ExitClass::CACHE_DEAD)
+      spdlog::critical("the cache in {} is dead after an I/O error: every mount on it fails; to recover, unmount "
+                       "them, stop this service (it unbinds the cache), fix the disk of cache_dir (fsck), start it again",
+                       config_.cache_dir.string());
+  } else if (decision.delay.count() > 0 && decision.serving_crashes > 0) {
+    spdlog::error("restarting worker in {} ms: {} workers crashed after serving within crash_loop_window_ms ({} ms), "
+                  "more than crash_loop_limit ({}); a request that kills every worker, or a sandbox refusing a "
+                  "call (see the kill reasons above)",
+                  decision.delay.count(), decision.serving_crashes, config_.crash_loop_window_ms,
+                  config_.crash_loop_limit);
+  } else if (decision.delay.count() > 0) {
+    spdlog::warn("restarting worker in {} ms (start failures back off)", decision.delay.count());
+  } else {
+    spdlog::info("restarting worker now");
+  }
+  if (!decision.parked && decision.delay.count() == 0 && promote_spare()) return;
+  restart_timer_.expires_after(decision.delay);
+  restart_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) start_worker();
+  });
+}
+
+// kauditd prints the audit record asynchronously: it can come after the
+// death. One more look, off the event loop's critical path.
+void Supervisor::report_seccomp_call_later(pid_t pid) {
+  auto timer = std::make_shared<asio::steady_timer>(loop_, SECCOMP_RECORD_DELAY);
+  timer->async_wait([timer, pid](boost::system::error_code ec) {
+    if (ec) return;
+    if (const auto syscall = find_seccomp_syscall(pid))
+      spdlog::warn("worker pid={} was {} (from the kernel log)", pid, describe_seccomp_kill(syscall));
+    else
+      spdlog::warn("worker pid={} killed by seccomp: which system call is not known (no audit record for it in "
+                   "/dev/kmsg: the kernel needs CONFIG_AUDITSYSCALL, or an audit daemon has the records)",
+                   pid);
+  });
+}
+
+// ---- the spare pool ----
+
+void Supervisor::maybe_spawn_spare() {
+  if (!config_.spare_worker || spare_ || !worker_ || !worker_->serving || incoming_ || shutting_down_ ||
+      policy_.parked())
+    return;
+  // The spare runs what the serving worker runs (after an upgrade, the new
+  // binary); an adopted worker's binary is unknown, so the configured one.
+  const auto binary = worker_->adopted ? config_.worker_binary : worker_->binary;
+  std::string why;
+  auto spare = spawn(binary, /*standby=*/true, &why, /*spare=*/true);
+  if (!spare) {
+    spdlog::warn("no spare worker: {}", why);
+    return;
+  }
+  spare_ = std::move(spare);
+  watch(*spare_);
+}
+
+void Supervisor::on_spare_exit() {
+  spare_.reset();
+  if (shutting_down_) return;
+  // A spare that cannot start must not spin: retry slowly, and at the park
+  // cadence once it keeps failing.
+  const auto delay = ++spare_failures_ >= SPARE_FAILURES_BEFORE_SLOW_RETRY
+                         ? std::chrono::milliseconds(config_.park_retry_ms)
+                         : std::chrono::duration_cast<std::chrono::milliseconds>(SPARE_RETRY);
+  spare_timer_.expires_after(delay);
+  spare_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) maybe_spawn_spare();
+  });
+}
+
+// Failover without a process start: the spare already holds the device and
+// only waits for "takeover" to restore and read. Called once the previous
+// worker is reaped.
+bool Supervisor::promote_spare() {
+  if (!spare_ || !spare_->handshake_ok || spare_->killed_by_us) return false;
+  // Liveness before promotion: a spare that cannot run (stopped by a signal
+  // or a debugger, a zombie) would only cost serve_timeout_ms.
+  if (const char state = sys::process_state(spare_->pid); state == 'T' || state == 't' || state == 'Z' || state == 0) {
+    spdlog::warn("spare worker pid={} is not runnable (state {}); starting a fresh worker", spare_->pid,
+                 state ? std::string(1, state) : std::string("unknown"));
+    spare_->kill("spare not runnable at failover");
+    retired_.push_back(std::move(spare_));
+    return false;
+  }
+  // Record who serves before it can serve: observers (pid file, status,
+  // ondemand-chaos) must never see the new generation with the old pid.
+  auto& state = shm_->state();
+  set_state(proto::WorkerState::STARTING);
+  state.worker_pid.store(static_cast<std::uint64_t>(spare_->pid));
+  state_dir_->write_pid_file(spare_->pid);
+  // Generations number workers in the order they start serving: the spare
+  // may have been spawned before the worker that just died.
+  spare_->generation = state.generation.fetch_add(1) + 1;
+  try {
+    spare_->send(proto::msg::Takeover{spare_->generation});
+  } catch (const ChannelError& e) {
+    spdlog::warn("spare worker pid={} unreachable ({}); starting a fresh worker", spare_->pid, e.what());
+    spare_->kill("unreachable spare");
+    retired_.push_back(std::move(spare_));
+    return false;
+  }
+  worker_ = std::move(spare_);
+  worker_->started = Clock::now();
+  spdlog::info("promoted spare worker pid={} generation={}: restoring and serving", worker_->pid,
+               worker_->generation);
+  return true;
+}
+
+}  // namespace ondemand::supervisor
