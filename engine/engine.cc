@@ -162,11 +162,12 @@ Engine::~Engine() { join(); }
 
 void Engine::join() { pool_.join(); }
 
-std::pair<std::uint64_t, std::shared_ptr<Engine::Op>> Engine::begin_op() {
+std::pair<std::uint64_t, std::shared_ptr<Engine::Op>> Engine::begin_op(std::string what) {
   counters_.inflight.fetch_add(1, std::memory_order_relaxed);
   const auto token = next_token_++;
   auto op = std::make_shared<Op>();
   op->progress_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
+  op->what = std::move(what);
   ops_.emplace(token, op);
   return {token, std::move(op)};
 }
@@ -180,13 +181,27 @@ void Engine::end_op(std::uint64_t token) {
   pump_prefetch();
 }
 
-std::uint64_t Engine::oldest_request_ns() const {
-  std::uint64_t oldest = 0;
+const Engine::Op* Engine::oldest_op() const {
+  const Op* oldest = nullptr;
+  std::uint64_t oldest_ns = 0;
   for (const auto& [token, op] : ops_) {
     const auto t = op->progress_ns.load(std::memory_order_relaxed);
-    if (oldest == 0 || t < oldest) oldest = t;
+    if (!oldest || t < oldest_ns) {
+      oldest = op.get();
+      oldest_ns = t;
+    }
   }
   return oldest;
+}
+
+std::uint64_t Engine::oldest_request_ns() const {
+  const Op* op = oldest_op();
+  return op ? op->progress_ns.load(std::memory_order_relaxed) : 0;
+}
+
+std::string Engine::oldest_request_what() const {
+  const Op* op = oldest_op();
+  return op ? op->what : std::string();
 }
 
 void Engine::count_open_error(const BackendError& error) {
@@ -205,10 +220,11 @@ OpenResult Engine::open_now(const proto::BlobRef& ref, Deadline deadline) {
   return result;
 }
 
-void Engine::open(proto::BlobRef ref, Deadline deadline, OpenDone on_done) {
+void Engine::open(proto::BlobRef ref, Deadline deadline, OpenDone on_done, std::string what) {
   if (auto why = proto::validate_blob_ref(ref))
     return on_done({nullptr, BackendError{BackendError::Kind::INVALID, EINVAL, *why}});
-  auto [token, op] = begin_op();
+  if (what.empty()) what = fmt::format("open of blob {}", ref.blob_id);
+  auto [token, op] = begin_op(std::move(what));
   asio::post(pool_, [this, token, ref = std::move(ref), deadline, on_done = std::move(on_done)]() mutable {
     auto result = backend_.open(ref, deadline);
     asio::post(loop_, [this, token, result = std::move(result), on_done = std::move(on_done)]() mutable {
@@ -220,7 +236,11 @@ void Engine::open(proto::BlobRef ref, Deadline deadline, OpenDone on_done) {
 }
 
 void Engine::fill(FillRequest request, FillDone on_done) {
-  auto [token, op] = begin_op();
+  auto what = std::move(request.what);
+  if (what.empty())
+    what = fmt::format("fill of blob {} [{}, {})", request.target->ref.blob_id, request.plan.range.start,
+                       request.plan.range.end);
+  auto [token, op] = begin_op(std::move(what));
   asio::post(pool_, [this, token, op = std::move(op), request = std::move(request),
                      on_done = std::move(on_done)]() {
     auto& target = *request.target;

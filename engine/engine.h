@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -91,6 +92,9 @@ struct FillRequest {
   // Optional: decides the plan on the pool thread, where reading the blob
   // may block (a front end's format probe). Replaces `plan`.
   std::function<FillPlan(Target&, Deadline)> decide;
+  // The request in words, for oldest_request_what() (default: the blob and
+  // the plan's range).
+  std::string what;
 };
 
 struct FillResult {
@@ -117,7 +121,9 @@ class Engine {
 
   // An invalid reference completes at once (on the loop, before open()
   // returns) with Kind::INVALID and never reaches the backend.
-  void open(proto::BlobRef ref, Deadline deadline, OpenDone on_done);
+  // `what`: the request in words, for oldest_request_what() (default: the
+  // blob reference).
+  void open(proto::BlobRef ref, Deadline deadline, OpenDone on_done, std::string what = {});
   // The same, blocking on the calling thread (an upgrade's successor imports
   // its predecessor's objects before it serves anything).
   OpenResult open_now(const proto::BlobRef& ref, Deadline deadline);
@@ -131,6 +137,9 @@ class Engine {
   // Monotonic ns of the oldest last progress among in-flight operations, 0
   // when idle.
   std::uint64_t oldest_request_ns() const;
+  // The `what` of that operation, empty when idle: the supervisor names the
+  // request a worker died with (a request that kills every worker).
+  std::string oldest_request_what() const;
   // Called on the loop whenever an operation finishes.
   void on_op_done(std::function<void()> callback) { on_done_ = std::move(callback); }
   // Blocks until pool jobs finish; used at shutdown after inflight() == 0.
@@ -139,8 +148,10 @@ class Engine {
  private:
   struct Op {
     std::atomic<std::uint64_t> progress_ns{0};
+    std::string what;  // set at begin_op, read on the loop only
   };
-  std::pair<std::uint64_t, std::shared_ptr<Op>> begin_op();
+  std::pair<std::uint64_t, std::shared_ptr<Op>> begin_op(std::string what);
+  const Op* oldest_op() const;
   void end_op(std::uint64_t token);
   void pump_prefetch();
   void count_open_error(const BackendError& error);

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 
 namespace ondemand::worker {
 
@@ -28,6 +29,9 @@ class Frontend {
   // Monotonic ns of the oldest last progress among requests in flight, 0 when
   // idle: what the supervisor's request limit judges.
   virtual std::uint64_t oldest_request_ns() const = 0;
+  // That request in words ("READ msg_id=7 object_id=3 blob=..."), empty when
+  // idle: what a worker that dies or is killed was stuck on.
+  virtual std::string oldest_request_what() const = 0;
   // Called whenever a request is answered.
   virtual void on_request_done(std::function<void()> callback) = 0;
 };

@@ -23,4 +23,9 @@ inline constexpr std::string_view PARKED = "9e6c252a59894691b26229b4d956e527";
 // A rolling upgrade ended. Fields: RESULT (done, failed), WORKER_PID.
 inline constexpr std::string_view UPGRADE = "5afbb926ba3444e99ffa90f42c52c578";
 
+// A worker that died on its own (crash, watchdog kill) had a request in
+// flight. Fields: REQUEST (the request in words), REPEATS (consecutive
+// such deaths with the same request: 2 and more, a likely poison request).
+inline constexpr std::string_view DEATH_REQUEST = "7c4b698efad0448a9edff36ed69b22bf";
+
 }  // namespace ondemand::proto::log_event

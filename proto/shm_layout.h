@@ -25,6 +25,7 @@
 //      .. cache_dead), then worker_metrics, supervisor_metrics
 //      (proto/metrics.h). WorkerCounters is the last member but for these
 //      appended structs: grow it no further; append new structs instead.
+//      Then oldest_request (RequestNote).
 #pragma once
 
 #include <array>
@@ -104,6 +105,17 @@ struct SupervisorMetrics {
   HistogramCounters<RECOVERY_BOUNDS_NS.size()> upgrade_stall;
 };
 
+// What the oldest in-flight request is, in words ("READ msg_id=7
+// object_id=3 blob=... off=... len=..."), NUL-terminated, written by the
+// serving worker's heartbeat beside oldest_request_ns. Plain bytes, not
+// atomics: the supervisor reads them only once the worker is dead (a dead
+// writer cannot tear them), to name the request a worker died with, and
+// trusts nothing in them (it stops at the first NUL or at the end, and
+// escapes what it logs).
+struct RequestNote {
+  char text[240];
+};
+
 struct SharedState {
   // Header: written once by the supervisor before any worker attaches.
   std::uint64_t magic;
@@ -126,6 +138,7 @@ struct SharedState {
   // ---- appended after layout 1 shipped; only ever append below ----
   WorkerMetrics worker_metrics;          // worker-written
   SupervisorMetrics supervisor_metrics;  // supervisor-written
+  RequestNote oldest_request;            // worker-written (the serving worker's heartbeat)
 };
 
 enum class WorkerState : std::uint64_t { STARTING = 0, RUNNING = 1, UPGRADING = 2, PARKED = 3, STOPPED = 4 };

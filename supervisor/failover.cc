@@ -2,6 +2,9 @@
 // restart policy (supervisor/restart_policy.h), then promote the spare or
 // start a new worker, or park. The spare pool lives here too: one worker
 // kept in standby, holding the device, so a failover costs no process start.
+#include <cstring>
+#include <string_view>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -10,6 +13,7 @@
 #include "common/channel.h"
 #include "common/log.h"
 #include "common/sys.h"
+#include "proto/blob_id.h"
 #include "proto/log_events.h"
 #include "supervisor/seccomp_report.h"
 #include "supervisor/supervisor.h"
@@ -37,6 +41,8 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   const auto how = status.known ? proto::classify_exit(status.exited, status.code) : proto::ExitClass::CRASHED;
   const auto cause = metrics::restart_cause(how, worker_ && worker_->killed_by_us, killed_from_outside);
   last_death_ = Clock::now();
+  if (worker_ && !shutting_down_ && !incoming_)
+    name_death_request(worker_->pid, !killed_from_outside && how == proto::ExitClass::CRASHED);
   worker_.reset();  // closes pidfd and channel; the process is reaped (or was not ours)
   if (shutting_down_) {
     if (incoming_) return incoming_->kill("supervisor stopping");
@@ -100,6 +106,45 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   restart_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) start_worker();
   });
+}
+
+// The serving worker is dead: name the request it was stuck on, from the
+// note its heartbeat left in the shared memory (proto/shm_layout.h
+// RequestNote; a dead writer cannot tear it). A request that kills or
+// stalls every worker comes back to the next one through `restore`; the
+// same request at consecutive deaths of workers that died on their own (a
+// crash, a watchdog kill: not a kill from outside, not a clean exit) is
+// said to be the likely cause, so the restart backoff that follows has a
+// name. The next worker clears the note before it serves.
+void Supervisor::name_death_request(pid_t pid, bool own_death) {
+  auto& state = shm_->state();
+  const auto since = state.oldest_request_ns.load();
+  const auto& text = state.oldest_request.text;
+  const std::string what = worker::escape_id(std::string_view(text, ::strnlen(text, sizeof text)));
+  if (since == 0 || what.empty()) {
+    death_request_.clear();
+    death_request_repeats_ = 0;
+    return;
+  }
+  const auto now = sys::monotonic_ns();
+  const auto age_ms = now > since ? (now - since) / 1'000'000 : 0;
+  if (!own_death) {
+    spdlog::info("worker pid={} had requests in flight, the oldest without progress for {} ms: {}", pid, age_ms, what);
+    return;
+  }
+  death_request_repeats_ = what == death_request_ ? death_request_repeats_ + 1 : 1;
+  death_request_ = what;
+  LogFields fields({{"MESSAGE_ID", std::string(proto::log_event::DEATH_REQUEST)},
+                    {"REQUEST", what},
+                    {"REPEATS", std::to_string(death_request_repeats_)}});
+  if (death_request_repeats_ >= 2)
+    spdlog::error("the same request was in flight when each of the last {} workers died on their own: {} (without "
+                  "progress for {} ms): likely a request that kills or stalls every worker it reaches (restore "
+                  "hands it to the next one)",
+                  death_request_repeats_, what, age_ms);
+  else
+    spdlog::warn("worker pid={} died with a request in flight, the oldest without progress for {} ms: {}", pid,
+                 age_ms, what);
 }
 
 // kauditd prints the audit record asynchronously: it can come after the

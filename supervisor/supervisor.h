@@ -88,6 +88,7 @@ class Supervisor {
 
   // failover.cc: the serving worker died; the restart policy, the spare pool.
   void on_current_exit(const ExitStatus& status);
+  void name_death_request(pid_t pid, bool own_death);
   void on_spare_exit();
   void report_seccomp_call_later(pid_t pid);
   void maybe_spawn_spare();
@@ -132,6 +133,10 @@ class Supervisor {
   ControlServer::Reply upgrade_reply_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_death_{};
+  // The request the last workers that died on their own were stuck on
+  // (failover.cc name_death_request), and at how many deaths in a row.
+  std::string death_request_;
+  unsigned death_request_repeats_ = 0;
   bool shutting_down_ = false;
   bool ready_notified_ = false;
 };

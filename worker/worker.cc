@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <algorithm>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -210,6 +211,7 @@ void Worker::start_reading(bool restore) {
   // count against us. Written before "serving", because the supervisor
   // checks it from then on and our first heartbeat may come 100 ms later.
   state_->oldest_request_ns.store(frontend_->oldest_request_ns(), std::memory_order_relaxed);
+  note_oldest_request();
   frontend_->start();
   culler_->start();
   listen_for_supervisor();
@@ -225,12 +227,26 @@ void Worker::report_serving() {
   }
 }
 
+// Beside oldest_request_ns, what that request is (proto/shm_layout.h
+// RequestNote): the supervisor names it when this worker dies. Rewritten
+// only when it changed.
+void Worker::note_oldest_request() {
+  auto what = frontend_->oldest_request_what();
+  if (noted_request_ && what == *noted_request_) return;  // the first call always writes: a predecessor's note
+  auto& text = state_->oldest_request.text;
+  const auto n = std::min(what.size(), sizeof text - 1);
+  std::memcpy(text, what.data(), n);
+  text[n] = '\0';
+  noted_request_ = std::move(what);
+}
+
 void Worker::heartbeat() {
   // Only the worker that reads the device beats: a standby (spare or
   // upgrade successor) writing the shared fields would mask a hung server.
   if (reading_ && !handing_over_) {
     state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
     state_->oldest_request_ns.store(frontend_->oldest_request_ns(), std::memory_order_relaxed);
+    note_oldest_request();
     state_->worker_metrics.open_objects.store(frontend_->objects(), std::memory_order_relaxed);
   }
   heartbeat_timer_.expires_after(HEARTBEAT_PERIOD);

@@ -62,6 +62,7 @@ class Worker {
   void stop(std::string_view why);
   void on_request_done();
   void heartbeat();
+  void note_oldest_request();
   void report_serving();
 
   void watch_channel();
@@ -96,6 +97,7 @@ class Worker {
   std::unique_ptr<boost::asio::posix::stream_descriptor> channel_watch_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> listener_;
   std::string listener_path_;
+  std::optional<std::string> noted_request_;  // what the shared memory's oldest_request says
   boost::asio::signal_set signals_{loop_};
   boost::asio::steady_timer heartbeat_timer_{loop_};
   boost::asio::steady_timer drain_deadline_{loop_};

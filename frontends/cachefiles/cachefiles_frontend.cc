@@ -2,8 +2,12 @@
 
 #include <array>
 #include <cerrno>
+#include <string>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
+
+#include "common/log.h"
 
 #include "common/sys.h"
 #include "proto/blob_id.h"
@@ -13,6 +17,18 @@ namespace ondemand::worker {
 namespace asio = boost::asio;
 
 namespace {
+
+// Journal fields of a request's log lines (common/log.h LogFields):
+// `journalctl -u ondemand BLOB=<id>` or `OBJECT_ID=<n>` finds every line
+// about that blob or object. Guaranteed copy elision returns them in place.
+LogFields request_fields(std::uint32_t msg_id, std::uint32_t object_id) {
+  return LogFields({{"MSG_ID", std::to_string(msg_id)}, {"OBJECT_ID", std::to_string(object_id)}});
+}
+LogFields request_fields(std::uint32_t msg_id, std::uint32_t object_id, std::string_view blob_id) {
+  return LogFields({{"MSG_ID", std::to_string(msg_id)},
+                    {"OBJECT_ID", std::to_string(object_id)},
+                    {"BLOB", escape_id(blob_id)}});
+}
 std::uint64_t align_up(std::uint64_t v, std::uint64_t a) {
   const auto rem = v % a;
   return rem ? v + (a - rem) : v;
@@ -125,6 +141,7 @@ void CachefilesFrontend::handle_open(proto::OpenRequest&& request, UniqueFd anon
   proto::BlobRef ref{volume.domain.value_or(""), request.cookie_key};
   auto why = volume.domain ? proto::validate_blob_ref(ref) : std::optional<std::string>(volume.error);
   if (why) {
+    const auto fields = request_fields(request.msg_id, request.object_id, request.cookie_key);
     spdlog::warn("OPEN msg_id={} object_id={} refused: blob id \"{}\" volume key \"{}\": {}", request.msg_id,
                  request.object_id, escape_id(request.cookie_key), escape_id(request.volume_key), *why);
     metrics_.invalid_blob_ids.fetch_add(1, std::memory_order_relaxed);
@@ -133,14 +150,18 @@ void CachefilesFrontend::handle_open(proto::OpenRequest&& request, UniqueFd anon
   }
   ++opens_pending_;
   auto fd = std::make_shared<UniqueFd>(std::move(anon_fd));  // std::function needs a copyable callback
-  engine_.open(ref, deadline_from_now(), [this, request, ref, fd](OpenResult opened) {
-    finish_open(request, ref, std::move(*fd), std::move(opened));
-  });
+  auto what = fmt::format("OPEN msg_id={} object_id={} blob={}", request.msg_id, request.object_id,
+                          escape_id(ref.blob_id));
+  engine_.open(
+      ref, deadline_from_now(),
+      [this, request, ref, fd](OpenResult opened) { finish_open(request, ref, std::move(*fd), std::move(opened)); },
+      std::move(what));
 }
 
 void CachefilesFrontend::finish_open(const proto::OpenRequest& request, proto::BlobRef ref, UniqueFd anon_fd,
                                      OpenResult opened) {
   --opens_pending_;
+  const auto fields = request_fields(request.msg_id, request.object_id, ref.blob_id);
   if (opened.error) {
     spdlog::warn("OPEN msg_id={} object_id={} blob \"{}\" domain \"{}\" refused: {} ({})", request.msg_id,
                  request.object_id, escape_id(ref.blob_id), escape_id(ref.domain), to_string(opened.error->kind),
@@ -177,6 +198,7 @@ void CachefilesFrontend::finish_open(const proto::OpenRequest& request, proto::B
 // tests count these lines as invariant violations (vt_check_replies).
 int CachefilesFrontend::reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value) {
   if (value < 0) counters_.open_refused.fetch_add(1, std::memory_order_relaxed);
+  // The callers' journal fields (request_fields) name msg, object and blob.
   const int err = replies_.copen(msg_id, value);
   if (err)
     spdlog::warn("copen msg_id={} object_id={} value={} failed: {}", msg_id, object_id, value,
@@ -191,6 +213,7 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
   auto object = table_.find(request.object_id);
   if (!object) {
     counters_.unknown_object.fetch_add(1, std::memory_order_relaxed);
+    const auto fields = request_fields(request.msg_id, request.object_id);
     spdlog::warn("READ msg_id={} object_id={} for an unknown object: asking for restore",
                  request.msg_id, request.object_id);
     request_restore();
@@ -199,6 +222,8 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
   FillRequest fill;
   fill.target = object;
   fill.deadline = deadline_from_now();
+  fill.what = fmt::format("READ msg_id={} object_id={} blob={} off={} len={}", request.msg_id, request.object_id,
+                          escape_id(object->ref.blob_id), request.offset, request.length);
   fill.decide = [offset = request.offset, length = request.length, window = options_.fill_window,
                  stall = options_.request_deadline](Target& target, Deadline deadline) {
     auto& o = static_cast<Object&>(target);
@@ -215,6 +240,7 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
 // On the pool thread that did the fill.
 void CachefilesFrontend::finish_read(const proto::ReadRequest& request, const Object& object,
                                      const FillResult& result, std::uint64_t received_ns) {
+  const auto fields = request_fields(request.msg_id, request.object_id, object.ref.blob_id);
   const auto [start, end] = result.range;
   if (!result.ok()) {
     const auto at = start + result.done;

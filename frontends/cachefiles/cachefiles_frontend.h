@@ -89,6 +89,7 @@ class CachefilesFrontend final : public Frontend, public RequestSink {
   std::uint32_t inflight() const override { return engine_.inflight(); }
   std::size_t objects() const override { return table_.size(); }
   std::uint64_t oldest_request_ns() const override { return engine_.oldest_request_ns(); }
+  std::string oldest_request_what() const override { return engine_.oldest_request_what(); }
   void on_request_done(std::function<void()> callback) override { on_done_ = std::move(callback); }
 
   // Upgrade handover. export_objects() empties the table and returns its

@@ -362,6 +362,38 @@ TEST_CASE("Engine: a long fill that makes progress keeps its request young; a st
   CHECK(engine.oldest_request_ns() == 0);
 }
 
+// Property: the engine can say, in words, which request has gone longest
+// without progress (the worker notes it in the shared memory, and the
+// supervisor names it when the worker dies on it), and says nothing when
+// idle. A fill without words is named by its blob and range.
+TEST_CASE("Engine: oldest_request_what names the request longest without progress", "[worker][engine][liveness]") {
+  Loop l;
+  auto blob = std::make_shared<SlowBlob>(test::pattern_bytes(1 * MiB, 6));
+  blob->hold = true;  // both fills block in their first read
+  OneBlobBackend backend(blob);
+  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2}, l.counters, l.metrics);
+  auto first = memfd_target(blob, "first");
+  auto second = memfd_target(blob, "second");
+  std::atomic<int> done{0};
+  CHECK(engine.oldest_request_what().empty());
+  engine.fill(FillRequest{first, FillPlan{{0, 4096}}, NO_DEADLINE, {}, "READ msg_id=1 blob=first"},
+              [&](const FillResult&) { ++done; });
+  l.loop.run_for(20ms);
+  engine.fill(FillRequest{second, FillPlan{{4096, 8192}}, NO_DEADLINE, {}}, [&](const FillResult&) { ++done; });
+  l.loop.run_for(20ms);
+  CHECK(engine.oldest_request_what() == "READ msg_id=1 blob=first");
+  blob->hold = false;
+  REQUIRE(l.run_until([&] { return done.load() == 2 && engine.inflight() == 0; }));
+  CHECK(engine.oldest_request_what().empty());
+
+  blob->hold = true;
+  engine.fill(FillRequest{second, FillPlan{{4096, 8192}}, NO_DEADLINE, {}}, [&](const FillResult&) { ++done; });
+  l.loop.run_for(20ms);
+  CHECK(engine.oldest_request_what() == "fill of blob second [4096, 8192)");
+  blob->hold = false;
+  REQUIRE(l.run_until([&] { return done.load() == 3 && engine.inflight() == 0; }));
+}
+
 TEST_CASE("Engine: open with an invalid reference completes at once and never reaches the backend",
           "[worker][engine]") {
   Loop l;
