@@ -48,10 +48,13 @@ struct SilentListener {
 // Property: an OPEN whose blob lives on a hung registry is answered with an
 // error by the same worker once its backend deadline passes, while an OPEN
 // of another blob sent after it is answered first; the worker is never
-// killed or replaced for it. Without the backend deadline the request
-// would sit until request_timeout_ms and the watchdog would kill the
-// worker (hangs_detected 1, a new pid), and the next worker would get the
-// same request again.
+// killed or replaced for it. Two bounds sit below request_timeout_ms
+// (4 s): the engine's backend deadline (3/4 of it, 3 s), which bites
+// first here, and the registry client's own registry_request_timeout_ms
+// (3.9 s; the config refuses one that is not below request_timeout_ms).
+// Without them the request would sit until request_timeout_ms and the
+// watchdog would kill the worker (hangs_detected 1, a new pid), and the
+// next worker would get the same request again.
 TEST_CASE("a hung registry fails only its own request, and no worker is killed for it",
           "[harness][hung_backend]") {
   SilentListener registry;
@@ -61,7 +64,7 @@ TEST_CASE("a hung registry fails only its own request, and no worker is killed f
   options.config = {{"data_dir", data.path().string()},
                     {"registries", {{host, {{"insecure_http", true}}}}},
                     {"request_timeout_ms", 4000},
-                    {"registry_request_timeout_ms", 2000},
+                    {"registry_request_timeout_ms", 3900},
                     {"spare_worker", false}};
   SupervisorProcess sv(options);
   const auto worker = sv.wait_serving();
