@@ -12,7 +12,8 @@
 #     longest stall reported;
 #   - the journal has the supervisor's lines (journalctl -u), and after
 #     SD_KILLS kill -9s of the worker exactly that many "worker died" and
-#     "failover serving" entries by MESSAGE_ID (proto/log_events.h);
+#     "failover serving" entries by MESSAGE_ID (proto/log_events.h), and a
+#     request's lines are found by BLOB= (with OBJECT_ID=, MSG_ID=);
 #   - `systemctl stop` stops both processes and the unit is inactive.
 . /lib/vmtest.sh
 : "${SD_RESTARTS:=10}"
@@ -172,6 +173,18 @@ if [ "$died" = "$SD_KILLS" ] && [ "$serving" = "$SD_KILLS" ] && printf '%s' "$fi
     vt_pass systemd-journal-ids "$SD_KILLS kill -9s: journalctl MESSAGE_ID=<worker died> +$died, MESSAGE_ID=<failover serving> +$serving; last:$fields"
 else
     vt_fail systemd-journal-ids "$SD_KILLS kills: died +$died, serving +$serving, fields '$fields'"; dump
+fi
+
+# ---- the journal: a request's lines carry BLOB= and OBJECT_ID= ----
+# A mount of a blob that does not exist: the worker's "OPEN ... refused"
+# line is found by its blob alone, with the kernel's object id beside it.
+vt_mount_fscache sd-no-such-blob /mnt/nosuch 2>/dev/null && { vt_fail systemd-journal-blob "the mount of a missing blob succeeded"; umount /mnt/nosuch; }
+sleep 0.5  # the journal receives asynchronously
+blob_fields=$(journalctl -u "$UNIT" --no-pager -o verbose BLOB=sd-no-such-blob | grep -E '^ *(BLOB|OBJECT_ID|MSG_ID|MESSAGE)=' | tr -s ' \n' ' ')
+if printf '%s' "$blob_fields" | grep -q 'OBJECT_ID=' && printf '%s' "$blob_fields" | grep -q 'refused'; then
+    vt_pass systemd-journal-blob "journalctl BLOB=sd-no-such-blob:$(printf '%s' "$blob_fields" | cut -c1-300)"
+else
+    vt_fail systemd-journal-blob "journalctl BLOB=sd-no-such-blob found '$blob_fields'"; dump
 fi
 
 # ---- systemctl stop: both processes end, the unit is inactive ----
