@@ -6,8 +6,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -49,6 +51,7 @@ WorkerLaunch prepare_worker_launch(const Config& config, const std::filesystem::
                                    std::string shm_name) {
   WorkerLaunch out;
   out.shm_name = std::move(shm_name);
+  out.sandboxed = config.sandbox_seccomp || config.sandbox_landlock;
   if (!config.sandbox_drop_privileges) return out;
   auto id = resolve_worker_identity(config);
   for (const auto& [key, path] : {std::pair{"blob_dir", config.blob_dir}, std::pair{"--config", config_path}})
@@ -74,6 +77,20 @@ SpawnedWorker spawn_worker(const std::filesystem::path& binary, const std::vecto
   spec.args = args;
   spec.env = environment_subset(WORKER_ENV);
   std::erase_if(spec.env, [](const std::string& e) { return e.starts_with(fmt::format("{}=", WORKER_SHM_FD_ENV)); });
+#if defined(__SANITIZE_ADDRESS__)
+  if (how.sandboxed) {
+    static std::once_flag said;
+    std::call_once(said, [] {
+      spdlog::warn("sanitized build: LeakSanitizer is off in sandboxed workers (its exit-time check needs ptrace "
+                   "and /proc, which seccomp and Landlock refuse); memory errors and undefined behaviour are still "
+                   "reported, to the worker's stderr");
+    });
+    auto it = std::find_if(spec.env.begin(), spec.env.end(),
+                           [](const std::string& e) { return e.starts_with("ASAN_OPTIONS="); });
+    if (it == spec.env.end()) spec.env.push_back("ASAN_OPTIONS=detect_leaks=0");
+    else *it += " detect_leaks=0";  // the last setting of a flag wins
+  }
+#endif
   spec.fds = {{proto::WORKER_CHANNEL_FD, pair.b.get()}};
   UniqueFd shm;
   if (!how.shm_name.empty()) {

@@ -32,6 +32,12 @@ void log_given_back(const std::filesystem::path& state_dir, const std::vector<st
 struct WorkerLaunch {
   std::optional<WorkerIdentity> identity;
   std::string shm_name;  // empty: no segment passed
+  // The worker installs seccomp or Landlock (sandbox_seccomp,
+  // sandbox_landlock). A sanitized supervisor then turns LeakSanitizer off
+  // in the worker's ASAN_OPTIONS: its exit-time check needs ptrace, wait4
+  // and /proc/<pid>/task, which the sandbox refuses, and the worker would
+  // die by SIGSYS at every graceful exit instead of reporting.
+  bool sandboxed = false;
 };
 
 // Resolves worker_user/worker_group when sandbox_drop_privileges is on,

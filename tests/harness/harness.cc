@@ -298,6 +298,17 @@ bool process_alive(pid_t pid) {
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
 }
 
+std::optional<std::string> sanitizer_report(const std::string& text) {
+  static const std::regex re(
+      R"((ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|Can't open file)|WARNING: ThreadSanitizer|:\d+:\d+: runtime error: )[^\n]*)");
+  std::smatch m;
+  if (!std::regex_search(text, m, re)) return std::nullopt;
+  // From the start of its line.
+  const auto begin = text.rfind('\n', static_cast<std::size_t>(m.position(0)));
+  const auto from = begin == std::string::npos ? 0 : begin + 1;
+  return text.substr(from, static_cast<std::size_t>(m.position(0) + m.length(0)) - from);
+}
+
 // ---- supervisor ----
 
 SupervisorProcess::SupervisorProcess(SupervisorOptions options)
@@ -387,6 +398,9 @@ SupervisorProcess::~SupervisorProcess() {
     }
   const std::string text = log();
   if (!text.empty()) keep_log_for_failure(fmt::format("supervisor {} (tag {}) stderr", pid_, tag_), text);
+  if (auto report = sanitizer_report(text))
+    fail_current_test(fmt::format("a sanitizer report in the stderr of supervisor {} or its workers: {}", pid_,
+                                  *report));
   std::error_code ec;
   fs::remove(fs::path("/dev/shm") / ("ondemand-" + tag_), ec);
 }

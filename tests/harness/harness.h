@@ -195,5 +195,14 @@ class SupervisorProcess {
 
 // Registers a log to print if the current test case fails (main.cc).
 void keep_log_for_failure(std::string title, std::string text);
+// Records a failure of the current test case without throwing (main.cc):
+// usable from a destructor.
+void fail_current_test(const std::string& why);
+// The first line of a sanitizer report (ASan, LSan, UBSan, TSan) in a
+// captured stderr, or of a sanitizer saying it could not write one
+// ("Can't open file": its log_path), or nullopt. A sandboxed worker cannot
+// open the sanitizer's log_path (its uid, Landlock), so a sanitized worker
+// reports to its stderr (worker/main.cc), which is the supervisor's log.
+std::optional<std::string> sanitizer_report(const std::string& text);
 
 }  // namespace ondemand::harness

@@ -77,3 +77,21 @@ TEST_CASE("the real supervisor serves from the fake device", "[harness][self]") 
   CHECK(sv.device().open_missing(1) == -2);
   CHECK(sv.device().open_missing(2) == -2);
 }
+
+// Property: the scan that fails a test on a sanitizer report in a
+// supervisor's log (where a sandboxed worker's reports land) finds each
+// sanitizer's report line, and not the daemon's own lines that merely
+// mention an error.
+TEST_CASE("sanitizer reports are found in a captured log, ordinary errors are not", "[harness][self]") {
+  const std::string ordinary =
+      "[2026-12-03 12:00:00.000] [error] worker[61] copen failed: std::runtime_error: bad\n"
+      "[2026-12-03 12:00:00.001] [warning] supervisor[50] ERROR: nothing sanitized here\n";
+  CHECK_FALSE(sanitizer_report(ordinary).has_value());
+  const std::string ubsan = ordinary + "engine/engine.cc:42:17: runtime error: signed integer overflow\n";
+  CHECK(sanitizer_report(ubsan) == "engine/engine.cc:42:17: runtime error: signed integer overflow");
+  const std::string asan = ordinary + "==61==ERROR: AddressSanitizer: heap-use-after-free on address 0x6\n";
+  CHECK(sanitizer_report(asan) == "==61==ERROR: AddressSanitizer: heap-use-after-free on address 0x6");
+  CHECK(sanitizer_report("==7==ERROR: LeakSanitizer: detected memory leaks\n").has_value());
+  CHECK(sanitizer_report("WARNING: ThreadSanitizer: data race (pid=9)\n").has_value());
+  CHECK(sanitizer_report("==8==ERROR: Can't open file: /r/asan.8 (reason: 13)\n").has_value());
+}

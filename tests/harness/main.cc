@@ -3,6 +3,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -21,6 +22,8 @@ void keep_log_for_failure(std::string title, std::string text) {
   logs.emplace_back(std::move(title), std::move(text));
 }
 
+void fail_current_test(const std::string& why) { FAIL_CHECK(why); }
+
 struct PrintLogsOnFailure : Catch::TestEventListenerBase {
   using TestEventListenerBase::TestEventListenerBase;
   void testCaseStarting(const Catch::TestCaseInfo&) override {
@@ -29,7 +32,9 @@ struct PrintLogsOnFailure : Catch::TestEventListenerBase {
   }
   void testCaseEnded(const Catch::TestCaseStats& stats) override {
     std::lock_guard lock(logs_mutex);
-    if (stats.totals.assertions.failed > 0)
+    // HARNESS_PRINT_LOGS=1: every test case's logs, passed or not.
+    static const bool always = std::getenv("HARNESS_PRINT_LOGS") != nullptr;
+    if (always || stats.totals.assertions.failed > 0)
       for (const auto& [title, text] : logs)
         Catch::cerr() << "\n----- " << title << " -----\n" << text << "----- end -----\n";
     logs.clear();

@@ -5,7 +5,8 @@
 #   tests/sanitize/run-asan.sh build         (what asan_vm_chaos runs)
 #   tests/sanitize/run-asan.sh build-tests   (also unit_tests, harness_tests)
 #   tests/sanitize/run-asan.sh unit    [CATCH2 ARGS...]
-#   tests/sanitize/run-asan.sh harness [CATCH2 ARGS...]
+#   tests/sanitize/run-asan.sh harness [CATCH2 ARGS...]   (what asan_harness runs,
+#                                 with HARNESS_TESTS=the CI build's harness_tests)
 #
 # Own build directory (ASAN_BUILD_DIR, default build/asan), ccache when
 # CCACHE_DIR is set (tests/run-all.sh exports it). `build` builds only what
@@ -45,7 +46,9 @@ case $mode in
         ;;
     unit) binary=$build/tests/unit/unit_tests ;;
     harness)
-        binary=$build/tests/harness/harness_tests
+        # The test driver need not be sanitized (ctest asan_harness passes
+        # the CI build's in HARNESS_TESTS); the programs under test are.
+        binary=${HARNESS_TESTS:-$build/tests/harness/harness_tests}
         # The binaries under test are the sanitized ones, not the CI build's.
         export HARNESS_BIN_DIR=$build
         ;;

@@ -4,7 +4,9 @@
 # flavour, tests/sanitize/run-asan.sh). The worker is kill -9'd on purpose,
 # which is no finding; a sanitizer report from any process is one: every
 # report goes to a file under $san_dir (log_path), and the supervisor's log,
-# which holds the workers' stderr, must not show one either. LeakSanitizer
+# which holds the workers' stderr, must not show one either (a worker runs
+# as worker_user and cannot write $san_dir: a sanitized worker reports to
+# its stderr, worker/main.cc). LeakSanitizer
 # is on: the supervisor and the last worker stop gracefully at the end and
 # report leaks; SIGKILLed workers report nothing.
 # Env (from run-vm.sh --env): CHAOS_ROUNDS, CHAOS_MIN_KILLS (chaos.sh).
@@ -43,7 +45,7 @@ if [ -n "$reports" ]; then
 else
     vt_pass sanitizer-reports "no report file under $san_dir"
 fi
-if grep -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$VT_SUPERVISOR_LOG" > /tmp/san-grep.txt; then
+if grep -E "ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|Can't open file)|runtime error:" "$VT_SUPERVISOR_LOG" > /tmp/san-grep.txt; then
     sed 's/^/sanitizer-log| /' /tmp/san-grep.txt | head -n 20
     vt_fail sanitizer-log "$(wc -l < /tmp/san-grep.txt) sanitizer line(s) in $VT_SUPERVISOR_LOG"
 else
