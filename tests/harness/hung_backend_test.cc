@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -43,6 +44,37 @@ struct SilentListener {
   }
 };
 
+// A supervisor whose config names the silent registry, with blob id
+// "stuck" bound to it. No --size: the worker must ask the registry for the
+// size at OPEN, so the hang is in the OPEN, whose reply the harness sees.
+struct HungRegistryNode {
+  SilentListener registry;
+  std::string host = fmt::format("127.0.0.1:{}", registry.port);
+  TempDir data;
+  SupervisorProcess sv;
+  HungRegistryNode(int request_timeout_ms, int registry_request_timeout_ms)
+      : sv(options(request_timeout_ms, registry_request_timeout_ms)) {}
+  // Once a worker serves (the control socket is up); its pid.
+  pid_t serving_with_binding() {
+    const auto worker = sv.wait_serving();
+    REQUIRE(worker);
+    const auto bind = sv.ctl({"bind", "stuck", "--registry", host, "--repository", "harness/stuck", "--digest",
+                              "sha256:" + std::string(64, '0')});
+    INFO(bind.out);
+    REQUIRE(bind.rc == 0);
+    return *worker;
+  }
+  SupervisorOptions options(int request_timeout_ms, int registry_request_timeout_ms) const {
+    SupervisorOptions o;
+    o.config = {{"data_dir", data.path().string()},
+                {"registries", {{host, {{"insecure_http", true}}}}},
+                {"request_timeout_ms", request_timeout_ms},
+                {"registry_request_timeout_ms", registry_request_timeout_ms},
+                {"spare_worker", false}};
+    return o;
+  }
+};
+
 }  // namespace
 
 // Property: an OPEN whose blob lives on a hung registry is answered with an
@@ -57,25 +89,9 @@ struct SilentListener {
 // next worker would get the same request again.
 TEST_CASE("a hung registry fails only its own request, and no worker is killed for it",
           "[harness][hung_backend]") {
-  SilentListener registry;
-  const std::string host = fmt::format("127.0.0.1:{}", registry.port);
-  TempDir data;
-  SupervisorOptions options;
-  options.config = {{"data_dir", data.path().string()},
-                    {"registries", {{host, {{"insecure_http", true}}}}},
-                    {"request_timeout_ms", 4000},
-                    {"registry_request_timeout_ms", 3900},
-                    {"spare_worker", false}};
-  SupervisorProcess sv(options);
-  const auto worker = sv.wait_serving();
-  REQUIRE(worker);
-
-  // No --size: the worker must ask the registry for it at OPEN, so the
-  // hang is in the OPEN, whose reply the harness sees.
-  const auto bind = sv.ctl({"bind", "stuck", "--registry", host, "--repository", "harness/stuck", "--digest",
-                            "sha256:" + std::string(64, '0')});
-  INFO(bind.out);
-  REQUIRE(bind.rc == 0);
+  HungRegistryNode node(4000, 3900);
+  auto& sv = node.sv;
+  const auto worker = node.serving_with_binding();
 
   REQUIRE(sv.device().inject(ondemand::proto::encode_open(1, 1, /*fd=*/1000, "erofs,harness", "stuck")));
   // Another image's OPEN, sent after the stuck one, is answered while the
@@ -95,7 +111,7 @@ TEST_CASE("a hung registry fails only its own request, and no worker is killed f
   CHECK(sv.device().open_missing(3) == -ENOENT);
   const auto status = sv.status();
   REQUIRE(status);
-  CHECK((*status)["worker"].value("pid", -1) == *worker);
+  CHECK((*status)["worker"].value("pid", -1) == worker);
   CHECK(status->value("hangs_detected", -1) == 0);
   CHECK(status->value("restarts", -1) == 0);
 }
@@ -109,22 +125,9 @@ TEST_CASE("a hung registry fails only its own request, and no worker is killed f
 // that workers keep crashing, not on what. SIGABRT, not SIGSEGV: ASan
 // would turn a SIGSEGV into a report (asan_harness).
 TEST_CASE("the request that workers keep dying on is named in the log", "[harness][poison]") {
-  SilentListener registry;
-  const std::string host = fmt::format("127.0.0.1:{}", registry.port);
-  TempDir data;
-  SupervisorOptions options;
-  options.config = {{"data_dir", data.path().string()},
-                    {"registries", {{host, {{"insecure_http", true}}}}},
-                    {"request_timeout_ms", 20000},
-                    {"registry_request_timeout_ms", 15000},
-                    {"spare_worker", false}};
-  SupervisorProcess sv(options);
-  auto worker = sv.wait_serving();
-  REQUIRE(worker);
-  const auto bind = sv.ctl({"bind", "stuck", "--registry", host, "--repository", "harness/stuck", "--digest",
-                            "sha256:" + std::string(64, '1')});
-  INFO(bind.out);
-  REQUIRE(bind.rc == 0);
+  HungRegistryNode node(20000, 15000);
+  auto& sv = node.sv;
+  std::optional<pid_t> worker = node.serving_with_binding();
 
   const std::string request = "OPEN msg_id=5 object_id=5 blob=stuck";
   for (int death = 1; death <= 2; ++death) {

@@ -15,6 +15,22 @@
 
 using namespace ondemand::harness;
 
+namespace {
+// A connection to the serving worker's adoption socket, as a would-be
+// supervisor makes it.
+ondemand::UniqueFd connect_worker_sock(SupervisorProcess& sv) {
+  ondemand::UniqueFd fd{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
+  REQUIRE(fd);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const auto path = (sv.state_dir() / "worker.sock").string();
+  REQUIRE(path.size() < sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, path.c_str());
+  REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  return fd;
+}
+}  // namespace
+
 // Property: with a silent connection held open on worker.sock for 6 s,
 // every OPEN injected every 50 ms is answered promptly (the old code reads
 // the adoption hello with a blocking 5 s receive on its event loop; the
@@ -26,14 +42,7 @@ TEST_CASE("a silent connection on worker.sock does not stall requests", "[harnes
   REQUIRE(serving);
   REQUIRE(sv.device().open_missing(1) == -2);
 
-  ondemand::UniqueFd silent{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
-  REQUIRE(silent);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const auto path = (sv.state_dir() / "worker.sock").string();
-  REQUIRE(path.size() < sizeof addr.sun_path);
-  std::strcpy(addr.sun_path, path.c_str());
-  REQUIRE(::connect(silent.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  const auto silent = connect_worker_sock(sv);
 
   Clock::duration longest{};
   std::uint32_t msg_id = 100;
@@ -77,14 +86,7 @@ TEST_CASE("garbage on worker.sock does not end the worker", "[harness][adoption]
   std::uint32_t msg_id = 300;
   for (const char* message : messages) {
     INFO(message);
-    ondemand::UniqueFd peer{::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)};
-    REQUIRE(peer);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const auto path = (sv.state_dir() / "worker.sock").string();
-    REQUIRE(path.size() < sizeof addr.sun_path);
-    std::strcpy(addr.sun_path, path.c_str());
-    REQUIRE(::connect(peer.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    const auto peer = connect_worker_sock(sv);
     REQUIRE(::send(peer.get(), message, std::strlen(message), MSG_NOSIGNAL) == static_cast<ssize_t>(std::strlen(message)));
     // An answer or a hang-up, within the worker's peer timeout.
     pollfd p{peer.get(), POLLIN, 0};
