@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <new>
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "common/sys.h"
 
@@ -42,6 +44,29 @@ void init_header(proto::SharedState* s) {
 }
 
 std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
+
+// A segment an older layout created (our magic and version, its header's
+// size equal to its length and below ours) is grown to our layout: fields
+// are only appended (proto/shm_layout.h), the new bytes read as zero, a
+// process that mapped it before keeps its shorter mapping, which stays
+// valid, and older readers that attach later accept the larger size. This
+// is what lets an upgrade that appends a field roll: without it neither the
+// new supervisor nor a new worker could attach the live segment. A segment
+// shorter than its own header says is damaged, never grown (check_header
+// refuses it). True when it grew `fd` to sizeof(SharedState).
+bool grow_older_layout(int fd, const void* mapping, std::size_t mapped_size, const std::string& name) {
+  const auto* s = static_cast<const proto::SharedState*>(mapping);
+  if (mapped_size >= sizeof(proto::SharedState) || mapped_size < offsetof(proto::SharedState, generation) ||
+      s->magic != proto::SHM_MAGIC || s->version != proto::SHM_VERSION || s->size != mapped_size)
+    return false;
+  if (::ftruncate(fd, static_cast<off_t>(sizeof(proto::SharedState))) < 0)
+    throw SharedStateError(fmt::format("shared memory {}: growing an older layout of {} bytes to {}: {}",
+                                       shm_path(name), mapped_size, sizeof(proto::SharedState),
+                                       sys::errno_name(errno)));
+  spdlog::info("shared memory {}: grew an older layout of {} bytes to this version's {} (appended fields start at 0)",
+               shm_path(name), mapped_size, sizeof(proto::SharedState));
+  return true;
+}
 
 // The segment must be ours alone: created by our euid, no group or other
 // permission bits. Anyone else who created the name first would otherwise
@@ -145,6 +170,11 @@ std::optional<SharedStateMapping> SharedStateMapping::open_existing(const std::s
     check_owner(impl->shm.get_mapping_handle().handle, name);
     // The whole segment: a newer supervisor's may be larger than our layout.
     impl->region = bip::mapped_region(impl->shm, bip::read_write);
+    if (grow_older_layout(impl->shm.get_mapping_handle().handle, impl->region.get_address(),
+                          impl->region.get_size(), name)) {
+      impl->region = bip::mapped_region(impl->shm, bip::read_write);
+      static_cast<proto::SharedState*>(impl->region.get_address())->size = sizeof(proto::SharedState);
+    }
     if (auto why = check_header(impl->region.get_address(), impl->region.get_size()); !why.empty())
       throw SharedStateError(fmt::format("shared memory {}: {}", shm_path(name), why));
     return SharedStateMapping(std::move(impl), name);
@@ -172,6 +202,16 @@ SharedStateMapping SharedStateMapping::attach_fd(int fd, const std::string& name
   if (p == MAP_FAILED)
     throw SharedStateError(fmt::format("shared memory {} (fd {}): mmap: {}", shm_path(name), fd, sys::errno_name(errno)));
   impl->raw = p;
+  if (grow_older_layout(fd, p, impl->raw_size, name)) {
+    ::munmap(p, impl->raw_size);
+    impl->raw = nullptr;
+    impl->raw_size = sizeof(proto::SharedState);
+    p = ::mmap(nullptr, impl->raw_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+      throw SharedStateError(fmt::format("shared memory {} (fd {}): mmap: {}", shm_path(name), fd, sys::errno_name(errno)));
+    impl->raw = p;
+    static_cast<proto::SharedState*>(p)->size = sizeof(proto::SharedState);
+  }
   if (auto why = check_header(p, impl->raw_size); !why.empty())
     throw SharedStateError(fmt::format("shared memory {}: {}", shm_path(name), why));
   return SharedStateMapping(std::move(impl), name);

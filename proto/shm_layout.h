@@ -12,6 +12,12 @@
 //     the layout size of the supervisor that created the segment;
 //   - a reader accepts size >= sizeof(its SharedState) with the same magic
 //     and the same `version`, and uses only the fields it knows;
+//   - a reader that finds an older, smaller layout (its header's size equal
+//     to the segment's length) grows the segment to its own layout in place
+//     and sets `size` to it (common/shared_state.cc): the appended fields
+//     read as zero, and processes that mapped the shorter segment keep a
+//     valid mapping. Without this, an upgrade that appends a field could
+//     not roll in either order (the segment outlives every process);
 //   - `version` changes only for an incompatible change (a field moved,
 //     resized or re-purposed), which rolling upgrades cannot cross.
 // The segment is created O_EXCL with mode 0600 and must be owned by the

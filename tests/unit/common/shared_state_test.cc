@@ -203,10 +203,48 @@ TEST_CASE("attach() accepts a larger segment from a future version", "[common][s
   CHECK(supervisor.state().counters.reads.load() == 11);
 }
 
-TEST_CASE("attach() and open_or_create() refuse a smaller segment without re-creating it", "[common][shared_state]") {
-  SegmentName seg;
+// Property: an older layout's segment (header size == its length, below
+// ours) is grown in place to ours, keeping every field it had, so an
+// upgrade that appends a field can attach the live segment; the new
+// fields read as zero.
+TEST_CASE("attach(), open_or_create() and attach_fd() grow an older layout's segment, keeping its fields",
+          "[common][shared_state]") {
+  const std::size_t older = sizeof(proto::SharedState) - 64;  // an older, shorter layout
   Header h;
-  h.state->size = sizeof(proto::SharedState) - 64;  // an older, shorter layout
+  h.state->size = static_cast<std::uint32_t>(older);
+  h.state->counters.reads.store(17);
+  SECTION("attach") {
+    SegmentName seg;
+    make_segment(seg.name, older, h.state.get(), 0600, ::geteuid());
+    auto attached = SharedStateMapping::attach(seg.name);
+    CHECK(attached.state().counters.reads.load() == 17);
+    CHECK(attached.state().size == sizeof(proto::SharedState));
+    CHECK(attached.state().oldest_request.text[0] == '\0');
+    CHECK(segment_stat(seg.name).st_size == static_cast<off_t>(sizeof(proto::SharedState)));
+  }
+  SECTION("open_or_create") {
+    SegmentName seg;
+    make_segment(seg.name, older, h.state.get(), 0600, ::geteuid());
+    auto supervisor = SharedStateMapping::open_or_create(seg.name);
+    CHECK(supervisor.state().counters.reads.load() == 17);  // kept, not re-created
+    CHECK(segment_stat(seg.name).st_size == static_cast<off_t>(sizeof(proto::SharedState)));
+  }
+  SECTION("attach_fd") {
+    SegmentName seg;
+    make_segment(seg.name, older, h.state.get(), 0600, ::geteuid());
+    UniqueFd fd{::shm_open(seg.name.c_str(), O_RDWR | O_CLOEXEC, 0)};
+    REQUIRE(fd);
+    auto worker = SharedStateMapping::attach_fd(fd.get(), seg.name);
+    CHECK(worker.state().counters.reads.load() == 17);
+    CHECK(worker.state().size == sizeof(proto::SharedState));
+  }
+}
+
+// Property: a segment shorter than its own header says (damaged, or cut
+// short under us) is refused, never grown or re-created.
+TEST_CASE("attach() and open_or_create() refuse a segment shorter than its header says", "[common][shared_state]") {
+  SegmentName seg;
+  Header h;  // says sizeof(SharedState)
   make_segment(seg.name, sizeof(proto::SharedState) - 64, h.state.get(), 0600, ::geteuid());
   CHECK_THROWS_WITH(SharedStateMapping::attach(seg.name),
                     Catch::Contains("/dev/shm/" + seg.name) && Catch::Contains("bytes"));
