@@ -197,19 +197,19 @@ SharedStateMapping SharedStateMapping::attach_fd(int fd, const std::string& name
   if (!S_ISREG(st.st_mode) || st.st_size <= 0)
     throw SharedStateError(fmt::format("shared memory {} (fd {}): not a shared memory segment", shm_path(name), fd));
   auto impl = std::make_unique<Impl>();
-  impl->raw_size = static_cast<std::size_t>(st.st_size);
-  void* p = ::mmap(nullptr, impl->raw_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED)
-    throw SharedStateError(fmt::format("shared memory {} (fd {}): mmap: {}", shm_path(name), fd, sys::errno_name(errno)));
-  impl->raw = p;
-  if (grow_older_layout(fd, p, impl->raw_size, name)) {
-    ::munmap(p, impl->raw_size);
+  auto map = [&](std::size_t bytes) {
+    if (impl->raw) ::munmap(impl->raw, impl->raw_size);
     impl->raw = nullptr;
-    impl->raw_size = sizeof(proto::SharedState);
-    p = ::mmap(nullptr, impl->raw_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
       throw SharedStateError(fmt::format("shared memory {} (fd {}): mmap: {}", shm_path(name), fd, sys::errno_name(errno)));
     impl->raw = p;
+    impl->raw_size = bytes;
+    return p;
+  };
+  void* p = map(static_cast<std::size_t>(st.st_size));
+  if (grow_older_layout(fd, p, impl->raw_size, name)) {
+    p = map(sizeof(proto::SharedState));
     static_cast<proto::SharedState*>(p)->size = sizeof(proto::SharedState);
   }
   if (auto why = check_header(p, impl->raw_size); !why.empty())
