@@ -90,7 +90,10 @@ inline constexpr int WORKER_CHANNEL_FD = 3;
 // adopt it (the supervisor's channel gone).
 inline constexpr std::string_view WORKER_SOCKET_NAME = "worker.sock";
 
-inline constexpr std::string_view VERSION = ONDEMAND_VERSION;
+// What `--version` and the handoff hello report: the project version plus
+// ONDEMAND_VERSION_SUFFIX (proto/version.cc, the one file built with it, so
+// a build with another suffix recompiles only that file).
+extern const std::string_view VERSION;
 
 namespace msg {
 
