@@ -46,6 +46,14 @@
 #                          project as installed (its configured prefix,
 #                          /usr/local by default: binaries, unit, config),
 #                          with the libraries of the installed programs
+#   --deb FILE             (repeatable) a Debian package for the scenario to
+#                          install, at /debs/<basename>. The VM gets dpkg
+#                          (dpkg, dpkg-deb, dpkg-split, GNU tar, ldconfig,
+#                          start-stop-daemon, systemd-sysusers), the libraries
+#                          of the package's programs, and a dpkg database in
+#                          which the packages it Depends on are installed (this
+#                          host's status entries for them: their files are
+#                          the libraries just copied)
 #   --timeout SECONDS      wall-clock limit for the VM (default 300, >= 30); the
 #                          scenario itself gets SECONDS-20 so that the VM can
 #                          still dump its logs before the host kills it.
@@ -94,7 +102,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 
 scenario='' build_dir='' log_file=''
 timeout_s=300 mem_mb=1024 cache_mb=256 keep=0 strip=1 use_systemd=0 install_dir=
-images=() adds=() envs=()
+images=() adds=() envs=() debs=()
 need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs an argument (see --help)"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -110,6 +118,7 @@ while [[ $# -gt 0 ]]; do
         --keep) keep=1; shift ;;
         --systemd) use_systemd=1; shift ;;
         --install) need_arg "$@"; install_dir=$2; shift 2 ;;
+        --deb) need_arg "$@"; debs+=("$2"); shift 2 ;;
         --no-strip) strip=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -127,6 +136,9 @@ fi
 if [[ -n $install_dir ]]; then
     [[ -f $install_dir/cmake_install.cmake ]] || die "--install $install_dir is not a configured CMake build dir"
 fi
+for deb in "${debs[@]}"; do
+    dpkg-deb --info "$deb" >/dev/null 2>&1 || die "--deb $deb is not a Debian package"
+done
 for spec in "${envs[@]}"; do
     [[ $spec =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$spec': expected NAME=VALUE with NAME a shell variable name"
 done
@@ -288,8 +300,12 @@ mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,etc,proc,sys,dev,tmp,run,root,m
 # add_elf SRC DEST: copies SRC to DEST in the VM plus every library ldd lists,
 # each at the exact path the dynamic loader will look for it.
 add_elf() {
-    local src=$1 dest=$2 out lib
-    install -D -m 0755 "$src" "$stage$dest"
+    install -D -m 0755 "$1" "$stage$2"
+    add_libs_of "$1"
+}
+# add_libs_of ELF: only the libraries of ELF (its own copy comes otherwise).
+add_libs_of() {
+    local src=$1 out lib
     if ! out=$(ldd "$src" 2>&1); then
         [[ $out == *"not a dynamic executable"* ]] && return 0
         die "ldd $src failed: $out"
@@ -377,6 +393,52 @@ if [[ -n $install_dir ]]; then
         fi
         log "installed $rel"
     done < <(find "$inst" -type f -print0)
+fi
+if ((${#debs[@]})); then
+    # dpkg and what it runs: dpkg-deb unpacks, GNU tar extracts the control
+    # archive, ldconfig and start-stop-daemon are on dpkg's list of programs
+    # it must find in PATH; sh, rm and diff are busybox's.
+    for prog in /usr/bin/dpkg /usr/bin/dpkg-deb /usr/bin/dpkg-split /usr/bin/dpkg-query /bin/tar \
+                /sbin/ldconfig /sbin/start-stop-daemon /usr/bin/systemd-sysusers; do
+        [[ -x $prog ]] || die "--deb: $prog not found on this host"
+        # Busybox's applets of the same name (dpkg, dpkg-deb, tar) would come first in PATH.
+        for d in bin sbin usr/bin usr/sbin; do
+            [[ -L $stage/$d/${prog##*/} ]] && rm -f "$stage/$d/${prog##*/}"
+        done
+        add_elf "$prog" "$prog"
+    done
+    mkdir -p "$stage"/var/lib/dpkg/{info,updates,triggers,alternatives} "$stage"/etc/dpkg "$stage"/var/log \
+        "$stage"/var/lib/ondemand "$stage"/debs
+    : >"$stage/var/lib/dpkg/status"
+    : >"$stage/var/lib/dpkg/available"
+    deps=()
+    for deb in "${debs[@]}"; do
+        x=$work/deb-$(basename "$deb")
+        mkdir -p "$x"
+        dpkg-deb -x "$deb" "$x"
+        while IFS= read -r -d '' f; do
+            is_elf "$f" && add_libs_of "$f"
+        done < <(find "$x" -type f -print0)
+        # Depends: "a (>= 1), b | c, ...": the first alternative of each.
+        while read -r dep; do deps+=("$dep"); done < <(dpkg-deb -f "$deb" Depends | tr ',' '\n' \
+            | sed 's/|.*//; s/(.*)//; s/:any//; s/[[:space:]]//g' | grep .)
+        install -m 0644 "$deb" "$stage/debs/$(basename "$deb")"
+        log "package $(basename "$deb") -> /debs (Depends: $(dpkg-deb -f "$deb" Depends))"
+    done
+    # A virtual package (libspdlog1.10-fmt9) is the installed one that
+    # Provides it; its stanza carries the Provides: line dpkg resolves.
+    providers=$(dpkg-query -W -f='${Package}\t${Provides}\n' | awk -F'\t' '{
+        n = split($2, v, ","); for (i = 1; i <= n; i++) { sub(/\(.*/, "", v[i]); gsub(/[[:space:]]|:any/, "", v[i]); if (v[i] != "") print v[i], $1 } }')
+    for dep in $(printf '%s\n' "${deps[@]}" | sort -u); do
+        pkg=$dep
+        dpkg-query -s "$pkg" >/dev/null 2>&1 || pkg=$(awk -v d="$dep" '$1 == d { print $2; exit }' <<<"$providers")
+        [[ -n $pkg ]] && dpkg-query -s "$pkg" >/dev/null 2>&1 ||
+            die "--deb: the package depends on $dep, which no package on this host is or provides"
+        { dpkg-query -s "$pkg"; echo; } >>"$stage/var/lib/dpkg/status"
+        # Its file list, empty: none of its files is dpkg's to manage here.
+        : >"$stage/var/lib/dpkg/info/$(dpkg-query -W -f='${binary:Package}' "$pkg").list"
+    done
+    log "dpkg database: $(grep -c '^Package:' "$stage/var/lib/dpkg/status") packages installed (the Depends)"
 fi
 for i in "${!image_names[@]}"; do
     cp "${image_paths[$i]}" "$stage/blobs/${image_names[$i]}"
