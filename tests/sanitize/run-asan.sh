@@ -4,17 +4,17 @@
 #
 #   tests/sanitize/run-asan.sh build         (what asan_vm_chaos runs)
 #   tests/sanitize/run-asan.sh build-tests   (also unit_tests, harness_tests)
-#   tests/sanitize/run-asan.sh unit    [CATCH2 ARGS...]
+#   tests/sanitize/run-asan.sh unit    [CATCH2 ARGS...]   (builds unit_tests first;
+#                                 what asan_unit runs)
 #   tests/sanitize/run-asan.sh harness [CATCH2 ARGS...]   (what asan_harness runs,
 #                                 with HARNESS_TESTS=the CI build's harness_tests)
 #
 # Own build directory (ASAN_BUILD_DIR, default build/asan), ccache when
 # CCACHE_DIR is set (tests/run-all.sh exports it). `build` builds only what
 # the ctest gate asan_vm_chaos runs in the VM: ondemand-supervisor,
-# ondemand-worker, ondemandctl (the unit tests are the largest target of the
-# tree, and building them sanitized for nothing doubled the suite's cold
-# build). `build-tests` adds unit_tests and harness_tests (and the programs
-# they start) for `unit` and `harness`.
+# ondemand-worker, ondemandctl; `unit` adds unit_tests (the largest target
+# of the tree) and runs it. `build-tests` builds unit_tests and
+# harness_tests (and the programs they start) for running them by hand.
 #
 # A report from any process of the run fails it, whoever wrote it: a test
 # binary, or a supervisor or worker it started (they get the options through
@@ -44,7 +44,14 @@ case $mode in
         echo "run-asan.sh: built the ASan+UBSan flavour in $build"
         exit 0
         ;;
-    unit) binary=$build/tests/unit/unit_tests ;;
+    unit)
+        # Builds what it runs (asan_unit): unit_tests and the two programs
+        # its SIGPIPE test starts, on top of asan_build's.
+        cmake -S "$root" -B "$build" -DONDEMAND_SANITIZE=address,undefined \
+            -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+        nice cmake --build "$build" --target unit_tests -j"$(nproc)"
+        binary=$build/tests/unit/unit_tests
+        ;;
     harness)
         # The test driver need not be sanitized (ctest asan_harness passes
         # the CI build's in HARNESS_TESTS); the programs under test are.
