@@ -30,7 +30,14 @@ std::map<std::string, std::string> proc_status(pid_t pid) {
 }
 
 void check_sandboxed(pid_t pid, const char* role) {
-  const auto st = proc_status(pid);
+  // The worker installs its filter itself once it has the device: a spare
+  // is known to the supervisor (wait_spare) a moment before that, longer
+  // under a sanitizer. Up to 10 s for it, then check everything.
+  auto st = proc_status(pid);
+  for (const auto until = Clock::now() + 10s; st.at("Seccomp") != "2" && Clock::now() < until;) {
+    std::this_thread::sleep_for(20ms);
+    st = proc_status(pid);
+  }
   INFO(role << " pid=" << pid);
   const passwd* nobody = ::getpwnam("nobody");
   REQUIRE(nobody != nullptr);
