@@ -66,25 +66,11 @@ case $mode in
 esac
 [[ -x $binary ]] || { echo "run-asan.sh: $binary missing: run '$0 build-tests' first" >&2; exit 2; }
 
+. "$root/tests/sanitize/reports.sh"
 reports=$build/sanitizer-reports/$mode
-rm -rf "$reports"
-mkdir -p "$reports"
+sanitizer_reset_dir "$reports"
 export ASAN_OPTIONS="halt_on_error=1 detect_leaks=1 detect_stack_use_after_return=1 check_initialization_order=1 strict_init_order=1 log_path=$reports/asan ${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1 log_path=$reports/ubsan ${UBSAN_OPTIONS:-}"
 
-rc=0
-"$binary" "$@" || rc=$?
-found=$(find "$reports" -type f | sort)
-if [[ -n $found ]]; then
-    for f in $found; do
-        echo "==== $f"
-        cat "$f"
-    done
-    echo "run-asan.sh: FAIL: sanitizer reports from the $mode run (above)" >&2
-    exit 1
-fi
-if [[ $rc -ne 0 ]]; then
-    echo "run-asan.sh: FAIL: $binary exited $rc (no sanitizer report)" >&2
-    exit "$rc"
-fi
+sanitizer_run run-asan.sh "$reports" "$binary" "$@"
 echo "run-asan.sh: $mode passed under ASan+UBSan with no report"

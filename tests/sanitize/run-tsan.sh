@@ -39,25 +39,11 @@ else
 fi
 [[ -x $binary ]] || { echo "run-tsan.sh: $binary missing" >&2; exit 2; }
 
+. "$root/tests/sanitize/reports.sh"
 reports=$build/sanitizer-reports/$mode
-rm -rf "$reports"
-mkdir -p "$reports"
+sanitizer_reset_dir "$reports"
 # second_deadlock_stack: a lock-order report names both stacks.
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 log_path=$reports/tsan ${TSAN_OPTIONS:-}"
 
-rc=0
-"$binary" "$@" || rc=$?
-found=$(find "$reports" -type f | sort)
-if [[ -n $found ]]; then
-    for f in $found; do
-        echo "==== $f"
-        cat "$f"
-    done
-    echo "run-tsan.sh: FAIL: ThreadSanitizer reports from the $mode run (above)" >&2
-    exit 1
-fi
-if [[ $rc -ne 0 ]]; then
-    echo "run-tsan.sh: FAIL: $binary exited $rc (no sanitizer report)" >&2
-    exit "$rc"
-fi
+sanitizer_run run-tsan.sh "$reports" "$binary" "$@"
 echo "run-tsan.sh: $mode passed under ThreadSanitizer with no report"
