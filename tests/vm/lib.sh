@@ -337,6 +337,11 @@ vt_ctl() {
 vt_json_num() {
     printf '%s' "$1" | grep -o "\"$2\":[0-9]*" | head -n 1 | cut -d: -f2
 }
+# vt_json_dec JSON KEY: the same for a decimal value (e.g. ondemand-chaos's
+# "longest_reader_stall_ms").
+vt_json_dec() {
+    printf '%s' "$1" | grep -o "\"$2\":[0-9.]*" | head -n 1 | cut -d: -f2
+}
 
 # vt_wait_state STATE SECONDS: waits until `ondemandctl status` reports
 # STATE (running, parked, ...) with a worker in that state. Returns 1 on

@@ -88,11 +88,10 @@ chaos() {
     /usr/bin/ondemand-chaos --config "$CONFIG" --image "basic=/manifests/basic.manifest" --no-kill \
         --readers 2 --rounds 1 --until-file "$1" --mount-root "$2"
 }
-stall_of() { grep -o '"longest_reader_stall_ms":[0-9.]*' "$1" | tail -n 1 | cut -d: -f2; }
 rm -f /tmp/base.done
 ( sleep 8; touch /tmp/base.done ) &
 chaos /tmp/base.done /mnt/base > /tmp/base.out 2> /tmp/base.err
-base_stall=$(stall_of /tmp/base.out)
+base_stall=$(vt_json_dec "$(tail -n 1 /tmp/base.out)" longest_reader_stall_ms)
 
 # ---- upgrade under continuous verified reads ----
 old_main=$(systemctl show -p MainPID --value "$UNIT")
@@ -112,7 +111,7 @@ chaos_rc=$?
 report=$(tail -n 1 /tmp/chaos.out)
 errors=$(vt_json_num "$report" read_errors)
 mismatches=$(vt_json_num "$report" mismatches)
-stall=$(stall_of /tmp/chaos.out)
+stall=$(vt_json_dec "$report" longest_reader_stall_ms)
 main=$(systemctl show -p MainPID --value "$UNIT")
 status=$("$CTL" status --json 2>&1)
 worker=$(worker_json "$status")

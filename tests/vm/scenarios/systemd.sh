@@ -96,7 +96,7 @@ rm -f /tmp/baseline.done
 ( sleep 8; touch /tmp/baseline.done ) &
 /bin/ondemand-chaos --config "$CONFIG" --image "basic=/manifests/basic.manifest" --no-kill --readers 2 \
     --rounds 1 --until-file /tmp/baseline.done --mount-root /mnt/base > /tmp/base.out 2> /tmp/base.err
-base_stall=$(tail -n 1 /tmp/base.out | grep -o '"longest_reader_stall_ms":[0-9.]*' | cut -d: -f2)
+base_stall=$(vt_json_dec "$(tail -n 1 /tmp/base.out)" longest_reader_stall_ms)
 vt_info "baseline (no restarts, same readers): longest reader stall ${base_stall:-?} ms"
 
 # ---- systemctl restart under continuous verified reads ----
@@ -129,7 +129,7 @@ chaos_rc=$?
 report=$(tail -n 1 /tmp/chaos.out)
 errors=$(vt_json_num "$report" read_errors)
 mismatches=$(vt_json_num "$report" mismatches)
-stall=$(printf '%s' "$report" | grep -o '"longest_reader_stall_ms":[0-9.]*' | cut -d: -f2)
+stall=$(vt_json_dec "$report" longest_reader_stall_ms)
 detail="$i restarts (longest systemctl restart ${longest_restart}s), the serving worker kept (adopted) in $kept, read errors ${errors:-?}, mismatches ${mismatches:-?}, longest reader stall ${stall:-?} ms (${base_stall:-?} ms with no restart), files $(vt_json_num "$report" files_verified)"
 if [ "$chaos_rc" = 0 ] && [ "$errors" = 0 ] && [ "$mismatches" = 0 ] && [ "$kept" = "$i" ]; then
     vt_pass systemd-restart "$detail"
