@@ -72,6 +72,10 @@ struct PendingRecordLayout {
   std::atomic<std::uint64_t> stale_answers;  // ENOENT: the dead worker had answered
   std::atomic<std::uint64_t> unknown_file_fills;
   PendingInbox inbox[INBOX_COUNT];
+  // Monotonic ns of the current worker's first response that released a
+  // reader (recovered or new event); 0 until then. Zeroed by each worker at
+  // start: with the kill time, it gives kill-to-first-answer.
+  std::atomic<std::uint64_t> first_answer_ns;
 };
 
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);

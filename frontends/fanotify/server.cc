@@ -44,6 +44,12 @@ Server::Server(boost::asio::io_context& loop, int group, CacheFileSet& files, Ra
   for (const auto& f : files_.files()) max_index = std::max(max_index, f.index);
   unmarked_.assign(max_index + 1, false);
   record_.layout().worker_generation.fetch_add(1);
+  record_.layout().first_answer_ns.store(0);
+}
+
+void Server::note_answer() {
+  std::uint64_t zero = 0;
+  record_.layout().first_answer_ns.compare_exchange_strong(zero, ondemand::sys::monotonic_ns());
 }
 
 Server::~Server() = default;
@@ -80,6 +86,7 @@ void Server::answer(std::int32_t fd, int fill_err) {
                   ondemand::sys::errno_name(err));
     return;
   }
+  note_answer();
   auto& l = record_.layout();
   l.events_answered.fetch_add(1);
   if (fill_err) l.events_denied.fetch_add(1);
@@ -152,6 +159,7 @@ RecoveryReport Server::recover() {
       } else if (err) {
         spdlog::error("fanotify: recovery response fd={}: {}", fd, ondemand::sys::errno_name(err));
       } else {
+        note_answer();
         l.events_answered.fetch_add(1);
       }
       spdlog::info("fanotify: recovered event fd={} range={}+{} file={} {}", fd, offset, count,

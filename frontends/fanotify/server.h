@@ -71,6 +71,7 @@ class Server {
                     const proto::fanotify::ParsedEvent& parsed);
   int fill_for(std::uint32_t slot, std::uint64_t offset, std::uint64_t count, bool& unknown);
   void answer(std::int32_t fd, int fill_err);
+  void note_answer();  // first_answer_ns, once per worker
   void after_fill(std::uint32_t file);  // file index
   void clear(proto::fanotify::PendingInbox& inbox);
   void maybe_die(KillPoint point);
