@@ -1,6 +1,7 @@
 #include "frontends/fanotify/filler.h"
 
 #include <cerrno>
+#include <future>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -22,7 +23,18 @@ AlignedRange widen(std::uint64_t offset, std::uint64_t len, std::uint64_t size, 
 LocalBlobFiller::LocalBlobFiller(std::vector<UniqueFd> sources, std::uint64_t window)
     : sources_(std::move(sources)), window_(window) {}
 
-int LocalBlobFiller::fill(CacheFile& file, std::uint64_t offset, std::uint64_t len) {
+int fill_now(RangeFiller& filler, CacheFile& file, std::uint64_t offset, std::uint64_t len) {
+  std::promise<int> result;
+  auto ready = result.get_future();
+  filler.fill(file, offset, len, [&result](int err) { result.set_value(err); });
+  return ready.get();
+}
+
+void LocalBlobFiller::fill(CacheFile& file, std::uint64_t offset, std::uint64_t len, Done done) {
+  done(fill_sync(file, offset, len));
+}
+
+int LocalBlobFiller::fill_sync(CacheFile& file, std::uint64_t offset, std::uint64_t len) {
   if (file.index >= sources_.size() || !sources_[file.index]) return EIO;
   const auto range = widen(offset, len, file.size, window_);
   constexpr std::uint64_t CHUNK = 1 << 20;

@@ -1,12 +1,13 @@
 // What the fanotify front end needs from the engine, and nothing more:
-// "fill [offset, offset+len) of cache file `index`", one result per call.
-// The engine being made front-end neutral will offer exactly that (fill a
-// range of a target fd from blob B, one completion per fill); until then
-// LocalBlobFiller does it with pread/pwrite from a local blob file, so the
-// two can be swapped without touching the event loop.
+// "fill [offset, offset+len) of cache file `index`", one completion per call.
+// EngineFiller (engine_filler.h) is the real one: the request engine's
+// fills, on its pool, from any backend. LocalBlobFiller is the minimal
+// pread/pwrite from local blob files, completing inline; the event loop
+// cannot tell them apart.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,23 +18,32 @@ namespace ondemand::fanotify {
 
 class RangeFiller {
  public:
+  // 0 when every byte of the range (clipped to the file) is in the cache
+  // file, else an errno for FAN_DENY.
+  using Done = std::function<void(int err)>;
   virtual ~RangeFiller() = default;
-  // Returns 0 when every byte of the range (clipped to the file) is in the
-  // cache file, else an errno for FAN_DENY. Idempotent: filling a range
-  // twice writes the same bytes (recovery relies on that).
-  virtual int fill(CacheFile& file, std::uint64_t offset, std::uint64_t len) = 0;
+  // Calls `done` exactly once, on any thread (inline, or a pool thread).
+  // Idempotent: filling a range twice writes the same bytes (recovery relies
+  // on that). `file` must outlive the call's completion.
+  virtual void fill(CacheFile& file, std::uint64_t offset, std::uint64_t len, Done done) = 0;
 };
+
+// fill(), waiting for its completion on the calling thread (recovery, which
+// finishes before the event loop runs). The filler must not complete on
+// this thread's event loop.
+int fill_now(RangeFiller& filler, CacheFile& file, std::uint64_t offset, std::uint64_t len);
 
 // Reads blob `index` from sources[index] (a local file of the blob's bytes)
 // and writes it through the cache file's writer fd. The range is widened to
 // `window`-aligned boundaries (fill-ahead: a sequential reader costs one
-// event per window) and clipped to the file size.
+// event per window) and clipped to the file size. Completes inline.
 class LocalBlobFiller final : public RangeFiller {
  public:
   LocalBlobFiller(std::vector<UniqueFd> sources, std::uint64_t window);
-  int fill(CacheFile& file, std::uint64_t offset, std::uint64_t len) override;
+  void fill(CacheFile& file, std::uint64_t offset, std::uint64_t len, Done done) override;
 
  private:
+  int fill_sync(CacheFile& file, std::uint64_t offset, std::uint64_t len);
   std::vector<UniqueFd> sources_;
   std::uint64_t window_;
 };

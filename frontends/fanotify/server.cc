@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include <boost/asio/post.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include "common/sys.h"
@@ -62,19 +64,19 @@ void Server::maybe_die(KillPoint point) {
   }
 }
 
-int Server::fill_for(std::uint32_t slot, std::uint64_t offset, std::uint64_t count, bool& unknown) {
+int Server::fill_now_for(std::uint32_t slot, std::uint64_t offset, std::uint64_t count, bool& unknown) {
   unknown = slot == pf::FILE_UNKNOWN;
   if (!unknown) {
     auto* f = files_.at(pf::file_index(slot));
     if (!f) return EIO;
-    return filler_.fill(*f, offset, count);
+    return fill_now(filler_, *f, offset, count);
   }
   // The event's file was never recorded (its worker died between read()
   // and fstat). Filling the range in every cache file is always correct:
   // each fill writes that file's own bytes.
   for (auto& f : files_.files()) {
     if (offset >= f.size) continue;
-    if (int err = filler_.fill(f, offset, count)) return err;
+    if (int err = fill_now(filler_, f, offset, count)) return err;
   }
   return 0;
 }
@@ -144,7 +146,7 @@ RecoveryReport Server::recover() {
       ++report.events;
       bool unknown = false;
       const auto slot = inbox.file[k].load();
-      const int fill_err = malformed ? EIO : fill_for(slot, offset, count, unknown);
+      const int fill_err = malformed ? EIO : fill_now_for(slot, offset, count, unknown);
       if (unknown) ++report.unknown_file;
       if (fill_err) ++report.denied;
       // The number is the dead worker's: nobody else can hold a pending
@@ -187,7 +189,7 @@ void Server::stop() {
 }
 
 void Server::wait() {
-  if (stopped_) return;
+  if (stopped_ || paused_) return;
   descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                          [this](const boost::system::error_code& ec) {
                            if (ec) return;
@@ -213,28 +215,46 @@ bool Server::read_into(pf::PendingInbox& inbox) {
 
 void Server::drain() {
   auto& l = record_.layout();
-  for (;;) {
-    pf::PendingInbox* inbox = nullptr;
-    for (auto& candidate : l.inbox)
-      if (candidate.state.load() == pf::INBOX_EMPTY) {
-        inbox = &candidate;
+  while (!stopped_) {
+    std::size_t idx = pf::INBOX_COUNT;
+    for (std::size_t i = 0; i < pf::INBOX_COUNT; ++i)
+      if (l.inbox[i].state.load() == pf::INBOX_EMPTY) {
+        idx = i;
         break;
       }
-    if (!inbox) {
-      // Inline fills finish every inbox before the next read.
-      spdlog::critical("fanotify: no empty inbox in the pending record");
-      std::abort();
+    if (idx == pf::INBOX_COUNT) {
+      // Every inbox holds events still being filled: read no more until one
+      // is answered through (finish_one resumes). The kernel queues the
+      // rest (FAN_UNLIMITED_QUEUE).
+      paused_ = true;
+      return;
     }
-    if (!read_into(*inbox)) return;
+    auto& inbox = l.inbox[idx];
+    if (!read_into(inbox)) return;
     maybe_die(KillPoint::AFTER_READ);
-    const auto parsed =
-        pf::parse_fanotify_events({inbox->bytes, inbox->bytes_read.load()});
-    for (std::size_t k = 0; k < parsed.events.size(); ++k) handle_event(*inbox, k, parsed.events[k]);
-    clear(*inbox);
+    const auto parsed = pf::parse_fanotify_events({inbox.bytes, inbox.bytes_read.load()});
+    // One count per event, plus one held while dispatching so that events
+    // completing inline cannot clear the inbox under the loop.
+    outstanding_[idx] = static_cast<std::uint32_t>(parsed.events.size()) + 1;
+    for (std::size_t k = 0; k < parsed.events.size(); ++k) handle_event(idx, k, parsed.events[k]);
+    finish_one(idx);
   }
 }
 
-void Server::handle_event(pf::PendingInbox& inbox, std::size_t k, const pf::ParsedEvent& parsed) {
+void Server::finish_one(std::size_t idx) {
+  if (--outstanding_[idx] != 0) return;
+  clear(record_.layout().inbox[idx]);
+  if (paused_ && !stopped_) {
+    paused_ = false;
+    boost::asio::post(loop_, [this] {
+      drain();
+      wait();
+    });
+  }
+}
+
+void Server::handle_event(std::size_t idx, std::size_t k, const pf::ParsedEvent& parsed) {
+  auto& inbox = record_.layout().inbox[idx];
   if (k >= pf::INBOX_MAX_EVENTS) {
     spdlog::critical("fanotify: more events than inbox positions");
     std::abort();
@@ -246,31 +266,43 @@ void Server::handle_event(pf::PendingInbox& inbox, std::size_t k, const pf::Pars
       answer(err->fd, EIO);
       inbox.answered[k].store(1);
     }
+    finish_one(idx);
     return;
   }
   const auto& ev = std::get<pf::PreAccessEvent>(parsed);
-  UniqueFd event_fd(ev.fd);
+  // The event fd stays open until the answer is recorded: while it is, no
+  // other event can carry its number.
+  auto event_fd = std::make_shared<UniqueFd>(ev.fd);
   const auto file = files_.resolve(ev.fd);
   if (file) inbox.file[k].store(pf::file_slot(*file));
   maybe_die(KillPoint::AFTER_RECORD);
-  int fill_err = 0;
-  if (!file) {
+  CacheFile* f = file ? files_.at(*file) : nullptr;
+  if (!f) {
     // Not one of our files (we mark nothing else): never allow blindly.
     spdlog::error("fanotify: event fd={} pid={} on a file that is not a cache file", ev.fd, ev.pid);
-    fill_err = EIO;
-  } else {
-    bool unknown = false;
-    fill_err = fill_for(pf::file_slot(*file), ev.offset, ev.count, unknown);
+    complete(idx, k, ev, std::move(event_fd), EIO, std::nullopt);
+    return;
   }
+  filler_.fill(*f, ev.offset, ev.count, [this, idx, k, ev, event_fd, file](int fill_err) {
+    boost::asio::post(loop_, [this, idx, k, ev, event_fd, file, fill_err]() mutable {
+      complete(idx, k, ev, std::move(event_fd), fill_err, file);
+    });
+  });
+}
+
+void Server::complete(std::size_t idx, std::size_t k, const pf::PreAccessEvent& ev,
+                      std::shared_ptr<UniqueFd> event_fd, int fill_err, std::optional<std::uint32_t> file) {
   maybe_die(KillPoint::AFTER_FILL);
   answer(ev.fd, fill_err);
   maybe_die(KillPoint::AFTER_ANSWER);
-  inbox.answered[k].store(1);
+  record_.layout().inbox[idx].answered[k].store(1);
+  event_fd.reset();
   ++handled_;
   spdlog::debug("fanotify: event fd={} pid={} range={}+{} file={} {}", ev.fd, ev.pid, ev.offset,
                 ev.count, file ? std::to_string(*file) : std::string("unknown"),
                 fill_err ? "denied" : "allowed");
   if (file) after_fill(*file);
+  finish_one(idx);
 }
 
 }  // namespace ondemand::fanotify

@@ -17,12 +17,16 @@
 // process_access_response), so a number must never be answered for a new
 // event while an old one may still wait under it.
 //
-// Event-loop thread only. Fills run inline for now (the engine will move
-// them to its pool with one completion per fill).
+// Event-loop thread only. Live events are filled asynchronously (the
+// filler completes on any thread; the answer is posted back to the loop),
+// up to INBOX_COUNT reads' worth of events at once; recover() fills
+// synchronously, before the loop serves anything.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -67,9 +71,14 @@ class Server {
   void wait();
   void drain();
   bool read_into(proto::fanotify::PendingInbox& inbox);
-  void handle_event(proto::fanotify::PendingInbox& inbox, std::size_t k,
-                    const proto::fanotify::ParsedEvent& parsed);
-  int fill_for(std::uint32_t slot, std::uint64_t offset, std::uint64_t count, bool& unknown);
+  void handle_event(std::size_t inbox, std::size_t k, const proto::fanotify::ParsedEvent& parsed);
+  // On the loop, once the event's fill finished (or failed): answer, record
+  // the answer, close the event fd.
+  void complete(std::size_t inbox, std::size_t k, const proto::fanotify::PreAccessEvent& ev,
+                std::shared_ptr<UniqueFd> event_fd, int fill_err, std::optional<std::uint32_t> file);
+  // One event of the inbox is answered through; the last one clears it.
+  void finish_one(std::size_t inbox);
+  int fill_now_for(std::uint32_t slot, std::uint64_t offset, std::uint64_t count, bool& unknown);
   void answer(std::int32_t fd, int fill_err);
   void note_answer();  // first_answer_ns, once per worker
   void after_fill(std::uint32_t file);  // file index
@@ -85,6 +94,8 @@ class Server {
   KillHook hook_;
   std::uint64_t handled_ = 0;
   std::vector<bool> unmarked_;
+  std::array<std::uint32_t, proto::fanotify::INBOX_COUNT> outstanding_{};  // per inbox
+  bool paused_ = false;  // every inbox busy: not reading
   bool stopped_ = false;
 };
 

@@ -25,7 +25,6 @@
 #include <thread>
 
 #include <catch2/catch.hpp>
-#include <spdlog/spdlog.h>
 
 #include "tests/unit/frontends/fanotify/fixture.h"
 
@@ -207,13 +206,9 @@ TEST_CASE("fanotify chaos: random SIGKILLs of the worker under verifying readers
   std::printf("fanotify chaos: %llu kills, seed %llu (ONDEMAND_FANOTIFY_CHAOS_SEED)\n",
               static_cast<unsigned long long>(target), static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(seed);
-  // Workers log every recovered event at info; the totals below say it all.
-  const auto level = spdlog::get_level();
-  spdlog::set_level(spdlog::level::warn);
   Tally t;
   const auto started = std::chrono::steady_clock::now();
   while (t.kills < target) chaos_round(t, target, rng);
-  spdlog::set_level(level);
   const auto secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 

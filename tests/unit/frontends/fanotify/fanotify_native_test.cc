@@ -20,7 +20,12 @@ namespace pf = proto::fanotify;
 
 TEST_CASE("fanotify: a file-backed EROFS mount served lazily reads every file right",
           "[fanotify][native]") {
-  Fixture fx;
+  const auto [kind, name] = GENERATE(table<FillerKind, const char*>({
+      {FillerKind::ENGINE, "the engine's fills"},
+      {FillerKind::LOCAL, "the inline local filler"},
+  }));
+  INFO(name);
+  Fixture fx(FILES, 1, kind);
   fx.start_worker();
   fx.mount_image();
   check_all_files(fx);
@@ -30,7 +35,7 @@ TEST_CASE("fanotify: a file-backed EROFS mount served lazily reads every file ri
   CHECK(!fx.blob_marked());
   CHECK(fx.record().events_answered.load() > 0);
   CHECK(fx.record().events_denied.load() == 0);
-  std::printf("fanotify serve: %llu events answered for %zu files\n",
+  std::printf("fanotify serve (%s): %llu events answered for %zu files\n", name,
               static_cast<unsigned long long>(fx.record().events_answered.load()), FILES.size());
 }
 
@@ -56,8 +61,16 @@ TEST_CASE("fanotify: mmap page faults on the mounted files are served too",
 
 TEST_CASE("fanotify: a backend failure denies with EIO instead of allowing a hole",
           "[fanotify][native]") {
+  const auto [missing, name] = GENERATE(table<bool, const char*>({
+      {false, "the data blob is shorter than its cache file"},
+      {true, "the backend has no data blob"},
+  }));
+  INFO(name);
   Fixture fx;
-  fx.truncate_source(1, 4096);  // the data blob's source ends early
+  if (missing)
+    fx.remove_source(1);
+  else
+    fx.truncate_source(1, 4096);
   fx.start_worker();
   fx.mount_image();
   const auto f = run({"sha256sum", (fx.mnt() / "big").string()});

@@ -32,7 +32,10 @@
 #include <fmt/format.h>
 
 #include "common/sys.h"
+#include "backends/local.h"
+#include "engine/engine.h"
 #include "frontends/fanotify/cache_file.h"
+#include "frontends/fanotify/engine_filler.h"
 #include "frontends/fanotify/erofs_mount.h"
 #include "frontends/fanotify/fanotify_sys.h"
 #include "frontends/fanotify/filler.h"
@@ -123,6 +126,11 @@ inline std::string sha256_of(const fs::path& path) {
   return f.out.substr(0, 64);
 }
 
+// Which RangeFiller the workers use.
+enum class FillerKind { ENGINE, LOCAL };
+// The blob ids of the image's two blobs, as files in the backend's blob_dir.
+inline const std::vector<std::string> BLOB_IDS = {"meta", "data"};
+
 struct FileCase {
   std::string rel;
   std::uint64_t size;
@@ -138,7 +146,9 @@ inline const std::vector<FileCase> FILES = {
 class Fixture {
  public:
   // `seed` makes the file contents (a new seed: a freshly created image).
-  explicit Fixture(const std::vector<FileCase>& files = FILES, std::uint64_t seed = 1) {
+  explicit Fixture(const std::vector<FileCase>& files = FILES, std::uint64_t seed = 1,
+                   FillerKind filler = FillerKind::ENGINE)
+      : filler_kind_(filler) {
     char tmpl[] = "/tmp/ondemand-fanotify-XXXXXX";
     REQUIRE(::mkdtemp(tmpl));
     root_ = tmpl;
@@ -158,7 +168,10 @@ class Fixture {
     INFO("mkfs.erofs (erofs-utils) must be installed");
     REQUIRE(WIFEXITED(mk.status));
     REQUIRE(WEXITSTATUS(mk.status) == 0);
-    sources_ = {(root_ / "meta.img").string(), (root_ / "blob.img").string()};
+    // The backend's blob_dir: one file per blob id.
+    fs::create_directories(root_ / "blobs");
+    for (std::size_t i = 0; i < BLOB_IDS.size(); ++i)
+      fs::copy_file(root_ / (i == 0 ? "meta.img" : "blob.img"), root_ / "blobs" / BLOB_IDS[i]);
 
     group_ = create_group();
     // The metadata blob whole (it is all the mount needs before 7.1), the
@@ -191,12 +204,12 @@ class Fixture {
   CacheFileSet& files() { return files_; }
   pf::PendingRecordLayout& record() { return record_->layout(); }
   const std::map<std::string, std::string>& expected() const { return expected_; }
+  // The backend's copy of blob `index` ends early (its cache file does not).
   void truncate_source(std::size_t index, std::uint64_t size) {
-    const auto copy = root_ / fmt::format("short-{}", index);
-    fs::copy_file(sources_[index], copy);
-    fs::resize_file(copy, size);
-    sources_[index] = copy.string();
+    fs::resize_file(root_ / "blobs" / BLOB_IDS.at(index), size);
   }
+  // The backend has no blob `index` at all.
+  void remove_source(std::size_t index) { fs::remove(root_ / "blobs" / BLOB_IDS.at(index)); }
 
   // A worker: a forked child that attaches to the record, recovers, serves.
   pid_t start_worker(KillHook hook = {}) {
@@ -235,15 +248,29 @@ class Fixture {
     int code = 0;
     try {
       auto record = PendingRecord::attach(record_path_);
-      std::vector<UniqueFd> fds;
-      for (const auto& s : sources_) {
-        auto o = ondemand::sys::open(s.c_str(), O_RDONLY | O_CLOEXEC);
-        if (!o.fd) ::_exit(2);
-        fds.push_back(std::move(o.fd));
-      }
-      LocalBlobFiller filler(std::move(fds), WINDOW);
       boost::asio::io_context loop;
-      Server server(loop, group_.get(), files_, filler, record, hook);
+      // The engine path, as the worker will run it: a local backend on
+      // blob_dir, the engine's pool, EngineFiller. LOCAL: the minimal
+      // inline filler, so both RangeFillers pass the same tests.
+      worker::LocalBackend backend(root_ / "blobs");
+      proto::WorkerCounters counters{};
+      proto::WorkerMetrics metrics{};
+      worker::Engine engine(loop, backend, {.io_threads = 2}, counters, metrics);
+      std::unique_ptr<RangeFiller> filler;
+      if (filler_kind_ == FillerKind::ENGINE) {
+        std::vector<proto::BlobRef> refs;
+        for (const auto& id : BLOB_IDS) refs.push_back({"", id});
+        filler = std::make_unique<EngineFiller>(engine, files_, refs, FillOptions{.window = WINDOW});
+      } else {
+        std::vector<UniqueFd> fds;
+        for (const auto& id : BLOB_IDS) {
+          auto o = ondemand::sys::open((root_ / "blobs" / id).c_str(), O_RDONLY | O_CLOEXEC);
+          if (!o.fd) ::_exit(2);
+          fds.push_back(std::move(o.fd));
+        }
+        filler = std::make_unique<LocalBlobFiller>(std::move(fds), WINDOW);
+      }
+      Server server(loop, group_.get(), files_, *filler, record, hook);
       server.recover();
       server.start();
       loop.run();
@@ -256,7 +283,7 @@ class Fixture {
 
   fs::path root_;
   std::map<std::string, std::string> expected_;
-  std::vector<std::string> sources_;
+  FillerKind filler_kind_;
   UniqueFd group_;
   CacheFileSet files_;
   std::string record_path_;
