@@ -76,6 +76,10 @@ struct PendingRecordLayout {
   // reader (recovered or new event); 0 until then. Zeroed by each worker at
   // start: with the kill time, it gives kill-to-first-answer.
   std::atomic<std::uint64_t> first_answer_ns;
+  // Graceful hand-overs (upgrades), and those that began with events read
+  // and still being filled (the hand-over answered them before exiting).
+  std::atomic<std::uint64_t> hand_overs;
+  std::atomic<std::uint64_t> hand_overs_in_flight;
 };
 
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);

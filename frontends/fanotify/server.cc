@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include <boost/asio/post.hpp>
 
@@ -188,6 +190,23 @@ void Server::stop() {
   descriptor_.cancel(ignored);
 }
 
+bool Server::idle() const {
+  return std::all_of(outstanding_.begin(), outstanding_.end(), [](auto n) { return n == 0; });
+}
+
+void Server::hand_over(std::function<void()> done) {
+  stop();
+  record_.layout().hand_overs.fetch_add(1);
+  if (!idle()) record_.layout().hand_overs_in_flight.fetch_add(1);
+  spdlog::info("fanotify: handing over: reading stopped, {} inbox(es) still being answered",
+               std::count_if(outstanding_.begin(), outstanding_.end(), [](auto n) { return n != 0; }));
+  if (idle()) {
+    boost::asio::post(loop_, std::move(done));
+    return;
+  }
+  handed_over_ = std::move(done);
+}
+
 void Server::wait() {
   if (stopped_ || paused_) return;
   descriptor_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
@@ -236,6 +255,9 @@ void Server::drain() {
     // One count per event, plus one held while dispatching so that events
     // completing inline cannot clear the inbox under the loop.
     outstanding_[idx] = static_cast<std::uint32_t>(parsed.events.size()) + 1;
+    // Fills complete on another thread: keep the loop running until they
+    // are answered, even with nothing else to wait for (a hand-over).
+    if (!busy_) busy_.emplace(loop_.get_executor());
     for (std::size_t k = 0; k < parsed.events.size(); ++k) handle_event(idx, k, parsed.events[k]);
     finish_one(idx);
   }
@@ -244,6 +266,11 @@ void Server::drain() {
 void Server::finish_one(std::size_t idx) {
   if (--outstanding_[idx] != 0) return;
   clear(record_.layout().inbox[idx]);
+  if (idle()) busy_.reset();
+  if (handed_over_ && idle()) {
+    boost::asio::post(loop_, std::exchange(handed_over_, nullptr));
+    return;
+  }
   if (paused_ && !stopped_) {
     paused_ = false;
     boost::asio::post(loop_, [this] {

@@ -25,9 +25,11 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
@@ -64,6 +66,13 @@ class Server {
   // Arm the wait-readable/drain loop.
   void start();
   void stop();
+  // A graceful exit (an upgrade): read no more events, answer every event
+  // already read, then call `done` on the loop. The successor may read only
+  // after that: were both reading, an event of ours still waiting and one
+  // of its could carry the same fd number, and the kernel answers the
+  // oldest event with a number (process_access_response).
+  void hand_over(std::function<void()> done);
+  bool idle() const;  // no event read and unanswered
 
   std::uint64_t events_handled() const { return handled_; }
 
@@ -96,6 +105,9 @@ class Server {
   std::vector<bool> unmarked_;
   std::array<std::uint32_t, proto::fanotify::INBOX_COUNT> outstanding_{};  // per inbox
   bool paused_ = false;  // every inbox busy: not reading
+  std::function<void()> handed_over_;  // hand_over()'s, until idle
+  // Held while any event is unanswered.
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> busy_;
   bool stopped_ = false;
 };
 

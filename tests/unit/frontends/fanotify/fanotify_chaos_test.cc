@@ -33,13 +33,6 @@ namespace {
 
 using namespace fanotify_test;
 
-// About 5 MiB of data chunks per image: a few hundred events per round, so
-// most kills land with events in flight.
-const std::vector<FileCase> CHAOS_FILES = {
-    {"a", 3 << 20},          {"b", (1 << 20) + 5}, {"dir/c", 512 * 1024},
-    {"dir/d", 200000},       {"dir/sub/e", 4096},  {"dir/sub/f", 10},
-    {"g", 0},                {"h", 65537},
-};
 constexpr int READERS = 3;
 constexpr auto ROUND_LIMIT = std::chrono::seconds(120);
 
@@ -68,14 +61,6 @@ struct Tally {
   std::vector<double> kill_to_answer_ms;
 };
 
-// One reader: sha256sum of every file, in its own order.
-Child start_reader(const Fixture& fx, std::mt19937_64& rng) {
-  std::vector<std::string> argv{"sha256sum"};
-  for (const auto& [rel, sum] : fx.expected()) argv.push_back((fx.mnt() / rel).string());
-  std::shuffle(argv.begin() + 1, argv.end(), rng);
-  return spawn(argv);
-}
-
 // The worker has read events it has not finished (or is inside read()).
 bool events_held(pf::PendingRecordLayout& record) {
   for (auto& inbox : record.inbox)
@@ -88,7 +73,7 @@ void sleep_us(std::uint64_t us) { std::this_thread::sleep_for(std::chrono::micro
 // One round: a fresh image, READERS readers over all of it, and a worker
 // killed again and again until the readers are done.
 void chaos_round(Tally& t, std::uint64_t target, std::mt19937_64& rng) {
-  Fixture fx(CHAOS_FILES, 1000 * (t.rounds + 1) + (rng() % 1000));
+  Fixture fx(MANY_FILES, 1000 * (t.rounds + 1) + (rng() % 1000));
   pid_t worker = fx.start_worker();
   fx.mount_image();
   std::vector<Child> readers;
@@ -166,29 +151,13 @@ void chaos_round(Tally& t, std::uint64_t target, std::mt19937_64& rng) {
   }
   for (int r = 0; r < READERS; ++r) {
     // The readers are reaped: what is left is their output.
-    std::string out;
-    char buf[4096];
-    for (;;) {
-      auto n = ondemand::sys::read(readers[r].out.get(), buf, sizeof buf);
-      if (!n.ok() || n.rc == 0) break;
-      out.append(buf, static_cast<std::size_t>(n.rc));
-    }
     if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
       ++t.read_errors;
       UNSCOPED_INFO(fmt::format("round {} reader {} wait status {:#x}", t.rounds, r, status[r]));
     }
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);) {
-      const auto sum = line.substr(0, 64);
-      const auto path = fs::path(line.substr(66));
-      const auto rel = fs::relative(path, fx.mnt()).string();
-      ++t.files_read;
-      if (fx.expected().at(rel) != sum) {
-        ++t.mismatches;
-        UNSCOPED_INFO(fmt::format("round {} reader {} {}: {} expected {}", t.rounds, r, rel, sum,
-                                  fx.expected().at(rel)));
-      }
-    }
+    const auto seen = check_reader_output(fx, readers[r]);
+    t.files_read += seen.files;
+    t.mismatches += seen.mismatches;
   }
   // Every data chunk was read, so the data blob is complete (no hole left
   // behind a fill cut short).
@@ -228,7 +197,7 @@ TEST_CASE("fanotify chaos: random SIGKILLs of the worker under verifying readers
       ms.size());
   CHECK(t.read_errors == 0);
   CHECK(t.mismatches == 0);
-  CHECK(t.files_read == t.rounds * READERS * CHAOS_FILES.size());
+  CHECK(t.files_read == t.rounds * READERS * MANY_FILES.size());
   // The run proves recovery only if kills really left events behind.
   CHECK(t.kills_in_flight > 0);
 }

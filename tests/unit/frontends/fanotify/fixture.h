@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <random>
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
@@ -141,6 +143,14 @@ inline const std::vector<FileCase> FILES = {
     {"dir/sub/page", 4096},
 };
 
+// About 5 MiB of data chunks per image: a few hundred events per reading
+// of it, for the chaos and upgrade runs.
+inline const std::vector<FileCase> MANY_FILES = {
+    {"a", 3 << 20},          {"b", (1 << 20) + 5}, {"dir/c", 512 * 1024},
+    {"dir/d", 200000},       {"dir/sub/e", 4096},  {"dir/sub/f", 10},
+    {"g", 0},                {"h", 65537},
+};
+
 // One image and its cache, mounted file-backed; the test process holds the
 // group, the writer fds and the pending record, like a supervisor.
 class Fixture {
@@ -212,10 +222,22 @@ class Fixture {
   void remove_source(std::size_t index) { fs::remove(root_ / "blobs" / BLOB_IDS.at(index)); }
 
   // A worker: a forked child that attaches to the record, recovers, serves.
-  pid_t start_worker(KillHook hook = {}) {
+  // With `go`: a standby, which attaches and opens its blobs at once but
+  // serves (recovers, then reads) only once a byte is written to *go.
+  // SIGUSR2 makes a worker hand over (Server::hand_over) and exit 0.
+  pid_t start_worker(KillHook hook = {}, UniqueFd* go = nullptr) {
+    int p[2] = {-1, -1};
+    if (go) REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
-    if (pid == 0) worker_main(hook);
+    if (pid == 0) {
+      if (go) ::close(p[1]);
+      worker_main(hook, p[0]);
+    }
+    if (go) {
+      ::close(p[0]);
+      go->reset(p[1]);
+    }
     workers_.push_back(pid);
     return pid;
   }
@@ -244,7 +266,7 @@ class Fixture {
   }
 
  private:
-  [[noreturn]] void worker_main(KillHook hook) {
+  [[noreturn]] void worker_main(KillHook hook, int go) {
     int code = 0;
     try {
       auto record = PendingRecord::attach(record_path_);
@@ -270,7 +292,15 @@ class Fixture {
         }
         filler = std::make_unique<LocalBlobFiller>(std::move(fds), WINDOW);
       }
+      if (go >= 0) {
+        char byte = 0;
+        if (ondemand::sys::read(go, &byte, 1).rc != 1) ::_exit(4);  // the test gave up
+      }
       Server server(loop, group_.get(), files_, *filler, record, hook);
+      boost::asio::signal_set upgrade(loop, SIGUSR2);
+      upgrade.async_wait([&](const boost::system::error_code& ec, int) {
+        if (!ec) server.hand_over([&] { loop.stop(); });
+      });
       server.recover();
       server.start();
       loop.run();
@@ -319,6 +349,45 @@ inline Unanswered unanswered_in(pf::PendingRecordLayout& record) {
     }
   }
   return u;
+}
+
+// One reader: sha256sum of every file of the mount, in its own order.
+inline Child start_reader(const Fixture& fx, std::mt19937_64& rng) {
+  std::vector<std::string> argv{"sha256sum"};
+  for (const auto& [rel, sum] : fx.expected()) argv.push_back((fx.mnt() / rel).string());
+  std::shuffle(argv.begin() + 1, argv.end(), rng);
+  return spawn(argv);
+}
+
+// What a finished reader printed, checked against the image: files seen,
+// and the files whose SHA-256 is wrong (named in the test's output).
+struct ReaderResult {
+  std::uint64_t files = 0;
+  std::uint64_t mismatches = 0;
+};
+inline ReaderResult check_reader_output(const Fixture& fx, Child& reader) {
+  ReaderResult r;
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    auto n = ondemand::sys::read(reader.out.get(), buf, sizeof buf);
+    if (!n.ok() || n.rc == 0) break;
+    out.append(buf, static_cast<std::size_t>(n.rc));
+  }
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.size() < 67) continue;
+    const auto sum = line.substr(0, 64);
+    const auto rel = fs::relative(fs::path(line.substr(66)), fx.mnt()).string();
+    ++r.files;
+    const auto it = fx.expected().find(rel);
+    if (it == fx.expected().end() || it->second != sum) {
+      ++r.mismatches;
+      UNSCOPED_INFO(fmt::format("{}: sha256 {} expected {}", rel, sum,
+                                it == fx.expected().end() ? "no such file" : it->second));
+    }
+  }
+  return r;
 }
 
 inline void check_all_files(Fixture& fx) {
