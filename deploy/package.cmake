@@ -37,8 +37,16 @@ set(CPACK_STRIP_FILES ON)
 # Maintainer scripts, with this build's paths.
 set(ONDEMAND_CTL_PATH ${CMAKE_INSTALL_FULL_BINDIR}/ondemandctl)
 set(ONDEMAND_SYSUSERS_FILE ${CMAKE_INSTALL_PREFIX}/${ONDEMAND_SYSUSERS_DIR}/ondemand.conf)
-set(ONDEMAND_BLOB_DIR /var/lib/ondemand/blobs)   # the example config's (deploy/ondemand.json)
-set(ONDEMAND_CACHE_DIR /var/cache/ondemand)      # the example config's and the unit's CacheDirectory=
+# The directories the scripts create and purge are the shipped config's,
+# read from it (one place says them: deploy/ondemand.json).
+file(READ ${CMAKE_CURRENT_SOURCE_DIR}/ondemand.json ONDEMAND_EXAMPLE_CONFIG)
+string(JSON ONDEMAND_BLOB_DIR GET "${ONDEMAND_EXAMPLE_CONFIG}" blob_dir)
+string(JSON ONDEMAND_CACHE_DIR GET "${ONDEMAND_EXAMPLE_CONFIG}" cache_dir)
+# The unit's CacheDirectory=ondemand makes systemd create /var/cache/ondemand.
+if(NOT ONDEMAND_CACHE_DIR STREQUAL "/var/cache/ondemand")
+  message(FATAL_ERROR "deploy/ondemand.json: cache_dir ${ONDEMAND_CACHE_DIR} is not the unit's "
+          "CacheDirectory= (/var/cache/ondemand): change both")
+endif()
 foreach(script postinst prerm postrm)
   configure_file(${CMAKE_CURRENT_SOURCE_DIR}/debian/${script}.in ${CMAKE_CURRENT_BINARY_DIR}/debian/${script} @ONLY)
 endforeach()

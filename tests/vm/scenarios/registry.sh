@@ -267,7 +267,7 @@ touch /tmp/readers.stop
 wait "$readers"
 rc=$?
 report=$(tail -n 1 /tmp/readers.out)
-stall=$(echo "$report" | grep -o '"longest_reader_stall_ms":[0-9.]*' | cut -d: -f2)
+stall=$(vt_json_dec "$report" longest_reader_stall_ms)
 echo "REGISTRY-RESTART-STALL longest reader stall ${stall} ms; registry down up to ${down_max}s"
 if [ "$rc" -eq 0 ] && [ "$restarts" -eq "${REG_RESTARTS:-10}" ]; then
     vt_pass registry-restarts "$restarts registry SIGKILLs+restarts (down up to ${down_max}s), longest reader stall ${stall} ms: $report"
