@@ -143,6 +143,11 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
          if (c.fill_window % 4096 != 0)
            throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
        }}},
+      {"fill_window_min", {false, [](Config& c, auto k, auto& v) {
+         c.fill_window_min = as_count(k, v, 4096, std::uint64_t{64} << 20);
+         if (c.fill_window_min % 4096 != 0)
+           throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
+       }}},
       {"prefetch", {false, [](Config& c, auto k, auto& v) { c.prefetch = as_bool(k, v); }}},
       {"spare_worker", {false, [](Config& c, auto k, auto& v) { c.spare_worker = as_bool(k, v); }}},
       {"watchdog_timeout_ms", {false, [](Config& c, auto k, auto& v) {
@@ -297,6 +302,9 @@ Config parse_config(std::string_view json_text) {
   for (const auto& [key, spec] : table)
     if (spec.required && !doc.contains(key))
       throw ConfigError(fmt::format("missing required config key \"{}\"", key));
+  if (config.fill_window_min > config.fill_window)
+    throw ConfigError(fmt::format("config key \"fill_window_min\": {} is above fill_window ({})",
+                                  config.fill_window_min, config.fill_window));
   // The worker beats every HEARTBEAT_PERIOD_MS from its event loop; a
   // watchdog that does not allow a few missed beats kills healthy workers.
   if (config.watchdog_timeout_ms != 0 && config.watchdog_timeout_ms < MIN_WATCHDOG_TIMEOUT_MS)

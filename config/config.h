@@ -61,6 +61,11 @@ struct Config {
   // A READ fills the aligned window around the request. 4 MiB measured
   // best of 256 KiB..4 MiB in tests/bench (fewer kernel round trips).
   std::uint64_t fill_window = 4 << 20;
+  // Read-ahead that adapts: a READ that does not continue a sequential
+  // stream of its object fills from this window (doubling while the
+  // stream goes on, up to fill_window). 0 (the default) or fill_window:
+  // fixed windows; see the README for what the bench measured.
+  std::uint64_t fill_window_min = 0;
   bool prefetch = false;                // fetch whole blob in the background after OPEN
   std::uint32_t watchdog_timeout_ms = 5000;  // stale heartbeat => hang; 0 disables
   std::uint32_t request_timeout_ms = 60000;  // oldest request older => hang; 0 disables

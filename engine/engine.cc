@@ -87,6 +87,54 @@ FillRange fill_range(std::uint64_t off, std::uint64_t len, std::uint64_t blob_si
 // cachefiles anonymous fd writes with IOCB_DIRECT into the cache file
 // (__cachefiles_write), so the memory must be block-aligned as well as the
 // offset: a malloc'd buffer gets EINVAL.
+FillRange ReadAhead::plan(std::uint64_t off, std::uint64_t len, std::uint64_t blob_size, std::uint64_t min,
+                          std::uint64_t max) {
+  min = std::max<std::uint64_t>(align_up(min, PAGE), PAGE);
+  max = std::max(align_up(max, PAGE), min);
+  ++clock_;
+  Stream* stream = nullptr;
+  std::uint64_t window = 0;
+  for (auto& s : streams_) {
+    if (s.window == 0) continue;
+    if (off == s.next) {  // goes on where its last fill ended
+      stream = &s;
+      window = std::min(s.window * 2, max);
+      ++sequential_;
+      break;
+    }
+    if (off >= s.start && off < s.next) {  // inside its last fill
+      stream = &s;
+      window = s.window;
+      break;
+    }
+  }
+  if (!stream) {
+    ++jumps_;
+    stream = &streams_[0];
+    for (auto& s : streams_)
+      if (s.used < stream->used) stream = &s;
+    window = off == 0 ? max : min;
+  }
+  // From the request's page on, `window` long (at least what was asked):
+  // a stream's window moves with it instead of snapping to a multiple of
+  // itself, which would rewrite what the last fill just wrote.
+  FillRange range;
+  const auto limit = align_up(blob_size, PAGE);
+  if (off < limit && len > 0) {
+    range.start = align_down(off, PAGE);
+    const auto want_end = align_up(off + std::min(len, limit - off), PAGE);
+    range.end = std::min(limit, std::max(want_end, range.start + window));
+  }
+  stream->window = window;
+  stream->used = clock_;
+  // A READ inside the last fill keeps the stream where it was going.
+  if (range.end > stream->next || stream->next == 0 || off < stream->start) {
+    stream->start = range.start;
+    stream->next = range.end;
+  }
+  return range;
+}
+
 FillResult run_fill(Target& target, const FillPlan& plan, Deadline deadline,
                     const std::function<void()>& progress) {
   const std::size_t chunk = std::clamp<std::size_t>(align_up(target.blob->read_unit(), PAGE), MIN_CHUNK, MAX_CHUNK);

@@ -25,6 +25,7 @@
 // completion contracts above say.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -72,6 +73,39 @@ struct FillRange {
 // __cachefiles_prepare_write). Pure, unit-tested.
 FillRange fill_range(std::uint64_t off, std::uint64_t len, std::uint64_t blob_size,
                      std::uint64_t window);
+
+// Read-ahead that adapts, per object (issue 12): up to STREAMS sequential
+// streams, each the end of its last fill and its window. A READ that starts
+// where a stream's fill ended continues it and doubles its window, up to
+// `max`; a READ inside a stream's last fill (a second reader, or the kernel
+// asking again before the fill landed) keeps that window; any other READ is
+// a jump and starts a stream at `min`, replacing the least recently used.
+// A stream that starts at offset 0 starts at `max`: the mount reads an
+// image's head in order. Not thread-safe (the front end's loop owns it);
+// unit-tested.
+class ReadAhead {
+ public:
+  static constexpr std::size_t STREAMS = 4;
+  // The range to fill for a READ of [off, off+len): from its page on, the
+  // stream's window long (at least the request, clipped to the blob rounded
+  // up to a page), and the stream moved on to its end.
+  FillRange plan(std::uint64_t off, std::uint64_t len, std::uint64_t blob_size, std::uint64_t min,
+                 std::uint64_t max);
+  std::uint64_t sequential() const { return sequential_; }  // READs that continued a stream
+  std::uint64_t jumps() const { return jumps_; }            // READs that started one
+
+ private:
+  struct Stream {
+    std::uint64_t start = 0;  // of its last fill
+    std::uint64_t next = 0;   // end of its last fill
+    std::uint64_t window = 0; // 0: unused
+    std::uint64_t used = 0;   // clock of its last READ
+  };
+  std::array<Stream, STREAMS> streams_{};
+  std::uint64_t clock_ = 0;
+  std::uint64_t sequential_ = 0;
+  std::uint64_t jumps_ = 0;
+};
 
 struct FillPlan {
   FillRange range;

@@ -124,6 +124,8 @@ proto::ExitCode Worker::run() {
       loop_, *engine_, *device_,
       CachefilesOptions{.max_inflight = config_.max_inflight,
                         .fill_window = config_.fill_window,
+                        .fill_window_min = config_.fill_window_min ? config_.fill_window_min
+                                                                   : config_.fill_window,
                         .prefetch = config_.prefetch,
                         .request_deadline = request_deadline_for(config_.request_timeout_ms)},
       state_->counters, state_->worker_metrics, device_.get());
@@ -202,9 +204,9 @@ void Worker::start_reading(bool restore) {
     counters.restores.fetch_add(1, std::memory_order_relaxed);
   }
   counters.cache_dead.store(0);  // the device took our commands: the cache lives
-  spdlog::info("generation {} serving with backend {} (restore={}, objects={}, max_inflight={}, io_threads={}, fill_window={})",
+  spdlog::info("generation {} serving with backend {} (restore={}, objects={}, max_inflight={}, io_threads={}, fill_window={}, fill_window_min={})",
                generation_, backend_->describe(), restore, frontend_->objects(), config_.max_inflight,
-               config_.io_threads, config_.fill_window);
+               config_.io_threads, config_.fill_window, config_.fill_window_min);
   reading_ = true;
   state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
   // The field is per worker: a dead predecessor's stuck request must not

@@ -224,13 +224,23 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
   fill.deadline = deadline_from_now();
   fill.what = fmt::format("READ msg_id={} object_id={} blob={} off={} len={}", request.msg_id, request.object_id,
                           escape_id(object->ref.blob_id), request.offset, request.length);
-  fill.decide = [offset = request.offset, length = request.length, window = options_.fill_window,
+  // The window, decided here on the loop (the read-ahead state is the
+  // loop's); a compressed image ignores it (filled whole, below).
+  // Fixed windows are aligned to themselves, so the kernel never asks for
+  // one that is partly there; adaptive ones start at the request and may
+  // overlap an earlier fill, so they skip what the file already holds.
+  const auto size = object->blob->size();
+  const bool adaptive = options_.fill_window_min < options_.fill_window;
+  const auto range = adaptive ? object->read_ahead.plan(request.offset, request.length, size,
+                                                        options_.fill_window_min, options_.fill_window)
+                              : fill_range(request.offset, request.length, size, options_.fill_window);
+  fill.decide = [offset = request.offset, length = request.length, range, adaptive,
                  stall = options_.request_deadline](Target& target, Deadline deadline) {
     auto& o = static_cast<Object&>(target);
     const auto size = o.blob->size();
     if (fill_whole_blob(o, deadline))
       return FillPlan{fill_range(offset, length, size, align_up(size, PAGE)), /*resume=*/true, stall};
-    return FillPlan{fill_range(offset, length, size, window), false, {}};
+    return FillPlan{range, adaptive, {}};
   };
   engine_.fill(std::move(fill), [this, request, object, received_ns](const FillResult& result) {
     finish_read(request, *object, result, received_ns);

@@ -49,7 +49,11 @@ namespace ondemand::worker {
 
 struct CachefilesOptions {
   std::uint32_t max_inflight = 64;
-  std::uint64_t fill_window = 4 << 20;  // multiple of PAGE
+  std::uint64_t fill_window = 4 << 20;  // multiple of PAGE; the most a READ fills
+  // The window of a READ that does not continue a sequential stream of its
+  // object (ReadAhead); fill_window_min == fill_window: fixed,
+  // window-aligned fills.
+  std::uint64_t fill_window_min = 4 << 20;
   bool prefetch = false;
   // Minimum spacing of restores asked for by unknown-object READs, so an
   // object that stays open elsewhere cannot make us spin.

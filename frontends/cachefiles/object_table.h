@@ -25,6 +25,8 @@ struct Object : Target {
   // not known yet, 1 the blob is a compressed EROFS image and every READ
   // fills all of it, 0 READs fill their window.
   std::atomic<int> fill_whole{-1};
+  // Loop thread only (handle_read): which fill a READ gets.
+  ReadAhead read_ahead;
 };
 
 class ObjectTable {

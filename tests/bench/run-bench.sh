@@ -10,6 +10,8 @@
 # therefore incompressible bytes):
 #   seq    one 256 MiB file read start to end (profile bench-seq)
 #   small  2,000 files of 30-34 KiB, ~62.5 MiB, each read whole (bench-small)
+#   rand   2,048 reads of 4 KiB at random offsets of the seq image
+#          (vt-readbench --random): read amplification
 # Each is measured --reps times, alternating direct (drop_caches + a fresh
 # loop device and mount) and daemon (drop_caches + a fresh fsid: the blob
 # hard-linked under a new name, so fscache has nothing cached) and registry
@@ -39,7 +41,9 @@
 #
 # Output: a table of median MB/s per configuration and case, then, as the
 # last line, one JSON object: seq_ratio and small_ratio (daemon MB/s divided
-# by direct MB/s, medians, for the first configuration), registry_ratio
+# by direct MB/s, medians, for the first configuration), amplification
+# (bytes the daemon fetched from the backend and wrote to the cache per byte
+# the readers asked for, mount included, per case and mode, median), registry_ratio
 # (registry MB/s divided by daemon MB/s, per case) and
 # registry_requests_per_mib (HTTP requests the registry served per MiB
 # read, mount included), the same per
@@ -110,7 +114,7 @@ fi
 n_configs=$(wc -w <<<"$configs")
 # ~15 s per configuration and round pair at today's speeds, generously;
 # the registry mode adds a third read per round.
-timeout_s=$(( 300 + n_configs * reps * (40 + registry * 30) ))
+timeout_s=$(( 300 + n_configs * reps * (60 + registry * 45) ))
 log=$out/console.log
 echo "run-bench: $n_configs configuration(s) x $reps round(s); console log $log" >&2
 t0=$EPOCHREALTIME
@@ -142,6 +146,8 @@ for line in open(log, errors="replace"):
 if not results:
     sys.exit("run-bench: no BENCH-RESULT lines in " + log)
 
+CASES = ("seq", "small", "rand")
+
 def med(xs):
     return round(statistics.median(xs), 1) if xs else None
 
@@ -149,7 +155,7 @@ summary = {}
 for c in configs:
     label = c["label"]
     per = {"config": c["members"], "effective": c.get("effective", {})}
-    for case in ("seq", "small"):
+    for case in CASES:
         rows = [r for r in results if r["config"] == label and r["case"] == case]
         direct = [r["mb_per_s"] for r in rows if r["mode"] == "direct"]
         daemon = [r["mb_per_s"] for r in rows if r["mode"] == "daemon"]
@@ -163,6 +169,7 @@ for c in configs:
             reg = [r["mb_per_s"] for r in reg_rows]
             per[case + "_registry"] = {
                 "registry_mb_s": med(reg),
+                "bytes_written_per_byte": round(statistics.median(r["bytes_written"] / r["bytes"] for r in reg_rows), 3),
                 "registry_ratio": round(med(reg) / med(daemon), 3),
                 "requests_per_mib": round(sum(r["http_requests"] for r in reg_rows) /
                                           (sum(r["bytes"] for r in reg_rows) / 1048576), 3),
@@ -179,17 +186,21 @@ for c in configs:
 first = configs[0]["label"]
 print(f"{'config':<10} {'case':<6} {'direct MB/s':>12} {'daemon MB/s':>12} {'ratio':>6} {'READs/MiB':>10}")
 for label, per in summary.items():
-    for case in ("seq", "small"):
+    for case in CASES:
         if case in per:
             p = per[case]
             print(f"{label:<10} {case:<6} {p['direct_mb_s']:>12} {p['daemon_mb_s']:>12} "
                   f"{p['ratio']:>6} {p['reads_per_mib']:>10}")
 for label, per in summary.items():
-    for case in ("seq", "small"):
+    for case in CASES:
         if case + "_registry" in per:
             p = per[case + "_registry"]
             print(f"{label:<10} {case:<6} registry {p['registry_mb_s']} MB/s = {p['registry_ratio']}x the local "
                   f"backend, {p['requests_per_mib']} HTTP requests/MiB")
+for label, per in summary.items():
+    amp = [f"{c} {per[c]['bytes_written_per_byte']}" for c in CASES if c in per]
+    amp += [f"{c} (registry) {per[c + '_registry']['bytes_written_per_byte']}" for c in CASES if c + "_registry" in per]
+    print(f"{label:<10} amplification (bytes fetched per byte read): " + ", ".join(amp))
 for p in probes:
     print(f"probe {p['probe']:<24} {p['mb_per_s']:>8} MB/s")
 
@@ -201,6 +212,9 @@ out = {
     "seq_ratio": summary[first].get("seq", {}).get("ratio"),
     "small_ratio": summary[first].get("small", {}).get("ratio"),
     "registry_ratio": {c: summary[first].get(c + "_registry", {}).get("registry_ratio") for c in ("seq", "small")},
+    "amplification": {c: {"daemon": summary[first].get(c, {}).get("bytes_written_per_byte"),
+                          "registry": summary[first].get(c + "_registry", {}).get("bytes_written_per_byte")}
+                      for c in CASES},
     "registry_requests_per_mib": {c: summary[first].get(c + "_registry", {}).get("requests_per_mib")
                                   for c in ("seq", "small")},
     "config_label": first,

@@ -213,6 +213,92 @@ TEST_CASE("fill_range: random requests always give a page-aligned superset of th
 
 // ---------------------------------------------------------------- fills
 
+// ---------------------------------------------------------------- ReadAhead
+
+TEST_CASE("ReadAhead: a sequential stream doubles its window up to the max; the head starts at the max",
+          "[worker][engine][readahead]") {
+  ReadAhead ra;
+  constexpr std::uint64_t BLOB = 64 * MiB;
+  // The head of the image: the whole max window at once.
+  auto r = ra.plan(0, 4096, BLOB, 4096, 1 * MiB);
+  CHECK(r.start == 0);
+  CHECK(r.end == 1 * MiB);
+  // A jump elsewhere: just the asked pages.
+  r = ra.plan(10 * MiB + 100, 4096, BLOB, 4096, 1 * MiB);
+  CHECK(r.start == 10 * MiB);
+  CHECK(r.end == 10 * MiB + 8192);  // 100 + 4096 crosses into the second page
+  // It goes on where that fill ended: 16 KiB, 32 KiB, ... up to 1 MiB.
+  std::uint64_t next = r.end, window = 4096;  // the stream's window (the fill was the request)
+  for (int i = 0; i < 12; ++i) {
+    window = std::min<std::uint64_t>(window * 2, 1 * MiB);
+    r = ra.plan(next, 4096, BLOB, 4096, 1 * MiB);
+    CHECK(r.start == next);
+    CHECK(r.end - r.start == window);
+    next = r.end;
+  }
+  CHECK(window == 1 * MiB);
+  CHECK(ra.jumps() == 2);
+  CHECK(ra.sequential() == 12);
+}
+
+TEST_CASE("ReadAhead: random reads fill what they ask, never more", "[worker][engine][readahead]") {
+  ReadAhead ra;
+  std::mt19937_64 rng(7);
+  std::uint64_t asked = 0, filled = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const auto off = (1 + rng() % 16383) * 4096;  // never 0, never where a fill ended (unlikely)
+    const auto r = ra.plan(off, 4096, 64 * MiB, 4096, 4 * MiB);
+    REQUIRE(r.start == off);
+    asked += 4096;
+    filled += r.end - r.start;
+  }
+  // A random offset can land where an earlier fill ended (a "sequential"
+  // 8 KiB fill): a few, not a window's worth.
+  CHECK(filled < asked * 11 / 10);
+}
+
+TEST_CASE("ReadAhead: interleaved sequential readers keep their own streams", "[worker][engine][readahead]") {
+  ReadAhead ra;
+  auto a = ra.plan(1 * MiB, 4096, 64 * MiB, 4096, 256 * 1024);
+  auto b = ra.plan(30 * MiB, 4096, 64 * MiB, 4096, 256 * 1024);
+  std::uint64_t window = 4096;
+  for (int i = 0; i < 10; ++i) {
+    window = std::min<std::uint64_t>(window * 2, 256 * 1024);
+    a = ra.plan(a.end, 4096, 64 * MiB, 4096, 256 * 1024);
+    b = ra.plan(b.end, 4096, 64 * MiB, 4096, 256 * 1024);
+    REQUIRE(a.end - a.start == window);
+    REQUIRE(b.end - b.start == window);
+  }
+  CHECK(ra.jumps() == 2);
+  CHECK(ra.sequential() == 20);
+}
+
+TEST_CASE("ReadAhead: a READ inside a fill just planned keeps the stream's window and position",
+          "[worker][engine][readahead]") {
+  ReadAhead ra;
+  ra.plan(8 * MiB, 4096, 64 * MiB, 4096, 1 * MiB);               // [8M, 8M+4K)
+  auto r = ra.plan(8 * MiB + 4096, 4096, 64 * MiB, 4096, 1 * MiB);  // continues: 8 KiB
+  CHECK(r.end - r.start == 8192);
+  r = ra.plan(8 * MiB + 4096, 4096, 64 * MiB, 4096, 1 * MiB);  // asked again, before it landed
+  CHECK(r.end - r.start == 8192);
+  r = ra.plan(8 * MiB + 12288, 4096, 64 * MiB, 4096, 1 * MiB);  // the stream goes on: 16 KiB
+  CHECK(r.start == 8 * MiB + 12288);
+  CHECK(r.end - r.start == 16384);
+  CHECK(ra.jumps() == 1);
+}
+
+TEST_CASE("ReadAhead: the tail stops at the blob rounded up to a page; past it, nothing",
+          "[worker][engine][readahead]") {
+  ReadAhead ra;
+  auto r = ra.plan(0, 4096, 10000, 4096, 1 * MiB);
+  CHECK(r.start == 0);
+  CHECK(r.end == 12288);
+  r = ra.plan(20000, 10, 10000, 4096, 1 * MiB);
+  CHECK(r.start == r.end);
+  r = ra.plan(4096, 0, 10000, 4096, 1 * MiB);
+  CHECK(r.start == r.end);
+}
+
 TEST_CASE("Engine: a fill whose deadline passes fails with TIMEOUT, once, after the chunks that landed",
           "[worker][engine][deadline]") {
   Loop l;

@@ -20,8 +20,12 @@
 # Cases (image NAME = case name, from run-vm.sh --image):
 #   seq    bench-seq tree: one 256 MiB file
 #   small  bench-small tree: 2,000 files of ~32 KiB
+#   rand   the seq image, read by BENCH_RANDOM_READS pread()s of 4 KiB at
+#          random offsets (vt-readbench --random, the same offsets every
+#          round): the workload that shows read amplification
 # Env (run-vm.sh --env):
-#   BENCH_CASES    default "seq small"
+#   BENCH_CASES    default "seq small rand"
+#   BENCH_RANDOM_READS  for rand, default 2048 (8 MiB of 256 MiB)
 #   BENCH_REPS     rounds per case and configuration, default 3
 #   BENCH_CONFIGS  space-separated LABEL[:KEY=VALUE,...] daemon configurations,
 #                  default "default" (the built-in defaults); KEY=VALUE pairs
@@ -38,7 +42,12 @@
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . /lib/vmtest.sh
 
-: "${BENCH_CASES:=seq small}"
+: "${BENCH_CASES:=seq small rand}"
+: "${BENCH_RANDOM_READS:=2048}"
+
+# The image a case reads, and how vt-readbench reads it.
+case_image() { if [ "$1" = rand ]; then echo seq; else echo "$1"; fi; }
+case_read_args() { if [ "$1" = rand ]; then echo "--bs 4096 --random $BENCH_RANDOM_READS"; fi; }
 : "${BENCH_REPS:=3}"
 : "${BENCH_CONFIGS:=default}"
 : "${BENCH_REGISTRY:=0}"
@@ -54,12 +63,13 @@ if [ ! -w /proc/sys/vm/drop_caches ]; then
     exit 0
 fi
 for c in $BENCH_CASES; do
-    if [ ! -s "$VT_BLOB_DIR/$c" ] || [ ! -s "$VT_MANIFEST_DIR/$c.manifest" ]; then
-        vt_fail bench-setup "image $c missing (run-vm.sh --image $c=bench-$c)"
+    img=$(case_image "$c")
+    if [ ! -s "$VT_BLOB_DIR/$img" ] || [ ! -s "$VT_MANIFEST_DIR/$img.manifest" ]; then
+        vt_fail bench-setup "image $img missing (run-vm.sh --image $img=bench-$img)"
         exit 0
     fi
     # Regular files of the case in manifest order, relative paths.
-    awk '$1 != "dir" && $1 != "symlink" { print $2 }' "$VT_MANIFEST_DIR/$c.manifest" > "/tmp/bench-$c.files"
+    awk '$1 != "dir" && $1 != "symlink" { print $2 }' "$VT_MANIFEST_DIR/$img.manifest" > "/tmp/bench-$c.files"
 done
 mkdir -p /mnt/bench-direct /mnt/bench-daemon
 
@@ -71,7 +81,8 @@ drop_caches() {
 # readbench CASE MNT: prints vt-readbench's JSON (without the closing brace)
 readbench() {
     sed "s|^|$2/|" "/tmp/bench-$1.files" > /tmp/bench-list
-    _out=$(vt-readbench --list /tmp/bench-list) || {
+    # shellcheck disable=SC2046  # the case's options, one word each
+    _out=$(vt-readbench $(case_read_args "$1") --list /tmp/bench-list) || {
         vt_fail "bench-$1" "vt-readbench failed on $2: $_out"
         return 1
     }
@@ -81,7 +92,7 @@ readbench() {
 run_direct() { # CASE CONFIG REP
     drop_caches
     dev=$(losetup -f) || { vt_fail bench-direct "no free loop device"; return 1; }
-    losetup -r "$dev" "$VT_BLOB_DIR/$1" || { vt_fail bench-direct "losetup $dev $1 failed"; return 1; }
+    losetup -r "$dev" "$VT_BLOB_DIR/$(case_image "$1")" || { vt_fail bench-direct "losetup $dev $1 failed"; return 1; }
     if ! err=$(vt_with_timeout 60 mount -t erofs -o ro "$dev" /mnt/bench-direct 2>&1); then
         vt_fail bench-direct "mount $dev failed: $err"
         losetup -d "$dev"
@@ -96,7 +107,7 @@ run_direct() { # CASE CONFIG REP
 
 run_daemon() { # CASE CONFIG REP
     fsid=bench-$1-$2-$3
-    ln "$VT_BLOB_DIR/$1" "$VT_BLOB_DIR/$fsid" || { vt_fail bench-daemon "ln $fsid failed"; return 1; }
+    ln "$VT_BLOB_DIR/$(case_image "$1")" "$VT_BLOB_DIR/$fsid" || { vt_fail bench-daemon "ln $fsid failed"; return 1; }
     drop_caches
     # Counted from before the mount: the mount's OPEN and metadata READs too.
     set -- "$1" "$2" "$3" "$(vt_counter reads)" "$(vt_counter bytes_written)" "$(vt_counter opens)"
@@ -125,6 +136,9 @@ if [ "$BENCH_REGISTRY" = 1 ]; then
     ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
     if ! err=$(vt_registry_start bench "$REG"); then vt_fail bench-setup "$err"; exit 0; fi
     for c in $BENCH_CASES; do
+        c=$(case_image "$c")
+        eval "pushed=\${DIGEST_$c:-}"
+        [ -z "$pushed" ] || continue  # one push per image
         if ! digest=$(vt_registry_push "$REG" "bench/$c" "$VT_BLOB_DIR/$c"); then
             vt_fail bench-setup "push of $c: $digest"
             exit 0
@@ -176,8 +190,9 @@ registry_requests() {
 
 run_registry() { # CASE CONFIG REP
     id=breg-$1-$2-$3
-    eval "digest=\$DIGEST_$1"
-    if ! err=$(vt_ctl bind "$id" --registry "$REG" --repository "bench/$1" --digest "$digest" 2>&1); then
+    img=$(case_image "$1")
+    eval "digest=\$DIGEST_$img"
+    if ! err=$(vt_ctl bind "$id" --registry "$REG" --repository "bench/$img" --digest "$digest" 2>&1); then
         vt_fail bench-registry "bind $id: $err"
         return 1
     fi

@@ -202,6 +202,7 @@ struct Options {
   std::uint32_t max_inflight = 64;
   std::uint32_t io_threads = 4;
   std::uint64_t fill_window = 4 << 20;
+  std::uint64_t fill_window_min = 0;  // 0: fill_window (fixed windows)
   bool prefetch = false;
   std::chrono::milliseconds restore_spacing{200};
   std::chrono::milliseconds request_deadline{0};
@@ -229,6 +230,8 @@ struct Harness {
         loop, *core, replies,
         CachefilesOptions{.max_inflight = options.max_inflight,
                           .fill_window = options.fill_window,
+                          .fill_window_min = options.fill_window_min ? options.fill_window_min
+                                                                     : options.fill_window,
                           .prefetch = options.prefetch,
                           .restore_spacing = options.restore_spacing,
                           .request_deadline = options.request_deadline},
@@ -435,6 +438,35 @@ TEST_CASE("Cachefiles: READ writes the fill window at the right offsets and comp
   CHECK(h.counters.bytes_written.load() == 16384);
   CHECK(h.replies.copens().size() == 1);
   CHECK(h.replies.restores() == 0);
+}
+
+TEST_CASE("Cachefiles: with adaptive read-ahead a random READ fills its pages and a sequential run grows",
+          "[worker][cachefiles][readahead]") {
+  test::TempDir dir;
+  const auto content = test::pattern_bytes(4 << 20);
+  dir.write("blob", content);
+  LocalBackend backend(dir.path());
+  auto options = Harness::fast_options();
+  options.fill_window = 1 << 20;
+  options.fill_window_min = 4096;
+  Harness h(backend, options);
+  AnonMemfd anon("readahead");
+  h.open(1, 20, std::move(anon.engine_end), "blob");
+  REQUIRE(h.run_until([&] { return h.replies.copens().size() == 1; }));
+  // A READ in the middle: just its page, not a 1 MiB window.
+  h.read(2, 20, 2 * 1048576 + 100, 200);
+  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 1 && h.idle(); }));
+  CHECK(h.counters.bytes_written.load() == 4096);
+  CHECK(pread_all(anon.ours.get(), 2 * 1048576, 4096) == content.substr(2 * 1048576, 4096));
+  // Going on from there: 8 KiB, then 16 KiB.
+  h.read(3, 20, 2 * 1048576 + 4096, 4096);
+  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 2 && h.idle(); }));
+  CHECK(h.counters.bytes_written.load() == 4096 + 8192);
+  h.read(4, 20, 2 * 1048576 + 12288, 4096);
+  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 3 && h.idle(); }));
+  CHECK(h.counters.bytes_written.load() == 4096 + 8192 + 16384);
+  CHECK(pread_all(anon.ours.get(), 2 * 1048576, 28672) == content.substr(2 * 1048576, 28672));
+  CHECK(h.counters.read_failed.load() == 0);
 }
 
 TEST_CASE("Cachefiles: a fill larger than one chunk lands intact", "[worker][cachefiles]") {
