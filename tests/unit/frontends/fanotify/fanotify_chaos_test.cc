@@ -55,9 +55,7 @@ struct Tally {
   std::uint64_t left_events = 0;        // how many, in all
   std::uint64_t left_unknown_file = 0;  // of those, read but file not yet recorded
   std::uint64_t rounds = 0;
-  std::uint64_t files_read = 0;
-  std::uint64_t read_errors = 0;
-  std::uint64_t mismatches = 0;
+  Readers::Seen seen;  // by the readers, all rounds
   std::vector<double> kill_to_answer_ms;
 };
 
@@ -76,18 +74,8 @@ void chaos_round(Tally& t, std::uint64_t target, std::mt19937_64& rng) {
   Fixture fx(MANY_FILES, 1000 * (t.rounds + 1) + (rng() % 1000));
   pid_t worker = fx.start_worker();
   fx.mount_image();
-  std::vector<Child> readers;
-  std::vector<bool> done(READERS, false);
-  for (int r = 0; r < READERS; ++r) readers.push_back(start_reader(fx, rng));
-  std::vector<int> status(READERS, 0);
-  auto all_done = [&] {
-    bool all = true;
-    for (int r = 0; r < READERS; ++r) {
-      if (!done[r] && ::waitpid(readers[r].pid, &status[r], WNOHANG) == readers[r].pid) done[r] = true;
-      all = all && done[r];
-    }
-    return all;
-  };
+  Readers readers(fx, READERS, rng);
+  auto all_done = [&] { return readers.all_done(); };
   const auto deadline = std::chrono::steady_clock::now() + ROUND_LIMIT;
   auto& record = fx.record();
   while (!all_done()) {
@@ -105,9 +93,7 @@ void chaos_round(Tally& t, std::uint64_t target, std::mt19937_64& rng) {
     const auto mode = rng() % 8;
     const bool fast = t.kills < target && mode == 0;
     if (!fast) {
-      while (record.first_answer_ns.load() == 0 && !all_done() &&
-             std::chrono::steady_clock::now() < deadline)
-        sleep_us(100);
+      wait_first_answer(record, readers, deadline);
       if (t.kills >= target) {
         sleep_us(1000);  // enough kills: let the readers finish
         continue;
@@ -142,23 +128,11 @@ void chaos_round(Tally& t, std::uint64_t target, std::mt19937_64& rng) {
     worker = fx.start_worker();
     if (!fast) {
       // Sample kill-to-first-answer unless the readers finished first.
-      while (record.first_answer_ns.load() == 0 && !all_done() &&
-             std::chrono::steady_clock::now() < deadline)
-        sleep_us(100);
-      if (const auto first = record.first_answer_ns.load(); first > killed_ns)
+      if (const auto first = wait_first_answer(record, readers, deadline); first > killed_ns)
         t.kill_to_answer_ms.push_back(static_cast<double>(first - killed_ns) / 1e6);
     }
   }
-  for (int r = 0; r < READERS; ++r) {
-    // The readers are reaped: what is left is their output.
-    if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
-      ++t.read_errors;
-      UNSCOPED_INFO(fmt::format("round {} reader {} wait status {:#x}", t.rounds, r, status[r]));
-    }
-    const auto seen = check_reader_output(fx, readers[r]);
-    t.files_read += seen.files;
-    t.mismatches += seen.mismatches;
-  }
+  t.seen += readers.collect();
   // Every data chunk was read, so the data blob is complete (no hole left
   // behind a fill cut short).
   CHECK(cache_file_complete(*fx.files().at(1)));
@@ -191,13 +165,13 @@ TEST_CASE("fanotify chaos: random SIGKILLs of the worker under verifying readers
       static_cast<unsigned long long>(t.kills_in_flight),
       static_cast<unsigned long long>(t.left_events),
       static_cast<unsigned long long>(t.left_unknown_file),
-      static_cast<unsigned long long>(t.fast_kills), static_cast<unsigned long long>(t.files_read),
-      static_cast<unsigned long long>(t.read_errors), static_cast<unsigned long long>(t.mismatches),
+      static_cast<unsigned long long>(t.fast_kills), static_cast<unsigned long long>(t.seen.files),
+      static_cast<unsigned long long>(t.seen.read_errors), static_cast<unsigned long long>(t.seen.mismatches),
       percentile(ms, 0.5), percentile(ms, 0.99), ms.empty() ? 0.0 : *std::max_element(ms.begin(), ms.end()),
       ms.size());
-  CHECK(t.read_errors == 0);
-  CHECK(t.mismatches == 0);
-  CHECK(t.files_read == t.rounds * READERS * MANY_FILES.size());
+  CHECK(t.seen.read_errors == 0);
+  CHECK(t.seen.mismatches == 0);
+  CHECK(t.seen.files == t.rounds * READERS * MANY_FILES.size());
   // The run proves recovery only if kills really left events behind.
   CHECK(t.kills_in_flight > 0);
 }

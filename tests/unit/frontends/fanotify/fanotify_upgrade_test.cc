@@ -34,9 +34,7 @@ struct Tally {
   int upgrades = 0;
   std::uint64_t in_flight = 0;  // hand-overs that began with events being filled
   std::uint64_t rounds = 0;
-  std::uint64_t files_read = 0;
-  std::uint64_t read_errors = 0;
-  std::uint64_t mismatches = 0;
+  Readers::Seen seen;  // by the readers, all rounds
   std::vector<double> hand_over_ms;  // signal to the old worker's exit
   std::vector<double> gap_ms;        // signal to the new worker's first answer
 };
@@ -62,23 +60,13 @@ void upgrade_round(Tally& t, std::mt19937_64& rng) {
   pid_t worker = fx.start_worker();
   fx.mount_image();
   auto& record = fx.record();
-  std::vector<Child> readers;
-  for (int r = 0; r < READERS; ++r) readers.push_back(start_reader(fx, rng));
-  std::vector<bool> done(READERS, false);
-  std::vector<int> status(READERS, 0);
-  auto all_done = [&] {
-    bool all = true;
-    for (int r = 0; r < READERS; ++r) {
-      if (!done[r] && ::waitpid(readers[r].pid, &status[r], WNOHANG) == readers[r].pid) done[r] = true;
-      all = all && done[r];
-    }
-    return all;
-  };
+  Readers readers(fx, READERS, rng);
+  auto all_done = [&] { return readers.all_done(); };
   const auto deadline = std::chrono::steady_clock::now() + ROUND_LIMIT;
   while (!all_done()) {
     REQUIRE(std::chrono::steady_clock::now() < deadline);
     // Upgrade a worker that is serving: it has answered, readers are busy.
-    while (record.first_answer_ns.load() == 0 && !all_done()) sleep_us(100);
+    wait_first_answer(record, readers, deadline);
     if (!more_upgrades(t, record.hand_overs_in_flight.load()) || all_done()) {
       sleep_us(1000);
       continue;
@@ -100,19 +88,10 @@ void upgrade_round(Tally& t, std::mt19937_64& rng) {
     worker = next;
     ++t.upgrades;
     t.hand_over_ms.push_back(static_cast<double>(exited_ns - started_ns) / 1e6);
-    while (record.first_answer_ns.load() == 0 && !all_done()) sleep_us(100);
-    if (const auto first = record.first_answer_ns.load(); first > started_ns)
+    if (const auto first = wait_first_answer(record, readers, deadline); first > started_ns)
       t.gap_ms.push_back(static_cast<double>(first - started_ns) / 1e6);
   }
-  for (int r = 0; r < READERS; ++r) {
-    if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r]) != 0) {
-      ++t.read_errors;
-      UNSCOPED_INFO(fmt::format("round {} reader {} wait status {:#x}", t.rounds, r, status[r]));
-    }
-    const auto seen = check_reader_output(fx, readers[r]);
-    t.files_read += seen.files;
-    t.mismatches += seen.mismatches;
-  }
+  t.seen += readers.collect();
   // A graceful hand-over never needs recovery.
   CHECK(record.events_recovered.load() == 0);
   CHECK(record.stale_answers.load() == 0);
@@ -134,12 +113,12 @@ TEST_CASE("fanotify upgrade: workers handed over under verifying readers lose no
       "fanotify upgrade: hand-over (signal to old worker's exit) median %.2f ms, max %.2f ms; "
       "gap (signal to new worker's first answer) median %.2f ms, max %.2f ms (%zu samples)\n",
       t.upgrades, static_cast<unsigned long long>(t.rounds), static_cast<unsigned long long>(t.in_flight),
-      static_cast<unsigned long long>(t.files_read),
-      static_cast<unsigned long long>(t.read_errors), static_cast<unsigned long long>(t.mismatches),
+      static_cast<unsigned long long>(t.seen.files),
+      static_cast<unsigned long long>(t.seen.read_errors), static_cast<unsigned long long>(t.seen.mismatches),
       median(t.hand_over_ms), max_of(t.hand_over_ms), median(t.gap_ms), max_of(t.gap_ms), t.gap_ms.size());
-  CHECK(t.read_errors == 0);
-  CHECK(t.mismatches == 0);
-  CHECK(t.files_read == t.rounds * READERS * MANY_FILES.size());
+  CHECK(t.seen.read_errors == 0);
+  CHECK(t.seen.mismatches == 0);
+  CHECK(t.seen.files == t.rounds * READERS * MANY_FILES.size());
   // The run proves the drain only if some hand-over had events to finish.
   CHECK(t.in_flight > 0);
 }

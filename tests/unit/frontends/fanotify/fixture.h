@@ -26,6 +26,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -388,6 +389,65 @@ inline ReaderResult check_reader_output(const Fixture& fx, Child& reader) {
     }
   }
   return r;
+}
+
+// `count` readers started at once, each over every file of the mount.
+class Readers {
+ public:
+  Readers(const Fixture& fx, int count, std::mt19937_64& rng)
+      : fx_(fx), done_(count, false), status_(count, 0) {
+    for (int r = 0; r < count; ++r) readers_.push_back(start_reader(fx, rng));
+  }
+  // Reaps whoever has finished; true once all have.
+  bool all_done() {
+    bool all = true;
+    for (std::size_t r = 0; r < readers_.size(); ++r) {
+      if (!done_[r] && ::waitpid(readers_[r].pid, &status_[r], WNOHANG) == readers_[r].pid) done_[r] = true;
+      all = all && done_[r];
+    }
+    return all;
+  }
+  // After all_done(): what they saw. A reader that failed is named in the
+  // test's output with its wait status; so is every wrong file.
+  struct Seen {
+    std::uint64_t files = 0, read_errors = 0, mismatches = 0;
+    Seen& operator+=(const Seen& o) {
+      files += o.files;
+      read_errors += o.read_errors;
+      mismatches += o.mismatches;
+      return *this;
+    }
+  };
+  Seen collect() {
+    Seen seen;
+    for (std::size_t r = 0; r < readers_.size(); ++r) {
+      if (!WIFEXITED(status_[r]) || WEXITSTATUS(status_[r]) != 0) {
+        ++seen.read_errors;
+        UNSCOPED_INFO(fmt::format("reader {} wait status {:#x}", r, status_[r]));
+      }
+      const auto out = check_reader_output(fx_, readers_[r]);
+      seen.files += out.files;
+      seen.mismatches += out.mismatches;
+    }
+    return seen;
+  }
+
+ private:
+  const Fixture& fx_;
+  std::vector<Child> readers_;
+  std::vector<bool> done_;
+  std::vector<int> status_;
+};
+
+// Polls until the serving worker has answered once since first_answer_ns
+// was zeroed, the readers are done, or the deadline; returns
+// first_answer_ns (0: no answer).
+inline std::uint64_t wait_first_answer(pf::PendingRecordLayout& record, Readers& readers,
+                                       std::chrono::steady_clock::time_point deadline) {
+  while (record.first_answer_ns.load() == 0 && !readers.all_done() &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  return record.first_answer_ns.load();
 }
 
 inline void check_all_files(Fixture& fx) {
