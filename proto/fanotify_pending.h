@@ -80,6 +80,11 @@ struct PendingRecordLayout {
   // and still being filled (the hand-over answered them before exiting).
   std::atomic<std::uint64_t> hand_overs;
   std::atomic<std::uint64_t> hand_overs_in_flight;
+  // Monotonic ns, written by the serving worker's event loop every
+  // HEARTBEAT_PERIOD_MS: a supervisor that sees it stale kills the worker
+  // (its readers wait forever otherwise; the kernel only warns) and the
+  // successor recovers its events.
+  std::atomic<std::uint64_t> heartbeat_ns;
 };
 
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);

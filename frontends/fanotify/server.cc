@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/sys.h"
+#include "config/config.h"
 #include "frontends/fanotify/group.h"
 
 namespace ondemand::fanotify {
@@ -40,6 +41,7 @@ Server::Server(boost::asio::io_context& loop, int group, CacheFileSet& files, Ra
     : loop_(loop),
       group_(group),
       descriptor_(loop, dup_or_die(group)),
+      heartbeat_(loop),
       files_(files),
       filler_(filler),
       record_(record),
@@ -182,12 +184,24 @@ RecoveryReport Server::recover() {
   return report;
 }
 
-void Server::start() { wait(); }
+void Server::start() {
+  beat();
+  wait();
+}
+
+void Server::beat() {
+  record_.layout().heartbeat_ns.store(ondemand::sys::monotonic_ns());
+  heartbeat_.expires_after(std::chrono::milliseconds(HEARTBEAT_PERIOD_MS));
+  heartbeat_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec && !stopped_) beat();
+  });
+}
 
 void Server::stop() {
   stopped_ = true;
   boost::system::error_code ignored;
   descriptor_.cancel(ignored);
+  heartbeat_.cancel();
 }
 
 bool Server::idle() const {

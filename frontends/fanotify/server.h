@@ -32,6 +32,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "frontends/fanotify/cache_file.h"
 #include "frontends/fanotify/filler.h"
@@ -63,7 +64,8 @@ class Server {
 
   // Finish a dead predecessor's events. Call once, before start().
   RecoveryReport recover();
-  // Arm the wait-readable/drain loop.
+  // Arm the wait-readable/drain loop and the heartbeat (record
+  // heartbeat_ns, every HEARTBEAT_PERIOD_MS).
   void start();
   void stop();
   // A graceful exit (an upgrade): read no more events, answer every event
@@ -93,10 +95,12 @@ class Server {
   void after_fill(std::uint32_t file);  // file index
   void clear(proto::fanotify::PendingInbox& inbox);
   void maybe_die(KillPoint point);
+  void beat();
 
   boost::asio::io_context& loop_;
   int group_;
   boost::asio::posix::stream_descriptor descriptor_;
+  boost::asio::steady_timer heartbeat_;
   CacheFileSet& files_;
   RangeFiller& filler_;
   PendingRecord& record_;

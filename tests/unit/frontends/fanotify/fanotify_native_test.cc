@@ -129,4 +129,43 @@ TEST_CASE("fanotify: a worker killed at any step of an event never lets a reader
               static_cast<double>(first_answer - killed_ns) / 1e6, left.count);
 }
 
+TEST_CASE("fanotify: a hung worker's heartbeat goes stale; killed, its successor serves the waiting reader",
+          "[fanotify][native][hang]") {
+  // The kernel never answers for a hung daemon (it only warns,
+  // perm_group_watchdog): the holder of the group must notice and kill.
+  Fixture fx;
+  auto& record = fx.record();
+  const pid_t first = fx.start_worker();
+  const auto age_ms = [&] {
+    const auto beat = record.heartbeat_ns.load();  // before the clock: never in the future
+    const auto now = ondemand::sys::monotonic_ns();
+    return static_cast<double>(now - std::min(now, beat)) / 1e6;
+  };
+  // Serving: the heartbeat is written and stays fresh.
+  for (int i = 0; i < 200 && record.heartbeat_ns.load() == 0; ++i) ::usleep(10'000);
+  REQUIRE(record.heartbeat_ns.load() != 0);
+  ::usleep(300'000);
+  CHECK(age_ms() < 250);
+  fx.mount_image();
+  // Hang it (SIGSTOP: a worker stuck anywhere), then read: the reader waits.
+  REQUIRE(::kill(first, SIGSTOP) == 0);
+  auto reader = spawn({"sha256sum", (fx.mnt() / "big").string()});
+  // The watchdog's view: stale after a second, as a supervisor would judge.
+  const auto stopped_ns = ondemand::sys::monotonic_ns();
+  while (age_ms() < 1000) ::usleep(20'000);
+  const auto detected_ms = static_cast<double>(ondemand::sys::monotonic_ns() - stopped_ns) / 1e6;
+  CHECK(::waitpid(reader.pid, nullptr, WNOHANG) == 0);  // still blocked, not reading zeros
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  const int status = fx.reap(first);
+  REQUIRE(WIFSIGNALED(status));
+  fx.start_worker();
+  const auto done = finish(reader);
+  REQUIRE(WIFEXITED(done.status));
+  CHECK(WEXITSTATUS(done.status) == 0);
+  CHECK(done.out.substr(0, 64) == fx.expected().at("big"));
+  CHECK(age_ms() < 250);  // the successor beats
+  std::printf("fanotify hang: stale heartbeat seen %.0f ms after SIGSTOP; reader served by the successor\n",
+              detected_ms);
+}
+
 }  // namespace ondemand::fanotify
