@@ -49,10 +49,11 @@ void EngineFiller::fill(CacheFile& file, std::uint64_t offset, std::uint64_t len
   if (offset >= want_end) return done(0);  // nothing of the file asked
   worker::FillRequest request;
   request.target = target;
-  request.plan.range = worker::fill_range(offset, want_end - offset, file.size, options_.window);
-  // The engine rounds the tail up to a page (the anonymous fd wants it); a
-  // cache file keeps the blob's exact size.
-  request.plan.range.end = std::min(request.plan.range.end, file.size);
+  // The front end's own window rule (LocalBlobFiller's too): aligned, and
+  // clipped to the file's exact size, not rounded up to a page as the
+  // cachefiles anonymous fd wants.
+  const auto range = widen(offset, len, file.size, options_.window);
+  request.plan.range = {range.start, range.end};
   request.plan.resume = true;
   request.plan.stall_timeout = options_.stall_timeout;
   request.deadline = std::chrono::steady_clock::now() + options_.stall_timeout;
