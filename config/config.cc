@@ -131,6 +131,12 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
          if (c.tag.size() > 64)
            throw ConfigError(fmt::format("config key \"{}\": longer than 64 bytes", k));
        }}},
+      {"frontend", {false, [](Config& c, auto k, auto& v) {
+         const auto name = as_string(k, v);
+         if (name == "cachefiles") c.frontend = Frontend::CACHEFILES;
+         else if (name == "fanotify") c.frontend = Frontend::FANOTIFY;
+         else throw ConfigError(fmt::format("config key \"{}\": \"{}\" is neither \"cachefiles\" nor \"fanotify\"", k, name));
+       }}},
       {"blob_dir", {true, [](Config& c, auto k, auto& v) { c.blob_dir = as_abs_path(k, v); }}},
       {"state_dir", {true, [](Config& c, auto k, auto& v) { c.state_dir = as_abs_path(k, v); }}},
       {"worker_binary", {false, [](Config& c, auto k, auto& v) { c.worker_binary = as_abs_path(k, v); }}},

@@ -48,6 +48,12 @@ struct RegistryConfig {
   std::filesystem::path credentials_file; // JSON {"username", "password"}, root 0600; empty: anonymous
 };
 
+// Which kernel interface serves the images (frontends/): cachefiles
+// on-demand mode (EROFS over fscache, Linux 5.19 to 7.1), or fanotify
+// pre-content events on sparse cache files (Linux 6.14+; file-backed EROFS
+// mounts made by `ondemandctl mount`).
+enum class Frontend { CACHEFILES, FANOTIFY };
+
 struct Config {
   // Required.
   std::filesystem::path cache_dir;   // ext4/xfs/btrfs: cachefiles refuses tmpfs
@@ -55,6 +61,7 @@ struct Config {
   std::filesystem::path blob_dir;    // local backend: blob id -> blob_dir/<id>
   std::filesystem::path state_dir;   // control socket, worker.pid, shm name
   // Optional.
+  Frontend frontend = Frontend::CACHEFILES;
   std::filesystem::path worker_binary;  // default: ondemand-worker beside the supervisor
   std::uint32_t max_inflight = 64;      // kernel requests being served at once
   std::uint32_t io_threads = 4;         // blocking backend/pwrite work runs here

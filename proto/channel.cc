@@ -32,6 +32,9 @@ constexpr const char* ADOPT = "adopt";
 constexpr const char* REFUSED = "refused";
 constexpr const char* BUSY = "busy";
 constexpr const char* UNRECOGNIZED = "unrecognized";
+constexpr const char* FANOTIFY_GROUP = "fanotify-group";
+constexpr const char* CACHE_FILES = "cache-files";
+constexpr const char* CACHE_FILES_ADDED = "cache-files-added";
 }  // namespace name
 
 // Reads typed fields of one message body, remembering the first problem
@@ -66,6 +69,25 @@ class Fields : public JsonFields {
       if (domain != e.end() && !domain->is_string()) return fail(where, "\"domain\" is not a string");
       out.push_back({id->get<std::uint32_t>(), blob->get<std::string>(),
                      domain != e.end() ? domain->get<std::string>() : std::string()});
+    }
+  }
+  // The array of cache files.
+  void cache_files(const char* key, std::vector<msg::CacheFileEntry>& out) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_array()) return fail(key, "not an array");
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      const json& e = (*v)[i];
+      const std::string where = fmt::format("{}[{}]", key, i);
+      if (!e.is_object()) return fail(where, "not an object");
+      msg::CacheFileEntry entry;
+      Fields f(e, where);
+      f.str("blob_id", entry.blob_id);
+      f.str("domain", entry.domain);
+      f.u64("size", entry.size);
+      f.boolean("whole", entry.whole);
+      if (!f.error().empty()) return adopt_error(f);
+      out.push_back(std::move(entry));
     }
   }
 };
@@ -110,6 +132,16 @@ json body_of(const msg::Adopt& m) {
 json body_of(const msg::Refused& m) { return {{"why", m.why}}; }
 json body_of(const msg::Busy& m) { return {{"why", m.why}, {"retry_ms", m.retry_ms}}; }
 json body_of(const msg::Unrecognized& m) { return {{"what", m.what}}; }
+json body_of(const msg::FanotifyGroup& m) {
+  return {{"generation", m.generation}, {"shm", m.shm}, {"standby", m.standby}, {"spare", m.spare}};
+}
+json body_of(const msg::CacheFiles& m) {
+  json list = json::array();
+  for (const auto& f : m.files)
+    list.push_back({{"blob_id", f.blob_id}, {"domain", f.domain}, {"size", f.size}, {"whole", f.whole}});
+  return {{"files", std::move(list)}};
+}
+json body_of(const msg::CacheFilesAdded& m) { return {{"count", m.count}}; }
 
 const char* type_name(const msg::Hello&) { return name::HELLO; }
 const char* type_name(const msg::Device&) { return name::DEVICE; }
@@ -126,6 +158,9 @@ const char* type_name(const msg::Adopt&) { return name::ADOPT; }
 const char* type_name(const msg::Refused&) { return name::REFUSED; }
 const char* type_name(const msg::Busy&) { return name::BUSY; }
 const char* type_name(const msg::Unrecognized&) { return name::UNRECOGNIZED; }
+const char* type_name(const msg::FanotifyGroup&) { return name::FANOTIFY_GROUP; }
+const char* type_name(const msg::CacheFiles&) { return name::CACHE_FILES; }
+const char* type_name(const msg::CacheFilesAdded&) { return name::CACHE_FILES_ADDED; }
 
 // Reads the body of a message of type T; fields missing or mistyped fail.
 template <class T>
@@ -254,6 +289,34 @@ std::variant<Message, std::string> read_body<msg::Unrecognized>(const json& j, s
   return m;
 }
 
+template <>
+std::variant<Message, std::string> read_body<msg::FanotifyGroup>(const json& j, std::string_view type) {
+  msg::FanotifyGroup m;
+  Fields f(j, type);
+  f.u64("generation", m.generation);
+  f.str("shm", m.shm);
+  f.boolean("standby", m.standby);
+  f.boolean("spare", m.spare);
+  if (!f.error().empty()) return f.error();
+  return m;
+}
+template <>
+std::variant<Message, std::string> read_body<msg::CacheFiles>(const json& j, std::string_view type) {
+  msg::CacheFiles m;
+  Fields f(j, type);
+  f.cache_files("files", m.files);
+  if (!f.error().empty()) return f.error();
+  return m;
+}
+template <>
+std::variant<Message, std::string> read_body<msg::CacheFilesAdded>(const json& j, std::string_view type) {
+  msg::CacheFilesAdded m;
+  Fields f(j, type);
+  f.u64("count", m.count);
+  if (!f.error().empty()) return f.error();
+  return m;
+}
+
 // type -> reader, and how many fds the type carries (-1: as many as its
 // objects).
 struct Kind {
@@ -278,6 +341,9 @@ constexpr Kind KINDS[] = {
     {name::REFUSED, read_body<msg::Refused>, 0},
     {name::BUSY, read_body<msg::Busy>, 0},
     {name::UNRECOGNIZED, read_body<msg::Unrecognized>, 0},
+    {name::FANOTIFY_GROUP, read_body<msg::FanotifyGroup>, 2},
+    {name::CACHE_FILES, read_body<msg::CacheFiles>, PER_OBJECT},
+    {name::CACHE_FILES_ADDED, read_body<msg::CacheFilesAdded>, 0},
 };
 static_assert(std::size(KINDS) == std::variant_size_v<Message>);
 
@@ -317,6 +383,7 @@ std::variant<Message, DecodeError> decode(std::string_view bytes, std::size_t fd
 
 std::size_t fds_of(const Message& m) {
   if (const auto* objects = std::get_if<msg::Objects>(&m)) return objects->objects.size();
+  if (const auto* files = std::get_if<msg::CacheFiles>(&m)) return files->files.size();
   const std::string_view type = type_of(m);
   for (const auto& k : KINDS)
     if (type == k.type) return static_cast<std::size_t>(std::max(k.fds, 0));

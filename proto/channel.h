@@ -54,6 +54,19 @@
 // supervisor answers Refused{why}; one in the middle of a handover answers
 // Busy{why, retry_ms}: ask again later.
 //
+// fanotify front end (config frontend = "fanotify"), instead of Device:
+//   S->W  CacheFiles{[{blob_id, domain, size, whole}...]} + one writer fd
+//         per entry (batches of at most MAX_FDS_PER_MESSAGE), each file
+//         appended to the worker's table in order (its index is its place)
+//   S->W  FanotifyGroup{generation, shm, standby, spare} + the group fd and
+//         the pending-event record's fd
+//   W->S  Serving{generation}
+// and at run time, when `ondemandctl mount` adds blobs:
+//   S->W  CacheFiles{...} + fds        W->S  CacheFilesAdded{count}
+// (count: the files the worker now has). A worker always recovers the
+// record before its first read (frontends/fanotify/server.h); a fanotify
+// worker is not adopted by a new supervisor (README: honest limits).
+//
 // Both sides answer a message they do not understand with
 // Unrecognized{what} and carry on: an unknown message is never fatal.
 //
@@ -61,7 +74,10 @@
 //   1  initial: hello, device (standby, spare), serving, stop, handover,
 //      handover-peer, objects, objects-done, handed-over, takeover, resume,
 //      adopt, refused, unrecognized. Typed (this header) without a wire
-//      change; busy added (a version-1 peer that does not know it answers
+//      change; fanotify-group, cache-files, cache-files-added added for
+//      the fanotify front end (a worker that predates them cannot serve
+//      that mode and answers unrecognized, failing its handshake);
+//      busy added (a version-1 peer that does not know it answers
 //      unrecognized, which an adopter treats as a refusal).
 #pragma once
 
@@ -163,12 +179,34 @@ struct Busy {
 struct Unrecognized {
   std::string what;
 };
+// + the fanotify group fd, then the pending-event record's fd.
+struct FanotifyGroup {
+  std::uint64_t generation = 0;
+  std::string shm;       // shared memory name (counters, heartbeat)
+  bool standby = false;  // hold the group, do not read it yet
+  bool spare = false;    // standby kept for the next failover
+};
+struct CacheFileEntry {
+  std::string blob_id;
+  std::string domain;  // proto/blob_ref.h
+  std::uint64_t size = 0;
+  bool whole = false;  // a metadata blob: filled whole before any mount reads it
+  friend bool operator==(const CacheFileEntry&, const CacheFileEntry&) = default;
+};
+// + one writer fd (O_RDWR, opened before the mark) per entry, in order.
+struct CacheFiles {
+  std::vector<CacheFileEntry> files;
+};
+struct CacheFilesAdded {
+  std::uint64_t count = 0;
+};
 
 }  // namespace msg
 
 using Message = std::variant<msg::Hello, msg::Device, msg::Serving, msg::Stop, msg::Takeover, msg::Handover,
                              msg::HandoverPeer, msg::Objects, msg::ObjectsDone, msg::HandedOver, msg::Resume,
-                             msg::Adopt, msg::Refused, msg::Busy, msg::Unrecognized>;
+                             msg::Adopt, msg::Refused, msg::Busy, msg::Unrecognized, msg::FanotifyGroup,
+                             msg::CacheFiles, msg::CacheFilesAdded>;
 
 struct DecodeError {
   std::string what;         // for logs and for the peer's Unrecognized

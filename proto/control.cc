@@ -33,6 +33,9 @@ constexpr const char* REGISTRY = "registry";
 constexpr const char* REPOSITORY = "repository";
 constexpr const char* DIGEST = "digest";
 constexpr const char* SIZE = "size";
+constexpr const char* ADD_BLOBS = "add-blobs";
+constexpr const char* BLOBS = "blobs";
+constexpr const char* PATHS = "paths";
 }  // namespace name
 
 // Printable, bounded: a peer's bytes go into our error text and logs.
@@ -88,6 +91,25 @@ class Fields : public JsonFields {
     if (out.empty()) return fail(key, "is empty");
     if (out.size() > CONTROL_MAX_PATH) return fail(key, "is too long");
     if (out.find_first_of(std::string_view("\0\n", 2)) != std::string::npos) return fail(key, "contains NUL or a newline");
+  }
+  // A non-empty array of at most `max` strings, each checked by name_str's rules.
+  void name_list(const char* key, std::vector<std::string>& out, std::size_t max) {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_array()) return fail(key, "not an array");
+    if (v->empty()) return fail(key, "is empty");
+    if (v->size() > max) return fail(key, fmt::format("has more than {} entries", max));
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      const json& e = (*v)[i];
+      const auto where = fmt::format("{}[{}]", key, i);
+      if (!e.is_string()) return fail(where, "is not a string");
+      const auto& text = e.get_ref<const std::string&>();
+      if (text.empty()) return fail(where, "is empty");
+      if (text.size() > CONTROL_MAX_PATH) return fail(where, "is too long");
+      if (text.find_first_of(std::string_view("\0\n", 2)) != std::string::npos)
+        return fail(where, "contains NUL or a newline");
+      out.push_back(text);
+    }
   }
   void binding_list(const char* key, std::vector<control::BindingInfo>& out) {
     const json* v = find(key);
@@ -155,7 +177,8 @@ std::string_view command_of(const ControlRequest& request) {
                                [](const control::Reload&) { return name::RELOAD; },
                                [](const control::Bind&) { return name::BIND; },
                                [](const control::Unbind&) { return name::UNBIND; },
-                               [](const control::ListBindings&) { return name::BINDINGS; }},
+                               [](const control::ListBindings&) { return name::BINDINGS; },
+                               [](const control::AddBlobs&) { return name::ADD_BLOBS; }},
                     request);
 }
 
@@ -170,6 +193,7 @@ std::string encode_request(const ControlRequest& request) {
     if (b->size) j[name::SIZE] = *b->size;
   }
   if (const auto* u = std::get_if<control::Unbind>(&request)) j[name::ID] = u->id;
+  if (const auto* a = std::get_if<control::AddBlobs>(&request)) j[name::BLOBS] = a->blobs;
   return finish(std::move(j));
 }
 
@@ -202,6 +226,13 @@ std::variant<ControlRequest, std::string> decode_request(std::string_view bytes)
     f.name_str(name::ID, u.id);
     if (!f.error().empty()) return f.error();
     return u;
+  }
+  if (command == name::ADD_BLOBS) {
+    control::AddBlobs a;
+    Fields f(body, "\"add-blobs\" request");
+    f.name_list(name::BLOBS, a.blobs, control::MAX_BLOBS_PER_MOUNT);
+    if (!f.error().empty()) return f.error();
+    return a;
   }
   if (command == name::UPGRADE) {
     control::Upgrade u;
@@ -260,7 +291,8 @@ std::string encode_reply(const ControlReply& reply) {
                               {name::DIGEST, b.digest},
                               {name::SIZE, b.size ? json(*b.size) : json(nullptr)}});
             return {{name::OK, true}, {name::BINDINGS, std::move(list)}};
-          }},
+          },
+          [](const control::CacheFilesReply& r) -> json { return {{name::OK, true}, {name::PATHS, r.paths}}; }},
       reply);
   return finish(std::move(j));
 }
@@ -310,6 +342,12 @@ std::variant<ControlReply, std::string> decode_reply(std::string_view bytes, con
   if (std::holds_alternative<control::ListBindings>(answered)) {
     control::BindingsReply r;
     f.binding_list(name::BINDINGS, r.bindings);
+    if (!f.error().empty()) return f.error();
+    return r;
+  }
+  if (std::holds_alternative<control::AddBlobs>(answered)) {
+    control::CacheFilesReply r;
+    f.name_list(name::PATHS, r.paths, control::MAX_BLOBS_PER_MOUNT);
     if (!f.error().empty()) return f.error();
     return r;
   }

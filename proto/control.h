@@ -87,6 +87,13 @@ struct Unbind {
   std::string id;
 };
 struct ListBindings {};
+// fanotify front end: make the cache files of one mount's blobs (blobs[0]
+// the metadata blob) and have the serving worker take them; `ondemandctl
+// mount` then mounts the returned paths. Root only.
+struct AddBlobs {
+  std::vector<std::string> blobs;
+};
+inline constexpr std::size_t MAX_BLOBS_PER_MOUNT = 64;
 
 // ---- replies ----
 struct WorkerInfo {
@@ -142,14 +149,19 @@ struct BindingInfo {
 struct BindingsReply {
   std::vector<BindingInfo> bindings;
 };
+// add-blobs: each blob's cache file, in the request's order.
+struct CacheFilesReply {
+  std::vector<std::string> paths;
+};
 
 }  // namespace control
 
 using ControlRequest =
     std::variant<control::Status, control::RestartWorker, control::Stop, control::Upgrade, control::Reload,
-                 control::Bind, control::Unbind, control::ListBindings>;
+                 control::Bind, control::Unbind, control::ListBindings, control::AddBlobs>;
 using ControlReply =
-    std::variant<control::Error, control::Done, control::Upgraded, control::StatusReply, control::BindingsReply>;
+    std::variant<control::Error, control::Done, control::Upgraded, control::StatusReply, control::BindingsReply,
+                 control::CacheFilesReply>;
 
 // The wire "cmd" of a request.
 std::string_view command_of(const ControlRequest& request);
