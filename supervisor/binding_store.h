@@ -33,6 +33,11 @@ class BindingStore {
   proto::ControlReply bind(const proto::control::Bind& request, const Config& config);
   proto::ControlReply unbind(const proto::control::Unbind& request);
   proto::control::BindingsReply list() const;
+  // The binding of `id`, if any.
+  const bindings::Binding* find(std::string_view id) const {
+    auto it = bindings_.find(id);
+    return it == bindings_.end() ? nullptr : &it->second;
+  }
 
  private:
   std::string publish() const;

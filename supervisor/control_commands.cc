@@ -25,6 +25,7 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   };
   check("cache_dir", a.cache_dir == b.cache_dir);
   check("tag", a.tag == b.tag);
+  check("frontend", a.frontend == b.frontend);
   check("state_dir", a.state_dir == b.state_dir);
   check("data_dir", a.data_dir == b.data_dir);
   check("control_uids", a.control_uids == b.control_uids);
@@ -69,6 +70,7 @@ void Supervisor::handle_control(const proto::ControlRequest& request, ControlSer
   if (std::holds_alternative<Reload>(request)) return reply(reload());
   if (const auto* b = std::get_if<Bind>(&request)) return reply(bindings_->bind(*b, config_));
   if (const auto* u = std::get_if<Unbind>(&request)) return reply(bindings_->unbind(*u));
+  if (const auto* a = std::get_if<AddBlobs>(&request)) return add_blobs(*a, std::move(reply));
   if (std::holds_alternative<Stop>(request)) {
     reply(Done{"stopping"});
     return shutdown();

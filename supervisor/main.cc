@@ -22,13 +22,16 @@ int main(int argc, char** argv) {
   CLI::App app{"ondemand-supervisor: binds /dev/cachefiles (cachefiles on-demand mode), holds the\n"
                "fd for its whole life and keeps an ondemand-worker serving from it, restarting\n"
                "it when it dies or hangs. Runs in the foreground and logs to stderr.\n"
+               "With config frontend \"fanotify\" it holds a fanotify pre-content group and the\n"
+               "cache files instead (Linux 6.14+; mounts are made by ondemandctl mount).\n"
                "At start it adopts a worker that outlived a previous supervisor (found through\n"
                "<state_dir>/worker.sock), else takes the bound device from systemd's fd store,\n"
                "else opens and binds /dev/cachefiles.\n"
                "Exit codes: 0 stopped by SIGTERM/SIGINT or ondemandctl stop, 64 usage,\n"
                "69 a running worker refused adoption (another supervisor?) or reads the device\n"
                "but does not answer on worker.sock, 70 internal error,\n"
-               "74 cannot open or bind /dev/cachefiles, 78 configuration (or an unusable\n"
+               "74 cannot open or bind /dev/cachefiles (or, with frontend fanotify, create the\n"
+               "fanotify group or a cache file), 78 configuration (or an unusable\n"
                "/dev/shm/ondemand-<tag>)."};
   std::string config_path;
   app.add_option("--config", config_path, "configuration file (JSON); see deploy/ondemand.json")
@@ -55,6 +58,16 @@ int main(int argc, char** argv) {
     // worker is adopted below: otherwise fd 3 stays open and inheritable next
     // to the adopted copy, and LISTEN_* leak into every worker's environment.
     auto stored = ondemand::systemd::take_listen_fd("cachefiles");
+    if (config.frontend == ondemand::Frontend::FANOTIFY) {
+      // A fresh group: a fanotify worker is never adopted (it keeps serving
+      // its own group until it dies), and nothing is kept in the fd store.
+      stored.reset();
+      std::optional<gid_t> worker_gid;
+      if (config.sandbox_drop_privileges) worker_gid = ondemand::resolve_worker_identity(config).gid;
+      auto group = sv::FanotifyCache::create(config, worker_gid);
+      sv::Supervisor supervisor(std::move(config), config_path, std::move(group), policy);
+      return supervisor.run();
+    }
     // 1. A worker that outlived its supervisor holds the device: adopt it.
     // One that holds serving.lock but did not answer (handing over, its
     // worker.sock gone or unbindable) is retried, never run beside.
@@ -91,6 +104,9 @@ int main(int argc, char** argv) {
   } catch (const ondemand::supervisor::AdoptError& e) {
     spdlog::critical("{}", e.what());
     return static_cast<int>(ExitCode::HANDOFF_FAILED);
+  } catch (const ondemand::supervisor::FanotifyError& e) {
+    spdlog::critical("{}", e.what());
+    return static_cast<int>(ExitCode::DEVICE_LOST);
   } catch (const ondemand::supervisor::DeviceError& e) {
     spdlog::critical("{}", e.what());
     return static_cast<int>(ExitCode::DEVICE_LOST);

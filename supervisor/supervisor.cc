@@ -68,6 +68,12 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, BoundCa
   init_shared_state();
 }
 
+Supervisor::Supervisor(Config config, std::filesystem::path config_path, FanotifyCache group,
+                       RestartPolicyOptions policy)
+    : Supervisor(std::move(config), std::move(config_path), BoundCache{}, policy) {
+  fanotify_.emplace(std::move(group));
+}
+
 Supervisor::Supervisor(Config config, std::filesystem::path config_path, AdoptedWorker adopted,
                        RestartPolicyOptions policy)
     : Supervisor(std::move(config), std::move(config_path),
@@ -124,8 +130,12 @@ int Supervisor::run() {
                                              [this, info] { return metrics::render(shm_->state(), info); });
   // Under systemd the bound device also goes to the fd store, so a restart
   // with no live worker still finds the cache.
-  const int device[] = {cache_.fd.get()};
-  systemd::notify("FDSTORE=1\nFDNAME=cachefiles", device);
+  // Not the fanotify group: a group nobody reads would block every reader
+  // of its marked files for good (fanotify.cc).
+  if (!fanotify_) {
+    const int device[] = {cache_.fd.get()};
+    systemd::notify("FDSTORE=1\nFDNAME=cachefiles", device);
+  }
   if (worker_) {
     watch(*worker_);
     if (worker_->serving) on_serving(*worker_);
@@ -136,8 +146,12 @@ int Supervisor::run() {
   loop_.run();
   control_.reset();
   metrics_.reset();
-  spdlog::info("supervisor exiting; the cache stays bound only if another reference to /dev/cachefiles "
-               "exists (systemd's fd store)");
+  if (fanotify_)
+    spdlog::info("supervisor exiting; the fanotify group closes with the last worker: reads of an image still "
+                 "mounted then go on over its unfilled ranges (zeros)");
+  else
+    spdlog::info("supervisor exiting; the cache stays bound only if another reference to /dev/cachefiles "
+                 "exists (systemd's fd store)");
   return 0;
 }
 
@@ -194,21 +208,27 @@ void Supervisor::complete_handshake(WorkerHandle& w, const proto::msg::Hello& h)
     if (!version)
       throw ChannelError(fmt::format("no common handoff protocol version (worker {}..{}, us {}..{})", h.proto_min,
                                      h.proto_max, proto::HANDOFF_PROTO_MIN, proto::HANDOFF_PROTO_MAX));
-    const int fds[] = {cache_.fd.get()};
-    w.send(proto::msg::Device{.generation = w.generation,
-                              .rdev = static_cast<std::uint64_t>(cache_.rdev),
-                              .shm = shm_->name(),
-                              .restore = !w.standby,
-                              .standby = w.standby,
-                              .spare = w.spare},
-           fds);
+    if (fanotify_) {
+      hand_group(w);
+    } else {
+      const int fds[] = {cache_.fd.get()};
+      w.send(proto::msg::Device{.generation = w.generation,
+                                .rdev = static_cast<std::uint64_t>(cache_.rdev),
+                                .shm = shm_->name(),
+                                .restore = !w.standby,
+                                .standby = w.standby,
+                                .spare = w.spare},
+             fds);
+    }
   } catch (const ChannelError& e) {
     spdlog::error("handshake with worker pid={} failed: {}", w.pid, e.what());
     return w.kill("handshake failed");  // its death is handled like any other
   }
   w.handshake_done();
-  spdlog::info("handed /dev/cachefiles to worker pid={} (version {}, handoff protocol {})", w.pid, w.version,
-               *version);
+  spdlog::info("handed {} to worker pid={} (version {}, handoff protocol {})",
+               fanotify_ ? fmt::format("the fanotify group and {} cache files", fanotify_->files().size())
+                         : std::string("/dev/cachefiles"),
+               w.pid, w.version, *version);
   if (w.on_ready) std::exchange(w.on_ready, nullptr)();
 }
 
@@ -247,6 +267,7 @@ void Supervisor::on_message(WorkerHandle& w, const proto::Message& m) {
     spdlog::info("worker pid={} handed over {} objects", w.pid, handed->objects);
     return;
   }
+  if (const auto* added = std::get_if<proto::msg::CacheFilesAdded>(&m)) return on_cache_files_added(w, added->count);
   if (const auto* unrecognized = std::get_if<proto::msg::Unrecognized>(&m)) {
     spdlog::warn("worker pid={} did not recognize our message: {}", w.pid, unrecognized->what);
     return;
@@ -284,6 +305,7 @@ void Supervisor::on_serving(WorkerHandle& w) {
     return;  // otherwise finished when the outgoing worker is reaped
   }
   if (!incoming_) set_state(proto::WorkerState::RUNNING);
+  if (current && fanotify_) answer_mounts(w.cache_files, "a new worker serves with the cache files");
   if (current) {
     spare_failures_ = 0;
     asio::post(loop_, [this] { maybe_spawn_spare(); });

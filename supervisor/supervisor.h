@@ -45,6 +45,7 @@
 #include "supervisor/binding_store.h"
 #include "supervisor/cache_device.h"
 #include "supervisor/control_server.h"
+#include "supervisor/fanotify_cache.h"
 #include "supervisor/metrics_server.h"
 #include "supervisor/restart_policy.h"
 #include "supervisor/state_dir.h"
@@ -57,6 +58,9 @@ class Supervisor {
  public:
   // Fresh start: `cache` was just bound (or came back from systemd's fd store).
   Supervisor(Config config, std::filesystem::path config_path, BoundCache cache,
+             RestartPolicyOptions policy = {});
+  // fanotify front end: `group` holds the group, the record, the cache files.
+  Supervisor(Config config, std::filesystem::path config_path, FanotifyCache group,
              RestartPolicyOptions policy = {});
   // Restart: take over a running worker and its device fd.
   Supervisor(Config config, std::filesystem::path config_path, AdoptedWorker adopted,
@@ -100,6 +104,13 @@ class Supervisor {
   void on_incoming_exit(const std::string& desc);
   void finish_upgrade(bool ok, const std::string& message);
 
+  // fanotify.cc: the fanotify front end's handshake and mounts.
+  void hand_group(WorkerHandle& w);  // throws ChannelError
+  void send_cache_files(WorkerHandle& w, const std::vector<std::size_t>& indexes);  // throws ChannelError
+  void add_blobs(const proto::control::AddBlobs& request, ControlServer::Reply reply);
+  void on_cache_files_added(WorkerHandle& w, std::uint64_t count);
+  void answer_mounts(std::uint64_t count, const char* how);
+
   // control_commands.cc: what ondemandctl asks.
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);
   proto::control::StatusReply status() const;
@@ -108,7 +119,16 @@ class Supervisor {
 
   Config config_;
   std::filesystem::path config_path_;
-  BoundCache cache_;
+  BoundCache cache_;                    // cachefiles front end
+  std::optional<FanotifyCache> fanotify_;  // fanotify front end
+  // add-blobs requests waiting for the serving worker to hold `count` files.
+  struct PendingMount {
+    std::uint64_t count = 0;
+    std::vector<std::string> paths;
+    ControlServer::Reply reply;
+    std::shared_ptr<boost::asio::steady_timer> deadline;
+  };
+  std::vector<PendingMount> pending_mounts_;
   RestartPolicy policy_;
   boost::asio::io_context loop_{1};
   boost::asio::signal_set signals_;

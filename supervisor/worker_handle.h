@@ -73,6 +73,7 @@ class WorkerHandle {
   bool handshake_ok = false;
   bool standby = false;
   bool spare = false;
+  std::uint64_t cache_files = 0;  // fanotify: cache files it holds (handed, or confirmed added)
   bool serving = false;
   bool adopted = false;
   bool handed_over = false;    // outgoing worker said "handed-over"

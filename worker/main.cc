@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "proto/exit_codes.h"
 #include "proto/channel.h"
+#include "worker/fanotify_worker.h"
 #include "worker/worker.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -26,7 +27,8 @@ int main(int argc, char** argv) {
   __sanitizer_set_report_fd(reinterpret_cast<void*>(static_cast<std::uintptr_t>(STDERR_FILENO)));
 #endif
   using ondemand::proto::ExitCode;
-  CLI::App app{"ondemand-worker: serves Linux cachefiles on-demand requests (EROFS over fscache).\n"
+  CLI::App app{"ondemand-worker: serves Linux cachefiles on-demand requests (EROFS over fscache),\n"
+               "or, with config frontend \"fanotify\", fanotify pre-content events on cache files.\n"
                "Normally started by ondemand-supervisor, which passes /dev/cachefiles over the\n"
                "channel fd. Exit codes: 0 stopped, 64 usage, 69 handoff failed, 70 internal,\n"
                "74 device I/O, 75 temporary, 78 configuration."};
@@ -44,6 +46,10 @@ int main(int argc, char** argv) {
   if (!ondemand::init_logging("worker").empty()) return static_cast<int>(ExitCode::USAGE);
   try {
     auto config = ondemand::load_config(config_path);
+    if (config.frontend == ondemand::Frontend::FANOTIFY) {
+      ondemand::worker::FanotifyWorker worker(std::move(config), ondemand::UniqueFd{channel_fd});
+      return static_cast<int>(worker.run());
+    }
     ondemand::worker::Worker worker(std::move(config), ondemand::UniqueFd{channel_fd});
     return static_cast<int>(worker.run());
   } catch (const ondemand::ConfigError& e) {

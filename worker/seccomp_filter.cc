@@ -53,6 +53,9 @@ const std::vector<std::string_view>& seccomp_allowed_syscalls() {
       // Who am I, limits, randomness.
       "getpid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid", "getresgid",
       "uname", "prlimit64", "getrlimit", "getrandom", "sysinfo", "prctl",
+      // fanotify front end: removing the mark of a cache file once complete
+      // (reading events and answering them are read and write).
+      "fanotify_mark",
   };
   return names;
 }

@@ -15,31 +15,36 @@ EngineFiller::EngineFiller(worker::Engine& engine, CacheFileSet& files,
                            const std::vector<proto::BlobRef>& refs, FillOptions options)
     : engine_(engine), options_(options) {
   for (auto& file : files.files()) {
-    if (file.index >= targets_.size()) targets_.resize(file.index + 1);
     if (file.index >= refs.size()) {
+      if (file.index >= targets_.size()) targets_.resize(file.index + 1);
       spdlog::error("fanotify: cache file {} (index {}) has no blob reference", file.path, file.index);
       continue;
     }
-    const auto& ref = refs[file.index];
-    auto opened = engine_.open_now(ref, worker::NO_DEADLINE);
-    if (opened.error) {
-      spdlog::error("fanotify: blob {} for {}: {} ({}); its reads fail with EIO", proto::describe(ref),
-                    file.path, opened.error->message, worker::to_string(opened.error->kind));
-      continue;
-    }
-    if (opened.blob->size() != file.size) {
-      spdlog::error("fanotify: blob {} is {} bytes but its cache file {} is {}; its reads fail with EIO",
-                    proto::describe(ref), opened.blob->size(), file.path, file.size);
-      continue;
-    }
-    const int fd = ::fcntl(file.writer.get(), F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) {
-      spdlog::error("fanotify: dup of the writer fd of {}: {}; its reads fail with EIO", file.path,
-                    sys::errno_name(errno));
-      continue;
-    }
-    targets_[file.index] = std::make_shared<worker::Target>(worker::Target{ref, opened.blob, UniqueFd(fd)});
+    add(file, refs[file.index]);
   }
+}
+
+void EngineFiller::add(const CacheFile& file, const proto::BlobRef& ref) {
+  if (file.index >= targets_.size()) targets_.resize(file.index + 1);
+  targets_[file.index].reset();
+  auto opened = engine_.open_now(ref, worker::NO_DEADLINE);
+  if (opened.error) {
+    spdlog::error("fanotify: blob {} for {}: {} ({}); its reads fail with EIO", proto::describe(ref), file.path,
+                  opened.error->message, worker::to_string(opened.error->kind));
+    return;
+  }
+  if (opened.blob->size() != file.size) {
+    spdlog::error("fanotify: blob {} is {} bytes but its cache file {} is {}; its reads fail with EIO",
+                  proto::describe(ref), opened.blob->size(), file.path, file.size);
+    return;
+  }
+  const int fd = ::fcntl(file.writer.get(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) {
+    spdlog::error("fanotify: dup of the writer fd of {}: {}; its reads fail with EIO", file.path,
+                  sys::errno_name(errno));
+    return;
+  }
+  targets_[file.index] = std::make_shared<worker::Target>(worker::Target{ref, opened.blob, UniqueFd(fd)});
 }
 
 void EngineFiller::fill(CacheFile& file, std::uint64_t offset, std::uint64_t len, Done done) {

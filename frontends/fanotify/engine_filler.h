@@ -38,6 +38,9 @@ class EngineFiller final : public RangeFiller {
   // now, blocking (before the worker reads any event).
   EngineFiller(worker::Engine& engine, CacheFileSet& files, const std::vector<proto::BlobRef>& refs,
                FillOptions options);
+  // One more cache file (or a file's blob again): opens its blob now,
+  // blocking. A failure is logged by name; that file's fills fail with EIO.
+  void add(const CacheFile& file, const proto::BlobRef& ref);
   void fill(CacheFile& file, std::uint64_t offset, std::uint64_t len, Done done) override;
 
  private:

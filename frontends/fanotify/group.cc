@@ -26,9 +26,13 @@ int mark(int group, const std::string& path) {
   return r.ok() ? 0 : r.err;
 }
 
-int unmark(int group, const std::string& path) {
-  auto r = sys::fanotify_mark(group, FAN_MARK_REMOVE, proto::fanotify::FAN_PRE_ACCESS_MASK, AT_FDCWD,
-                              path.c_str());
+int mark_fd(int group, int fd) {
+  auto r = sys::fanotify_mark(group, FAN_MARK_ADD, proto::fanotify::FAN_PRE_ACCESS_MASK, fd, nullptr);
+  return r.ok() ? 0 : r.err;
+}
+
+int unmark(int group, int fd) {
+  auto r = sys::fanotify_mark(group, FAN_MARK_REMOVE, proto::fanotify::FAN_PRE_ACCESS_MASK, fd, nullptr);
   return r.ok() ? 0 : r.err;
 }
 

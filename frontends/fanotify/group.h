@@ -31,9 +31,14 @@ UniqueFd create_group();
 // an errno (EXDEV/EINVAL on tmpfs and other file systems without
 // pre-content support).
 int mark(int group, const std::string& path);
-// FAN_MARK_REMOVE: once a file is complete it costs nothing. ENOENT when
-// it was not marked.
-int unmark(int group, const std::string& path);
+// The same, for the file `fd` is open on (fanotify_mark with a NULL path):
+// no path lookup, so no directory permissions.
+int mark_fd(int group, int fd);
+// FAN_MARK_REMOVE on the file `fd` is open on: once a file is complete it
+// costs nothing. ENOENT when it was not marked. An unprivileged caller
+// needs read permission on the file (fanotify_find_path's path_permission
+// MAY_READ), nothing more.
+int unmark(int group, int fd);
 
 // write(2) of struct fanotify_response. Returns 0 or an errno: ENOENT when
 // no event read from this group waits under that fd number (measured on

@@ -55,19 +55,23 @@ PendingRecord PendingRecord::create(const std::string& path) {
 PendingRecord PendingRecord::attach(const std::string& path) {
   auto opened = ondemand::sys::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (!opened.fd) throw std::system_error(opened.err, std::generic_category(), "open " + path);
+  return attach_fd(opened.fd.get(), path);
+}
+
+PendingRecord PendingRecord::attach_fd(int fd, const std::string& what) {
   struct stat st {};
-  if (auto r = sys::fstat(opened.fd.get(), st); !r.ok())
-    throw std::system_error(r.err, std::generic_category(), "fstat " + path);
+  if (auto r = sys::fstat(fd, st); !r.ok())
+    throw std::system_error(r.err, std::generic_category(), "fstat " + what);
   const std::size_t len = sizeof(PendingRecordLayout);
-  if (static_cast<std::size_t>(st.st_size) < len)
-    throw std::runtime_error(fmt::format("{}: pending record is {} bytes, need {}", path,
-                                         st.st_size, len));
-  PendingRecord record(map_fd(opened.fd.get(), len, path), len);
+  if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) < len)
+    throw std::runtime_error(fmt::format("{}: pending record is {} bytes{}, need {}", what, st.st_size,
+                                         S_ISREG(st.st_mode) ? "" : " and not a regular file", len));
+  PendingRecord record(map_fd(fd, len, what), len);
   const auto& h = record.layout_->header;
   if (h.magic != proto::fanotify::PENDING_MAGIC || h.version != proto::fanotify::PENDING_VERSION ||
       h.size < len)
     throw std::runtime_error(fmt::format("{}: bad pending record header (magic {:#x}, version {}, size {})",
-                                         path, h.magic, h.version, h.size));
+                                         what, h.magic, h.version, h.size));
   return record;
 }
 

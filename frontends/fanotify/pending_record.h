@@ -17,6 +17,9 @@ class PendingRecord {
   // Maps an existing record; throws std::runtime_error naming the path when
   // its magic, version or size is wrong.
   static PendingRecord attach(const std::string& path);
+  // The same for an open file (a worker gets the record as an fd); `what`
+  // names it in errors.
+  static PendingRecord attach_fd(int fd, const std::string& what);
 
   PendingRecord(PendingRecord&& other) noexcept;
   PendingRecord& operator=(PendingRecord&&) = delete;

@@ -99,12 +99,13 @@ void Server::answer(std::int32_t fd, int fill_err) {
 }
 
 void Server::after_fill(std::uint32_t file) {
-  if (file >= unmarked_.size() || unmarked_[file]) return;
+  if (file >= unmarked_.size()) unmarked_.resize(file + 1, false);  // a file added at run time
+  if (unmarked_[file]) return;
   auto* f = files_.at(file);
   if (!f || !cache_file_complete(*f)) return;
   // A complete file needs no events any more. ENOENT: already unmarked by
   // a predecessor.
-  int err = unmark(group_, f->path);
+  int err = unmark(group_, f->writer.get());
   if (err && err != ENOENT)
     spdlog::warn("fanotify: unmark {}: {}", f->path, ondemand::sys::errno_name(err));
   else
@@ -219,6 +220,13 @@ void Server::hand_over(std::function<void()> done) {
     return;
   }
   handed_over_ = std::move(done);
+}
+
+void Server::resume() {
+  handed_over_ = nullptr;
+  stopped_ = false;
+  spdlog::info("fanotify: hand-over called off: reading again");
+  start();
 }
 
 void Server::wait() {

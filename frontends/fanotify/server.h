@@ -74,7 +74,11 @@ class Server {
   // of its could carry the same fd number, and the kernel answers the
   // oldest event with a number (process_access_response).
   void hand_over(std::function<void()> done);
+  // Read again after hand_over() was called off (its `done` not yet
+  // called): the successor that was to read is gone.
+  void resume();
   bool idle() const;  // no event read and unanswered
+  bool handing_over() const { return static_cast<bool>(handed_over_); }
 
   std::uint64_t events_handled() const { return handled_; }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <optional>
 
@@ -54,5 +55,12 @@ std::string format_status(const proto::control::StatusReply& status);
 
 // The `bindings` reply, one line per binding (ID REGISTRY REPOSITORY DIGEST SIZE).
 std::string format_bindings(const proto::control::BindingsReply& reply);
+
+// `ondemandctl mount`'s second half, once the supervisor made the cache
+// files (`paths`, in `blobs` order): wait until the metadata blob's cache
+// file (paths[0]) has no hole, then mount it file-backed at `mount_point`
+// with the others as `device=`. Prints what it did; returns an exit code.
+int mount_cache_files(const std::vector<std::string>& paths, const std::vector<std::string>& blobs,
+                      const std::string& mount_point, std::chrono::milliseconds wait);
 
 }  // namespace ondemand::ctl

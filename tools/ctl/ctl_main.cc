@@ -65,6 +65,17 @@ int main(int argc, char** argv) {
   unbind->add_option("ID", unbind_id, "blob id")->required();
   auto* list = app.add_subcommand("bindings", "list the blob bindings");
   list->add_flag("--json", json, "print the raw JSON reply");
+  std::string mount_point;
+  std::vector<std::string> mount_blobs;
+  unsigned mount_wait_ms = 60000;
+  auto* mount = app.add_subcommand(
+      "mount", "frontend fanotify: mount an image file-backed at MOUNTPOINT. BLOB... are blob ids,\n"
+               "the metadata blob first, then the data blobs (mkfs.erofs --blobdev); the supervisor\n"
+               "makes their cache files, the worker fills the metadata blob whole, and the mount\n"
+               "is made once it is (root only). Unmount with umount(8).");
+  mount->add_option("MOUNTPOINT", mount_point, "an existing directory")->required();
+  mount->add_option("BLOB", mount_blobs, "metadata blob id, then data blob ids")->required();
+  mount->add_option("--wait-ms", mount_wait_ms, "how long to wait for the metadata blob")->capture_default_str();
   std::string binary;
   auto* upgrade = app.add_subcommand(
       "upgrade", "rolling upgrade: start a new worker, hand it the open objects, retire the old one;\n"
@@ -147,6 +158,7 @@ int main(int argc, char** argv) {
     request = proto::control::Bind{bind_id, bind_registry, bind_repository, bind_digest, bind_size};
   if (cmd == "unbind") request = proto::control::Unbind{unbind_id};
   if (cmd == "bindings") request = proto::control::ListBindings{};
+  if (cmd == "mount") request = proto::control::AddBlobs{mount_blobs};
   if (cmd == "upgrade") {
     proto::control::Upgrade upgrade;
     if (!binary.empty()) {
@@ -168,6 +180,8 @@ int main(int argc, char** argv) {
     if (json) std::cout << result.raw << "\n";
     return ctl::REFUSED;
   }
+  if (const auto* files = std::get_if<proto::control::CacheFilesReply>(&*result.reply))
+    return ctl::mount_cache_files(files->paths, mount_blobs, mount_point, std::chrono::milliseconds(mount_wait_ms));
   if (json)
     std::cout << result.raw << "\n";
   else if (const auto* status = std::get_if<proto::control::StatusReply>(&*result.reply))
