@@ -35,6 +35,7 @@ constexpr const char* UNRECOGNIZED = "unrecognized";
 constexpr const char* FANOTIFY_GROUP = "fanotify-group";
 constexpr const char* CACHE_FILES = "cache-files";
 constexpr const char* CACHE_FILES_ADDED = "cache-files-added";
+constexpr const char* ADOPT_FANOTIFY = "adopt-fanotify";
 }  // namespace name
 
 // Reads typed fields of one message body, remembering the first problem
@@ -142,6 +143,9 @@ json body_of(const msg::CacheFiles& m) {
   return {{"files", std::move(list)}};
 }
 json body_of(const msg::CacheFilesAdded& m) { return {{"count", m.count}}; }
+json body_of(const msg::AdoptFanotify& m) {
+  return {{"pid", m.pid}, {"generation", m.generation}, {"version", m.version}, {"serving", m.serving}};
+}
 
 const char* type_name(const msg::Hello&) { return name::HELLO; }
 const char* type_name(const msg::Device&) { return name::DEVICE; }
@@ -161,6 +165,7 @@ const char* type_name(const msg::Unrecognized&) { return name::UNRECOGNIZED; }
 const char* type_name(const msg::FanotifyGroup&) { return name::FANOTIFY_GROUP; }
 const char* type_name(const msg::CacheFiles&) { return name::CACHE_FILES; }
 const char* type_name(const msg::CacheFilesAdded&) { return name::CACHE_FILES_ADDED; }
+const char* type_name(const msg::AdoptFanotify&) { return name::ADOPT_FANOTIFY; }
 
 // Reads the body of a message of type T; fields missing or mistyped fail.
 template <class T>
@@ -317,6 +322,18 @@ std::variant<Message, std::string> read_body<msg::CacheFilesAdded>(const json& j
   return m;
 }
 
+template <>
+std::variant<Message, std::string> read_body<msg::AdoptFanotify>(const json& j, std::string_view type) {
+  msg::AdoptFanotify m;
+  Fields f(j, type);
+  f.i64("pid", m.pid);
+  f.u64("generation", m.generation);
+  f.str("version", m.version);
+  f.boolean("serving", m.serving);
+  if (!f.error().empty()) return f.error();
+  return m;
+}
+
 // type -> reader, and how many fds the type carries (-1: as many as its
 // objects).
 struct Kind {
@@ -344,6 +361,7 @@ constexpr Kind KINDS[] = {
     {name::FANOTIFY_GROUP, read_body<msg::FanotifyGroup>, 2},
     {name::CACHE_FILES, read_body<msg::CacheFiles>, PER_OBJECT},
     {name::CACHE_FILES_ADDED, read_body<msg::CacheFilesAdded>, 0},
+    {name::ADOPT_FANOTIFY, read_body<msg::AdoptFanotify>, 2},
 };
 static_assert(std::size(KINDS) == std::variant_size_v<Message>);
 

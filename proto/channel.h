@@ -64,8 +64,12 @@
 // and at run time, when `ondemandctl mount` adds blobs:
 //   S->W  CacheFiles{...} + fds        W->S  CacheFilesAdded{count}
 // (count: the files the worker now has). A worker always recovers the
-// record before its first read (frontends/fanotify/server.h); a fanotify
-// worker is not adopted by a new supervisor (README: honest limits).
+// record before its first read (frontends/fanotify/server.h). A fanotify
+// worker whose supervisor died is adopted like a cachefiles one, handing
+// back what the supervisor held:
+//   W->S  CacheFiles{...} + writer fds (every file, in index order)
+//   W->S  AdoptFanotify{pid, generation, version, serving} + the group fd
+//         and the pending-event record's fd
 //
 // Both sides answer a message they do not understand with
 // Unrecognized{what} and carry on: an unknown message is never fatal.
@@ -74,8 +78,8 @@
 //   1  initial: hello, device (standby, spare), serving, stop, handover,
 //      handover-peer, objects, objects-done, handed-over, takeover, resume,
 //      adopt, refused, unrecognized. Typed (this header) without a wire
-//      change; fanotify-group, cache-files, cache-files-added added for
-//      the fanotify front end (a worker that predates them cannot serve
+//      change; fanotify-group, cache-files, cache-files-added and
+//      adopt-fanotify added for the fanotify front end (a worker that predates them cannot serve
 //      that mode and answers unrecognized, failing its handshake);
 //      busy added (a version-1 peer that does not know it answers
 //      unrecognized, which an adopter treats as a refusal).
@@ -169,6 +173,14 @@ struct Adopt {
   std::string version;
   bool serving = false;
 };
+// fanotify front end, after the worker's CacheFiles: + the group fd, then
+// the pending-event record's fd.
+struct AdoptFanotify {
+  std::int64_t pid = 0;
+  std::uint64_t generation = 0;
+  std::string version;
+  bool serving = false;
+};
 struct Refused {
   std::string why;
 };
@@ -206,7 +218,7 @@ struct CacheFilesAdded {
 using Message = std::variant<msg::Hello, msg::Device, msg::Serving, msg::Stop, msg::Takeover, msg::Handover,
                              msg::HandoverPeer, msg::Objects, msg::ObjectsDone, msg::HandedOver, msg::Resume,
                              msg::Adopt, msg::Refused, msg::Busy, msg::Unrecognized, msg::FanotifyGroup,
-                             msg::CacheFiles, msg::CacheFilesAdded>;
+                             msg::CacheFiles, msg::CacheFilesAdded, msg::AdoptFanotify>;
 
 struct DecodeError {
   std::string what;         // for logs and for the peer's Unrecognized

@@ -24,6 +24,14 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// fanotify's group fd is an anonymous inode named "[fanotify]" (fs/anon_inodes.c).
+bool is_fanotify_group(int fd) {
+  char target[64] = {};
+  const auto link = fmt::format("/proc/self/fd/{}", fd);
+  const auto n = ::readlink(link.c_str(), target, sizeof target - 1);
+  return n > 0 && std::string_view(target, static_cast<std::size_t>(n)) == "anon_inode:[fanotify]";
+}
+
 // How long a worker in the middle of a handover may keep answering "busy"
 // before we give up (an upgrade drains within 5 s; its successor then
 // answers).
@@ -52,19 +60,47 @@ std::variant<std::optional<AdoptedWorker>, Busy> attempt(const std::filesystem::
     return Busy{busy->why, std::chrono::milliseconds(std::clamp<std::uint64_t>(busy->retry_ms, 10, 1000))};
   if (!std::holds_alternative<proto::msg::Hello>(first.message))
     throw ChannelError(fmt::format("expected hello, got \"{}\"", proto::type_of(first.message)));
-  auto adopt = receive_message(fd.get(), 5s);
-  const auto* a = std::get_if<proto::msg::Adopt>(&adopt.message);
-  if (!a) throw ChannelError(fmt::format("expected \"adopt\" with the device fd, got \"{}\"", proto::type_of(adopt.message)));
   AdoptedWorker w;
-  w.pid = static_cast<pid_t>(a->pid);
-  w.generation = a->generation;
-  w.rdev = static_cast<dev_t>(a->rdev);
-  w.version = a->version;
-  w.serving = a->serving;
-  w.device = std::move(adopt.fds[0]);  // decode() checked there is exactly one
-  struct stat st{};
-  if (a->pid <= 0 || ::fstat(w.device.get(), &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != w.rdev)
-    throw ChannelError("the adopted worker's fd is not the announced /dev/cachefiles");
+  AdoptedFanotify files;
+  for (;;) {
+    auto adopt = receive_message(fd.get(), 5s);
+    // A fanotify worker first hands back its cache files, in batches.
+    if (auto* batch = std::get_if<proto::msg::CacheFiles>(&adopt.message)) {
+      for (std::size_t i = 0; i < batch->files.size(); ++i) {  // decode() matched fds to entries
+        files.entries.push_back(std::move(batch->files[i]));
+        files.writers.push_back(std::move(adopt.fds[i]));
+      }
+      continue;
+    }
+    if (const auto* a = std::get_if<proto::msg::AdoptFanotify>(&adopt.message)) {
+      w.pid = static_cast<pid_t>(a->pid);
+      w.generation = a->generation;
+      w.version = a->version;
+      w.serving = a->serving;
+      files.group = std::move(adopt.fds[0]);
+      files.record = std::move(adopt.fds[1]);
+      // Checked for what they are, not trusted: the supervisor holds them
+      // from now on (FanotifyCache::adopt checks the record and the files).
+      if (a->pid <= 0 || !is_fanotify_group(files.group.get()))
+        throw ChannelError("the adopted worker's group fd is not a fanotify group");
+      w.fanotify = std::move(files);
+      break;
+    }
+    const auto* a = std::get_if<proto::msg::Adopt>(&adopt.message);
+    if (!a)
+      throw ChannelError(fmt::format("expected \"adopt\" with the device fd, got \"{}\"", proto::type_of(adopt.message)));
+    if (!files.entries.empty()) throw ChannelError("a cachefiles \"adopt\" after cache files");
+    w.pid = static_cast<pid_t>(a->pid);
+    w.generation = a->generation;
+    w.rdev = static_cast<dev_t>(a->rdev);
+    w.version = a->version;
+    w.serving = a->serving;
+    w.device = std::move(adopt.fds[0]);  // decode() checked there is exactly one
+    struct stat st{};
+    if (a->pid <= 0 || ::fstat(w.device.get(), &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != w.rdev)
+      throw ChannelError("the adopted worker's fd is not the announced /dev/cachefiles");
+    break;
+  }
   w.pidfd = open_pidfd(w.pid);
   w.channel = std::move(fd);
   return std::optional<AdoptedWorker>{std::move(w)};

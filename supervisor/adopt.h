@@ -1,6 +1,8 @@
 // Finding a worker that outlived its supervisor: it listens on
 // <state_dir>/worker.sock and, once its old supervisor's channel is closed,
-// hands a new supervisor its /dev/cachefiles fd (proto/channel.h, "adopt").
+// hands a new supervisor its /dev/cachefiles fd (proto/channel.h, "adopt"),
+// or, a fanotify worker, the group, the record and the cache files
+// ("adopt-fanotify").
 #pragma once
 
 #include <sys/types.h>
@@ -9,16 +11,27 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/unique_fd.h"
+#include "proto/channel.h"
 
 namespace ondemand::supervisor {
+
+// What a fanotify worker hands back: what the supervisor held for it.
+struct AdoptedFanotify {
+  UniqueFd group;
+  UniqueFd record;
+  std::vector<proto::msg::CacheFileEntry> entries;
+  std::vector<UniqueFd> writers;  // one per entry
+};
 
 struct AdoptedWorker {
   pid_t pid = -1;
   UniqueFd pidfd;
   UniqueFd channel;
-  UniqueFd device;
+  UniqueFd device;                           // cachefiles
+  std::optional<AdoptedFanotify> fanotify;   // or fanotify
   dev_t rdev = 0;
   std::uint64_t generation = 0;
   std::string version;

@@ -66,6 +66,39 @@ FanotifyCache FanotifyCache::create(const Config& config, std::optional<gid_t> w
   }
 }
 
+FanotifyCache FanotifyCache::adopt(const Config& config, std::optional<gid_t> worker_gid, UniqueFd group,
+                                   UniqueFd record_fd, std::vector<proto::msg::CacheFileEntry> entries,
+                                   std::vector<UniqueFd> writers) {
+  if (entries.size() != writers.size())
+    throw FanotifyError(fmt::format("{} cache files but {} writer fds", entries.size(), writers.size()));
+  std::optional<fanotify::PendingRecord> record;
+  try {
+    record.emplace(fanotify::PendingRecord::attach_fd(record_fd.get(), "the adopted pending-event record"));
+  } catch (const std::exception& e) {
+    throw FanotifyError(e.what());
+  }
+  const auto dir = config.cache_dir / "fanotify";
+  FanotifyCache cache(std::move(group), std::move(*record), std::move(record_fd), dir, worker_gid);
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    auto& entry = entries[i];
+    if (auto why = worker::validate_blob_id(entry.blob_id)) throw FanotifyError("cache file " + std::to_string(i) + ": " + *why);
+    FanotifyFile f;
+    try {
+      f.file = fanotify::cache_file_from_fd(static_cast<std::uint32_t>(i), (dir / entry.blob_id).string(),
+                                            std::move(writers[i]));
+    } catch (const std::system_error& e) {
+      throw FanotifyError(fmt::format("blob {}: {}", entry.blob_id, e.what()));
+    }
+    if (f.file.size != entry.size)
+      throw FanotifyError(fmt::format("blob {}: its cache file is {} bytes, the worker says {}", entry.blob_id,
+                                      f.file.size, entry.size));
+    f.entry = std::move(entry);
+    cache.files_.push_back(std::move(f));
+  }
+  spdlog::info("fanotify: adopted the group, the pending-event record and {} cache files", cache.files_.size());
+  return cache;
+}
+
 FanotifyCache::Added FanotifyCache::add(const std::vector<std::string>& blobs, const SizeOf& size_of) {
   if (blobs.empty()) throw FanotifyError("a mount needs at least its metadata blob");
   for (const auto& id : blobs)

@@ -48,6 +48,13 @@ class FanotifyCache {
   // /dev/shm/ondemand-<tag>-fanotify (a new inode: a worker of a previous
   // supervisor keeps its own). Throws FanotifyError naming the step.
   static FanotifyCache create(const Config& config, std::optional<gid_t> worker_gid);
+  // What an adopted worker handed back (supervisor/adopt.h): the record is
+  // attached (its header checked), each writer fd must be a regular file of
+  // its entry's size and each blob id valid. Throws FanotifyError naming
+  // the first that is not.
+  static FanotifyCache adopt(const Config& config, std::optional<gid_t> worker_gid, UniqueFd group,
+                             UniqueFd record_fd, std::vector<proto::msg::CacheFileEntry> entries,
+                             std::vector<UniqueFd> writers);
 
   // The size of a blob, for its cache file: from its binding when bound
   // (needs a size), else blob_dir/<id>. nullopt and `why` when unknown.

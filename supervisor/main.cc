@@ -58,10 +58,20 @@ int main(int argc, char** argv) {
     // worker is adopted below: otherwise fd 3 stays open and inheritable next
     // to the adopted copy, and LISTEN_* leak into every worker's environment.
     auto stored = ondemand::systemd::take_listen_fd("cachefiles");
-    if (config.frontend == ondemand::Frontend::FANOTIFY) {
-      // A fresh group: a fanotify worker is never adopted (it keeps serving
-      // its own group until it dies), and nothing is kept in the fd store.
+    const bool fanotify = config.frontend == ondemand::Frontend::FANOTIFY;
+    if (fanotify) {
+      // 1. A fanotify worker that outlived its supervisor holds the group,
+      // the record and the cache files: adopt it and take them back.
+      // Nothing goes to the fd store: a group nobody can recover from is
+      // no better held there (README: choosing a front end).
       stored.reset();
+      if (auto adopted = sv::try_adopt(config.state_dir)) {
+        if (!adopted->fanotify)
+          throw sv::AdoptError("the running worker serves /dev/cachefiles but config key \"frontend\" is "
+                               "\"fanotify\": stop it (or restore the config) first");
+        sv::Supervisor supervisor(std::move(config), config_path, std::move(*adopted), policy);
+        return supervisor.run();
+      }
       std::optional<gid_t> worker_gid;
       if (config.sandbox_drop_privileges) worker_gid = ondemand::resolve_worker_identity(config).gid;
       auto group = sv::FanotifyCache::create(config, worker_gid);
@@ -73,6 +83,9 @@ int main(int argc, char** argv) {
     // worker.sock gone or unbindable) is retried, never run beside.
     auto adopted = sv::try_adopt(config.state_dir);
     if (!adopted) adopted = sv::adopt_serving_worker(config.state_dir);
+    if (adopted && adopted->fanotify)
+      throw sv::AdoptError("the running worker serves fanotify but config key \"frontend\" is \"cachefiles\": "
+                           "stop it (or restore the config) first");
     if (adopted) {
       stored.reset();  // the same device; systemd keeps its own copy
       sv::Supervisor supervisor(std::move(config), config_path, std::move(*adopted), policy);

@@ -78,6 +78,13 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, Adopted
                        RestartPolicyOptions policy)
     : Supervisor(std::move(config), std::move(config_path),
                  BoundCache{std::move(adopted.device), adopted.rdev}, policy) {
+  if (adopted.fanotify) {
+    std::optional<gid_t> worker_gid;
+    if (worker_launch_.identity) worker_gid = worker_launch_.identity->gid;
+    auto& f = *adopted.fanotify;
+    fanotify_.emplace(FanotifyCache::adopt(config_, worker_gid, std::move(f.group), std::move(f.record),
+                                           std::move(f.entries), std::move(f.writers)));
+  }
   auto w = std::make_unique<WorkerHandle>(loop_, adopted.pid, std::move(adopted.pidfd), std::move(adopted.channel));
   w->generation = adopted.generation;
   w->version = adopted.version;
@@ -85,6 +92,7 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, Adopted
   w->handshake_ok = true;
   w->serving = adopted.serving;
   w->adopted = true;
+  if (fanotify_) w->cache_files = fanotify_->files().size();
   spdlog::info("adopted running worker pid={} generation={} version {} ({})", w->pid, w->generation, w->version,
                w->serving ? "serving" : "not serving");
   auto& st = shm_->state();

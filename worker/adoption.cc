@@ -10,7 +10,6 @@
 #include "common/fd_passing.h"
 #include "common/sys.h"
 #include "common/unix_socket.h"
-#include "common/watch_fd.h"
 #include "worker/worker.h"
 #include "worker/worker_internal.h"
 
@@ -20,73 +19,13 @@ namespace asio = boost::asio;
 // ---- adoption by a new supervisor ----
 
 void Worker::listen_for_supervisor() {
-  if (listener_) return;
-  const auto path = config_.state_dir / std::string(proto::WORKER_SOCKET_NAME);
-  // Renamed over the well-known path: an upgrade's successor replaces its
-  // predecessor's socket atomically.
-  UniqueFd fd;
+  if (adoption_) return;
   try {
-    fd = listen_seqpacket(path, 0600, 4);
+    adoption_ = std::make_unique<AdoptionListener>(
+        loop_, config_.state_dir, [this](UniqueFd conn, pid_t pid) { finish_adoption(std::move(conn), pid); });
   } catch (const UnixSocketError& e) {
     spdlog::error("{}; adoption by a new supervisor will not work", e.what());
-    return;
   }
-  listener_path_ = path.string();
-  listener_ = std::make_unique<asio::posix::stream_descriptor>(loop_, fd.release());
-  accept_supervisor();
-}
-
-void Worker::accept_supervisor() {
-  auto* listener = listener_.get();
-  listener->async_wait(asio::posix::stream_descriptor::wait_read, [this, listener](boost::system::error_code ec) {
-    if (ec || listener_.get() != listener) return;
-    UniqueFd conn{::accept4(listener->native_handle(), nullptr, nullptr, SOCK_CLOEXEC)};
-    if (conn) adopt(std::move(conn));
-    if (listener_.get() == listener) accept_supervisor();
-  });
-}
-
-void Worker::adopt(UniqueFd conn) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-      (cred.uid != 0 && cred.uid != ::getuid())) {
-    spdlog::warn("worker.sock: refused peer uid={}", cred.uid);
-    return;
-  }
-  // Wait for the peer's hello on the event loop, never in a blocking
-  // receive: a peer that connects and says nothing must not stall the
-  // requests this loop serves (it did, for PEER_TIMEOUT, as long as the
-  // watchdog's limit). Bounded by PEER_TIMEOUT; each pending peer owns its
-  // connection, watch and timer.
-  struct Pending {
-    UniqueFd conn;
-    asio::posix::stream_descriptor watch;
-    asio::steady_timer deadline;
-    bool done = false;
-  };
-  std::shared_ptr<Pending> pending;
-  try {
-    auto watch = watch_fd(loop_, conn.get());
-    pending = std::make_shared<Pending>(Pending{std::move(conn), std::move(watch), asio::steady_timer(loop_), false});
-  } catch (const std::exception& e) {
-    spdlog::warn("adoption by pid={} not attempted: {}", cred.pid, e.what());
-    return;
-  }
-  pending->deadline.expires_after(PEER_TIMEOUT);
-  pending->deadline.async_wait([pending, pid = cred.pid](boost::system::error_code ec) {
-    if (ec || pending->done) return;
-    pending->done = true;
-    spdlog::warn("adoption by pid={} abandoned: no hello within {} s", pid, PEER_TIMEOUT.count());
-    pending->watch.cancel();
-  });
-  pending->watch.async_wait(asio::posix::stream_descriptor::wait_read,
-                            [this, pending, cred](boost::system::error_code ec) {
-    if (ec || pending->done) return;
-    pending->done = true;
-    pending->deadline.cancel();
-    finish_adoption(std::move(pending->conn), cred.pid);
-  });
 }
 
 // The peer's hello is waiting (or it closed): answer it.

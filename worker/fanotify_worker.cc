@@ -14,6 +14,7 @@
 #include "common/channel.h"
 #include "common/fd_passing.h"
 #include "common/sys.h"
+#include "common/unix_socket.h"
 #include "common/watch_fd.h"
 #include "worker/sandbox.h"
 #include "worker/worker_internal.h"
@@ -57,19 +58,23 @@ void FanotifyWorker::add_files(const std::vector<proto::msg::CacheFileEntry>& en
                                std::vector<UniqueFd> writers) {
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const auto& e = entries[i];
+    const auto index = static_cast<std::uint32_t>(entries_.size());
+    const auto path = (config_.cache_dir / "fanotify" / e.blob_id).string();  // for logs; never opened
     fanotify::CacheFile f;
-    f.index = static_cast<std::uint32_t>(entries_.size());
-    f.path = (config_.cache_dir / "fanotify" / e.blob_id).string();  // for logs; never opened
-    f.size = e.size;
-    struct stat st {};
-    if (::fstat(writers[i].get(), &st) == 0) {
-      f.dev = st.st_dev;
-      f.ino = st.st_ino;
+    try {
+      f = fanotify::cache_file_from_fd(index, path, std::move(writers[i]));
+    } catch (const std::system_error&) {
+      f.index = index;
+      f.path = path;
     }
-    if (!S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) != e.size)
+    if (!f.writer || f.size != e.size) {
+      // Kept in the table (an index is a place) without a writer: the
+      // engine filler cannot fill it, and its events are denied with EIO.
       spdlog::error("fanotify: the writer fd for blob {} is not a regular file of {} bytes; its reads fail with EIO",
                     e.blob_id, e.size);
-    f.writer = std::move(writers[i]);
+      f.writer.reset();
+    }
+    f.size = e.size;
     entries_.push_back(e);
     files_.add(std::move(f));
     auto& added = files_.files().back();
@@ -116,7 +121,7 @@ proto::ExitCode FanotifyWorker::run() {
     spdlog::error("{}", e.what());
     return proto::ExitCode::HANDOFF_FAILED;
   }
-  handoff.record.reset();  // mapped
+  record_fd_ = std::move(handoff.record);  // mapped; kept for an adopting supervisor
   group_ = std::move(handoff.group);
   try {
     backend_ = std::make_unique<LocalBackend>(config_.blob_dir);
@@ -176,6 +181,7 @@ void FanotifyWorker::start_serving(const char* why) {
   for (auto& f : files_.files())
     if (entries_[f.index].whole) fill_whole(f);
   server_->start();
+  listen_for_supervisor();
   spdlog::info("generation {} serving fanotify ({}) with backend {}: {} cache files, fill_window={}", generation_,
                why, backend_->describe(), files_.files().size(), config_.fill_window);
   state_->serving_generation.store(generation_);
@@ -222,10 +228,12 @@ void FanotifyWorker::watch_channel() {
           loop_.stop();
           return;
         }
-        // Our group stays open while we live: its readers keep being
-        // served. A new supervisor makes a group of its own.
-        spdlog::warn("supervisor channel closed ({}); serving our fanotify group on until we are stopped",
-                     received.err ? sys::errno_name(received.err) : "EOF");
+        // Our references keep the group open and its readers served; the
+        // next supervisor adopts us and takes them back.
+        supervisor_gone_ = true;
+        spdlog::warn("supervisor channel closed ({}); serving on, a new supervisor can adopt us via {}",
+                     received.err ? sys::errno_name(received.err) : "EOF",
+                     adoption_ ? adoption_->path() : std::string("(no worker.sock)"));
         return;
       }
       auto decoded = proto::decode(received.bytes, received.fds.size());
@@ -311,6 +319,70 @@ void FanotifyWorker::receive_hand_over(UniqueFd peer_fd) {
     }
     start_serving("handed over by the predecessor");
   });
+}
+
+// ---- adoption by a new supervisor (adoption_listener.h) ----
+
+void FanotifyWorker::listen_for_supervisor() {
+  if (adoption_) return;
+  try {
+    adoption_ = std::make_unique<AdoptionListener>(
+        loop_, config_.state_dir, [this](UniqueFd conn, pid_t pid) { finish_adoption(std::move(conn), pid); });
+  } catch (const UnixSocketError& e) {
+    spdlog::error("{}; adoption by a new supervisor will not work", e.what());
+  }
+}
+
+// The peer's hello is waiting (or it closed): answer it. What the new
+// supervisor gets back is what its predecessor handed us: every cache file
+// with its writer fd, then the group and the record.
+void FanotifyWorker::finish_adoption(UniqueFd conn, pid_t peer_pid) {
+  try {
+    auto hello = receive_message(conn.get(), std::chrono::milliseconds(100));
+    const auto& peer_hello = expect<proto::msg::Hello>(hello, "hello");
+    if (stopping_ || server_->handing_over()) {
+      const char* why = stopping_ ? "stopping" : "handing over to an upgrade's successor";
+      send_quietly(conn.get(), proto::msg::Busy{why, BUSY_RETRY_MS});
+      spdlog::info("adoption by pid={}: busy ({})", peer_pid, why);
+      return;
+    }
+    if (!supervisor_gone_) {
+      const char* why = "worker still has a live supervisor";
+      send_quietly(conn.get(), proto::msg::Refused{why});
+      spdlog::warn("refused adoption by pid={}: {}", peer_pid, why);
+      return;
+    }
+    negotiate_or_throw(peer_hello, "adopting supervisor");
+    send(conn.get(), proto::make_hello("worker", ::getpid()));
+    const auto& files = files_.files();
+    for (std::size_t at = 0; at < files.size();) {
+      const std::size_t n = std::min(files.size() - at, proto::MAX_FDS_PER_MESSAGE);
+      proto::msg::CacheFiles batch;
+      std::vector<int> fds;
+      for (std::size_t i = at; i < at + n; ++i) {
+        batch.files.push_back(entries_[files[i].index]);
+        fds.push_back(files[i].writer.get());
+      }
+      send(conn.get(), batch, fds);
+      at += n;
+    }
+    const int fds[] = {group_.get(), record_fd_.get()};
+    send(conn.get(),
+         proto::msg::AdoptFanotify{.pid = ::getpid(),
+                                   .generation = generation_,
+                                   .version = std::string(proto::VERSION),
+                                   .serving = serving_},
+         fds);
+  } catch (const ChannelError& e) {
+    spdlog::warn("adoption by pid={} failed: {}", peer_pid, e.what());
+    return;
+  }
+  spdlog::info("adopted by a new supervisor pid={}: handed back the fanotify group, the record and {} cache files",
+               peer_pid, files_.files().size());
+  channel_ = std::move(conn);
+  (void)sys::set_nonblocking(channel_.get());
+  supervisor_gone_ = false;
+  watch_channel();
 }
 
 }  // namespace ondemand::worker

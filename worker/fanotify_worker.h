@@ -12,9 +12,10 @@
 //      start filling the metadata blobs whole, read events, say "serving".
 // A standby (spare, or an upgrade's successor) holds everything but reads
 // nothing until "takeover", or until its predecessor's hand-over is done.
-// Unlike the cachefiles worker it does not listen for a new supervisor: it
-// keeps serving its group while it lives, and the next supervisor makes a
-// group of its own (README: choosing a front end).
+// Like the cachefiles worker it keeps its own references (group, record,
+// cache files) and serves on if the supervisor dies, listening on
+// <state_dir>/worker.sock; the next supervisor adopts it and gets back
+// everything it had handed out (proto/channel.h, "adopt-fanotify").
 #pragma once
 
 #include <memory>
@@ -37,6 +38,7 @@
 #include "frontends/fanotify/server.h"
 #include "proto/channel.h"
 #include "proto/exit_codes.h"
+#include "worker/adoption_listener.h"
 
 namespace ondemand::worker {
 
@@ -65,6 +67,8 @@ class FanotifyWorker {
   void on_channel_message(const proto::Message& m, std::vector<UniqueFd> fds);
   void hand_over(UniqueFd peer);
   void receive_hand_over(UniqueFd peer);
+  void listen_for_supervisor();
+  void finish_adoption(UniqueFd conn, pid_t peer_pid);
 
   Config config_;
   UniqueFd channel_;
@@ -76,17 +80,20 @@ class FanotifyWorker {
   std::unique_ptr<Engine> engine_;
   UniqueFd group_;
   std::optional<fanotify::PendingRecord> record_;
+  UniqueFd record_fd_;  // kept to hand back to an adopting supervisor
   fanotify::CacheFileSet files_;
   std::vector<proto::msg::CacheFileEntry> entries_;  // by cache-file index
   std::unique_ptr<fanotify::EngineFiller> filler_;
   std::unique_ptr<fanotify::Server> server_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> channel_watch_;
+  std::unique_ptr<AdoptionListener> adoption_;  // worker.sock
   boost::asio::signal_set signals_{loop_};
   boost::asio::steady_timer heartbeat_timer_{loop_};
   std::uint64_t generation_ = 0;
   bool serving_ = false;
   bool stopping_ = false;
   bool spare_ = false;
+  bool supervisor_gone_ = false;
   proto::ExitCode exit_code_ = proto::ExitCode::OK;
 };
 

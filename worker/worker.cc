@@ -40,18 +40,7 @@ constexpr auto SERVING_LOCK_RETRY = 10ms;
 Worker::Worker(Config config, UniqueFd channel)
     : config_(std::move(config)), channel_(std::move(channel)) {}
 
-Worker::~Worker() {
-  // Remove our socket only if it is still ours (an upgrade's successor
-  // replaces the path with its own).
-  if (listener_at_path()) ::unlink(listener_path_.c_str());
-}
-
-bool Worker::listener_at_path() const {
-  struct stat path_st{}, fd_st{};
-  return listener_ && !listener_path_.empty() && ::stat(listener_path_.c_str(), &path_st) == 0 &&
-         ::fstat(listener_->native_handle(), &fd_st) == 0 && path_st.st_ino == fd_st.st_ino &&
-         path_st.st_dev == fd_st.st_dev;
-}
+Worker::~Worker() = default;  // adoption_ removes our socket if it is still ours
 
 Worker::Handoff Worker::handshake() {
   send(channel_.get(), proto::make_hello("worker", ::getpid()));
@@ -308,7 +297,7 @@ void Worker::watch_channel() {
               return;
             }
             spdlog::warn("supervisor channel closed ({}); serving on, a new supervisor can adopt us via {}",
-                         received.err ? sys::errno_name(received.err) : "EOF", self->listener_path_);
+                         received.err ? sys::errno_name(received.err) : "EOF", (self->adoption_ ? self->adoption_->path() : std::string("(no worker.sock)")));
             return;
           }
           auto decoded = proto::decode(received.bytes, received.fds.size());
@@ -350,7 +339,7 @@ void Worker::on_channel_message(const proto::Message& m, std::vector<UniqueFd> f
     culler_->start();
     // A successor that got as far as listening replaced our socket at the
     // path: listen there again.
-    if (!listener_at_path()) listener_.reset();
+    if (!listener_at_path()) adoption_.reset();
     listen_for_supervisor();
     return;
   }

@@ -37,6 +37,7 @@
 #include "frontends/cachefiles/cachefiles_frontend.h"
 #include "frontends/cachefiles/cull.h"
 #include "engine/engine.h"
+#include "worker/adoption_listener.h"
 
 namespace ondemand::worker {
 
@@ -76,10 +77,8 @@ class Worker {
 
   // Adoption by a new supervisor.
   void listen_for_supervisor();
-  void accept_supervisor();
-  void adopt(UniqueFd connection);
   void finish_adoption(UniqueFd connection, pid_t peer_pid);
-  bool listener_at_path() const;  // our worker.sock is still the one at its path
+  bool listener_at_path() const { return adoption_ && adoption_->at_path(); }
 
   Config config_;
   UniqueFd channel_;
@@ -95,8 +94,7 @@ class Worker {
   std::unique_ptr<Culler> culler_;  // also notices a dead cache
   proto::ExitCode exit_code_ = proto::ExitCode::OK;
   std::unique_ptr<boost::asio::posix::stream_descriptor> channel_watch_;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> listener_;
-  std::string listener_path_;
+  std::unique_ptr<AdoptionListener> adoption_;  // worker.sock
   std::optional<std::string> noted_request_;  // what the shared memory's oldest_request says
   boost::asio::signal_set signals_{loop_};
   boost::asio::steady_timer heartbeat_timer_{loop_};

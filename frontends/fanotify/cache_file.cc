@@ -31,6 +31,21 @@ CacheFile open_cache_file(std::uint32_t index, const std::string& path, std::uin
   return file;
 }
 
+CacheFile cache_file_from_fd(std::uint32_t index, std::string path, UniqueFd writer) {
+  struct stat st {};
+  if (auto r = sys::fstat(writer.get(), st); !r.ok())
+    throw std::system_error(r.err, std::generic_category(), "fstat cache file " + path);
+  if (!S_ISREG(st.st_mode)) throw std::system_error(EINVAL, std::generic_category(), path + " is not a regular file");
+  CacheFile file;
+  file.index = index;
+  file.path = std::move(path);
+  file.size = static_cast<std::uint64_t>(st.st_size);
+  file.dev = st.st_dev;
+  file.ino = st.st_ino;
+  file.writer = std::move(writer);
+  return file;
+}
+
 bool range_has_hole(const CacheFile& file, std::uint64_t offset, std::uint64_t len) {
   if (offset >= file.size || len == 0) return false;
   auto r = sys::lseek(file.writer.get(), static_cast<std::int64_t>(offset), SEEK_HOLE);

@@ -34,6 +34,11 @@ struct CacheFile {
 // was written yet, and opens its writer fd. Throws std::system_error.
 CacheFile open_cache_file(std::uint32_t index, const std::string& path, std::uint64_t size);
 
+// A cache file from a writer fd someone handed us (SCM_RIGHTS): its inode
+// and size from fstat, `path` only for logs. Throws std::system_error when
+// the fd is not a regular file.
+CacheFile cache_file_from_fd(std::uint32_t index, std::string path, UniqueFd writer);
+
 // True when [0, size) has no hole (SEEK_HOLE finds only the implicit one at
 // EOF). Fills are page-aligned, so an allocated page is a written page.
 bool cache_file_complete(const CacheFile& file);

@@ -14,15 +14,23 @@
 #             (supervisor log); the supervisor's fd count is unchanged;
 #   upgrade   UPGRADES `ondemandctl upgrade`s under the same readers: each
 #             one returns 0, 0 read errors, 0 mismatches;
+#   adopt     ADOPTIONS kill -9s of the supervisor under the same readers,
+#             each followed by a new supervisor that adopts the running
+#             worker (same pid, the group, record and cache files handed
+#             back): 0 read errors, 0 mismatches; then the adopted worker
+#             is kill -9ed and its successor serves, and a new image
+#             mounts and reads right through the new supervisor;
 #   hang      a SIGSTOPped worker is seen by the watchdog (stale heartbeat),
 #             killed and replaced while a reader waits: it reads right;
 #   bad input a mount naming a missing blob is refused naming it, and the
 #             supervisor serves on.
-# Usage: processes.sh BUILD_DIR   (env: FANOTIFY_KILLS=300, FANOTIFY_UPGRADES=10)
+# Usage: processes.sh BUILD_DIR
+#   (env: FANOTIFY_KILLS=300, FANOTIFY_UPGRADES=10, FANOTIFY_ADOPTIONS=10)
 set -u
 BUILD=$(cd "${1:?usage: processes.sh BUILD_DIR}" && pwd)
 KILLS=${FANOTIFY_KILLS:-300}
 UPGRADES=${FANOTIFY_UPGRADES:-10}
+ADOPTIONS=${FANOTIFY_ADOPTIONS:-10}
 SUP=$BUILD/supervisor/ondemand-supervisor
 WORKER=$BUILD/worker/ondemand-worker
 CTL=$BUILD/tools/ctl/ondemandctl
@@ -46,7 +54,7 @@ cleanup() {
     [ -n "$SUP_PID" ] && kill "$SUP_PID" 2>/dev/null && sleep 0.5
     [ -n "$SUP_PID" ] && kill -9 "$SUP_PID" 2>/dev/null
     pkill -9 -f "$T/state/config.json" 2>/dev/null
-    rm -rf "$T"
+    [ -n "${KEEP_T:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
 
@@ -65,10 +73,17 @@ cat > "$T/config.json" <<JSON
  "state_dir": "$T/state", "worker_binary": "$WORKER", "fill_window": 65536,
  "watchdog_timeout_ms": 1000, "crash_loop_limit": 100000}
 JSON
-"$SUP" --config "$T/config.json" > "$T/supervisor.log" 2>&1 &
-SUP_PID=$!
-for _ in $(seq 100); do [ -S "$T/state/control.sock" ] && "$CTL" --config "$T/config.json" status >/dev/null 2>&1 && break; sleep 0.1; done
-grep -q "serving" "$T/supervisor.log" || sleep 1
+# Starts a supervisor (appending to its log) and waits for a serving worker.
+start_supervisor() {
+    "$SUP" --config "$T/config.json" >> "$T/supervisor.log" 2>&1 &
+    SUP_PID=$!
+    for _ in $(seq 100); do
+        "$CTL" --config "$T/config.json" status --json 2>/dev/null | grep -q '"serving":true' && return 0
+        sleep 0.1
+    done
+    return 1
+}
+start_supervisor || die "no serving worker 10 s after the supervisor started"
 worker_pid() { cat "$T/state/worker.pid" 2>/dev/null; }
 
 round=0
@@ -183,6 +198,47 @@ if [ "$upgraded" = "$UPGRADES" ] && [ "$errors" = 0 ]; then
 else
     fail "upgrade: $upgraded of $UPGRADES upgrades, $errors bad reads"
 fi
+
+# ---- adopt ----
+reads=0 errors=0 adopted=0
+adopted_before=$(grep -c "adopted running worker" "$T/supervisor.log")
+wp=$(worker_pid)
+new_mount || fail "adopt: mount failed"
+adopt_mount=$round
+for a in $(seq "$ADOPTIONS"); do
+    # Each round a fresh image is read while the supervisor dies: its
+    # events are served by the orphaned worker, then under the adopter.
+    [ "$a" -gt 1 ] && { new_mount || { fail "adopt: mount failed"; break; }; }
+    read_all "$round" 3
+    sleep "0.0$(( RANDOM % 40 + 5 ))"
+    kill -9 "$SUP_PID"
+    wait "$SUP_PID" 2>/dev/null
+    start_supervisor || { fail "adopt: no serving worker after supervisor restart $a"; break; }
+    check_readers
+done
+adopted=$(( $(grep -c "adopted running worker" "$T/supervisor.log") - adopted_before ))
+if [ "$adopted" = "$ADOPTIONS" ] && [ "$errors" = 0 ] && [ "$(worker_pid)" = "$wp" ]; then
+    pass "adopt: $adopted supervisor kill -9s, each adopted worker pid $wp, under $reads whole-image reads, 0 bad"
+else
+    fail "adopt: $adopted of $ADOPTIONS adoptions (worker pid $wp -> $(worker_pid)), $errors bad reads"
+fi
+# The adopter holds what it got back: the adopted worker's death is an
+# ordinary failover, and a new mount goes through it.
+reads=0 errors=0
+read_all "$adopt_mount" 2
+sleep 0.02
+kill -9 "$wp"
+check_readers
+for _ in $(seq 200); do [ "$(worker_pid)" != "$wp" ] && break; sleep 0.01; done
+new_mount || fail "adopt: a mount after adoption failed"
+read_all "$round" 2
+check_readers
+if [ "$errors" = 0 ] && [ "$(worker_pid)" != "$wp" ] && [ "$reads" = 4 ]; then
+    pass "adopt: after adoption, a worker kill -9 failed over and a new mount read right"
+else
+    fail "adopt: after adoption: $errors bad reads of $((reads + errors)), worker $wp -> $(worker_pid)"
+fi
+for m in $(seq $((adopt_mount)) "$round"); do umount "$T/mnt/$m" 2>/dev/null; done
 
 # ---- hang ----
 reads=0 errors=0

@@ -48,6 +48,10 @@ std::vector<Message> one_of_each() {
       msg::Refused{"no"},
       msg::Busy{"handing over", 100},
       msg::Unrecognized{"frob"},
+      msg::FanotifyGroup{3, "ondemand-x", true, false},
+      msg::CacheFiles{{{"meta", "", 8192, true}, {"data", "d1", 1 << 20, false}}},
+      msg::CacheFilesAdded{4},
+      msg::AdoptFanotify{1234, 6, "0.1.0", true},
   };
 }
 
@@ -91,14 +95,33 @@ TEST_CASE("every channel message round-trips with its fields", "[proto][channel]
   round_trip(msg::Stop{});
   round_trip(msg::HandoverPeer{});
   round_trip(msg::Resume{});
+
+  const auto group = round_trip(msg::FanotifyGroup{3, "ondemand-x", true, true});
+  CHECK(group.generation == 3);
+  CHECK(group.shm == "ondemand-x");
+  CHECK(group.standby);
+  CHECK(group.spare);
+  const std::vector<msg::CacheFileEntry> files{{"meta", "", 8192, true}, {"data", "d1", 1ull << 40, false}};
+  CHECK(round_trip(msg::CacheFiles{files}).files == files);
+  CHECK(round_trip(msg::CacheFilesAdded{4}).count == 4);
+  const auto adopt_fanotify = round_trip(msg::AdoptFanotify{1234, 6, "0.1.0", true});
+  CHECK(adopt_fanotify.pid == 1234);
+  CHECK(adopt_fanotify.generation == 6);
+  CHECK(adopt_fanotify.version == "0.1.0");
+  CHECK(adopt_fanotify.serving);
 }
 
-TEST_CASE("the fds a message carries: device, handover, handover-peer, adopt one; objects one each",
+TEST_CASE("the fds a message carries: device, handover, handover-peer, adopt one; objects one each; "
+          "fanotify-group and adopt-fanotify two; cache-files one each",
           "[proto][channel]") {
   CHECK(fds_of(msg::Device{}) == 1);
   CHECK(fds_of(msg::Handover{}) == 1);
   CHECK(fds_of(msg::HandoverPeer{}) == 1);
   CHECK(fds_of(msg::Adopt{}) == 1);
+  CHECK(fds_of(msg::FanotifyGroup{}) == 2);     // the group, the pending-event record
+  CHECK(fds_of(msg::AdoptFanotify{}) == 2);     // the same, handed back
+  CHECK(fds_of(msg::CacheFiles{{{"a", "", 1, false}, {"b", "", 1, false}}}) == 2);  // a writer each
+  CHECK(fds_of(msg::CacheFilesAdded{}) == 0);
   CHECK(fds_of(msg::Objects{{{1, "a"}, {2, "b"}, {3, "c"}}}) == 3);
   CHECK(fds_of(msg::Serving{}) == 0);
   CHECK(fds_of(make_hello("worker", 1)) == 0);
@@ -204,6 +227,21 @@ TEST_CASE("unknown fields are ignored: a newer peer may add some", "[proto][chan
 // Issue 8: the handover carries each object's domain, so that a shared-domain
 // blob keeps its reference across an upgrade; a predecessor that predates
 // the field sends none.
+TEST_CASE("cache-files entries: every field required and typed", "[proto][channel]") {
+  const auto full = nlohmann::json::parse(encode(msg::CacheFiles{{{"meta", "", 8192, true}}}));
+  for (const auto& [key, value] : full["files"][0].items()) {
+    auto without = full;
+    without["files"][0].erase(key);
+    CHECK_THAT(decode_error(without.dump(), 1).what, Catch::Contains("files[0]") && Catch::Contains(key));
+    auto wrong = full;
+    wrong["files"][0][key] = value.is_string() ? nlohmann::json(5) : nlohmann::json("x");
+    CHECK_THAT(decode_error(wrong.dump(), 1).what, Catch::Contains(key));
+  }
+  auto not_object = full;
+  not_object["files"][0] = 5;
+  CHECK_THAT(decode_error(not_object.dump(), 1).what, Catch::Contains("files[0]"));
+}
+
 TEST_CASE("handover entries: domain optional on the wire, typed when present", "[proto][channel]") {
   auto j = nlohmann::json::parse(encode(msg::Objects{{{7, "shared", "d1"}}}));
   CHECK(j["objects"][0]["domain"] == "d1");
