@@ -34,6 +34,7 @@ constexpr const char* REPOSITORY = "repository";
 constexpr const char* DIGEST = "digest";
 constexpr const char* SIZE = "size";
 constexpr const char* ADD_BLOBS = "add-blobs";
+constexpr const char* FORCE = "force";
 constexpr const char* BLOBS = "blobs";
 constexpr const char* PATHS = "paths";
 }  // namespace name
@@ -194,6 +195,7 @@ std::string encode_request(const ControlRequest& request) {
   }
   if (const auto* u = std::get_if<control::Unbind>(&request)) j[name::ID] = u->id;
   if (const auto* a = std::get_if<control::AddBlobs>(&request)) j[name::BLOBS] = a->blobs;
+  if (const auto* s = std::get_if<control::Stop>(&request); s && s->force) j[name::FORCE] = true;
   return finish(std::move(j));
 }
 
@@ -206,7 +208,15 @@ std::variant<ControlRequest, std::string> decode_request(std::string_view bytes)
   const auto& command = cmd->get_ref<const std::string&>();
   if (command == name::STATUS) return control::Status{};
   if (command == name::RESTART_WORKER) return control::RestartWorker{};
-  if (command == name::STOP) return control::Stop{};
+  if (command == name::STOP) {
+    // "force" is optional: an older ondemandctl sends none.
+    control::Stop stop;
+    if (auto force = body.find(name::FORCE); force != body.end()) {
+      if (!force->is_boolean()) return std::string("malformed \"stop\" request: \"force\" is not a boolean");
+      stop.force = force->get<bool>();
+    }
+    return stop;
+  }
   if (command == name::RELOAD) return control::Reload{};
   if (command == name::BINDINGS) return control::ListBindings{};
   if (command == name::BIND) {

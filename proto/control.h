@@ -71,7 +71,12 @@ namespace control {
 // ---- requests ----
 struct Status {};
 struct RestartWorker {};
-struct Stop {};
+// With the fanotify front end a stop while images are mounted from the
+// cache lets their readers read zeros over unfilled ranges (the group
+// closes): refused unless `force`.
+struct Stop {
+  bool force = false;
+};
 struct Upgrade {
   std::optional<std::string> binary;  // absolute path; none: the configured worker_binary
 };

@@ -71,7 +71,15 @@ void Supervisor::handle_control(const proto::ControlRequest& request, ControlSer
   if (const auto* b = std::get_if<Bind>(&request)) return reply(bindings_->bind(*b, config_));
   if (const auto* u = std::get_if<Unbind>(&request)) return reply(bindings_->unbind(*u));
   if (const auto* a = std::get_if<AddBlobs>(&request)) return add_blobs(*a, std::move(reply));
-  if (std::holds_alternative<Stop>(request)) {
+  if (const auto* stop = std::get_if<Stop>(&request)) {
+    if (fanotify_ && !stop->force) {
+      if (auto mounts = fanotify_mounts(); !mounts.empty())
+        return reply(Error{fmt::format(
+            "not stopping: {} mounted from the fanotify cache ({}); once the group closes their readers read "
+            "zeros over what is not fetched yet. Unmount first, or ondemandctl stop --force",
+            mounts.size() == 1 ? "an image is" : fmt::format("{} images are", mounts.size()),
+            fmt::join(mounts, ", "))});
+    }
     reply(Done{"stopping"});
     return shutdown();
   }

@@ -4,11 +4,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "common/channel.h"
+#include "frontends/fanotify/erofs_mount.h"
 #include "supervisor/supervisor.h"
 
 namespace ondemand::supervisor {
@@ -121,6 +124,12 @@ void Supervisor::answer_mounts(std::uint64_t count, const char* how) {
     spdlog::info("add-blobs ready: {}", how);
     pending.reply(proto::control::CacheFilesReply{std::move(pending.paths)});
   }
+}
+
+std::vector<std::string> Supervisor::fanotify_mounts() const {
+  std::ifstream in("/proc/self/mountinfo");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return fanotify::erofs_mounts_in(text, (config_.cache_dir / "fanotify").string());
 }
 
 }  // namespace ondemand::supervisor

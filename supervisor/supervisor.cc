@@ -129,6 +129,11 @@ int Supervisor::run() {
     if (ec) return;
     if (signo == SIGTERM && leave_worker_for_restart()) return;
     spdlog::info("received SIG{}: stopping", sigabbrev_np(signo));
+    // A signal cannot be refused as `ondemandctl stop` is; say what it costs.
+    if (fanotify_)
+      for (const auto& mount : fanotify_mounts())
+        spdlog::error("{} is mounted from the fanotify cache: once the group closes its readers read zeros over "
+                      "what is not fetched yet; unmount it", mount);
     shutdown();
   });
   bind_control();

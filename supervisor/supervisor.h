@@ -110,6 +110,8 @@ class Supervisor {
   void add_blobs(const proto::control::AddBlobs& request, ControlServer::Reply reply);
   void on_cache_files_added(WorkerHandle& w, std::uint64_t count);
   void answer_mounts(std::uint64_t count, const char* how);
+  // Mount points of images mounted from our cache files (/proc/self/mountinfo).
+  std::vector<std::string> fanotify_mounts() const;
 
   // control_commands.cc: what ondemandctl asks.
   void handle_control(const proto::ControlRequest& request, ControlServer::Reply reply);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ondemand::fanotify {
@@ -16,5 +17,10 @@ namespace ondemand::fanotify {
 int mount_erofs_file(const std::string& image, const std::string& target,
                      const std::vector<std::string>& devices = {});
 int unmount(const std::string& target);
+
+// The mount points, in `mountinfo` (the text of /proc/<pid>/mountinfo), of
+// EROFS mounts whose source (the image file of a file-backed mount) lies in
+// `dir`. Octal escapes (\040 for a space) are undone. Pure.
+std::vector<std::string> erofs_mounts_in(std::string_view mountinfo, const std::string& dir);
 
 }  // namespace ondemand::fanotify

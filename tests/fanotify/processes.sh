@@ -23,7 +23,11 @@
 #   hang      a SIGSTOPped worker is seen by the watchdog (stale heartbeat),
 #             killed and replaced while a reader waits: it reads right;
 #   bad input a mount naming a missing blob is refused naming it, and the
-#             supervisor serves on.
+#             supervisor serves on;
+#   stop      ondemandctl stop is refused while an image is mounted from
+#             the cache (naming the mount point: its readers would read
+#             zeros once the group closes) and the image still reads
+#             right; after umount it stops.
 # Usage: processes.sh BUILD_DIR
 #   (env: FANOTIFY_KILLS=300, FANOTIFY_UPGRADES=10, FANOTIFY_ADOPTIONS=10)
 set -u
@@ -257,6 +261,20 @@ fi
 umount "$T/mnt/$round"
 
 # ---- stop ----
+new_mount || fail "stop: mount failed"
+if out=$("$CTL" --config "$T/config.json" stop 2>&1); then
+    fail "stop: ondemandctl stop succeeded with $T/mnt/$round mounted"
+    SUP_PID=
+else
+    reads=0 errors=0
+    read_all "$round" 1; check_readers
+    if echo "$out" | grep -q "$T/mnt/$round" && [ "$errors" = 0 ] && kill -0 "$SUP_PID" 2>/dev/null; then
+        pass "stop: refused while mounted, naming it, and the image still reads right: $out"
+    else
+        fail "stop: refusal '$out', $errors bad reads"
+    fi
+fi
+umount "$T/mnt/$round"
 "$CTL" --config "$T/config.json" stop >/dev/null 2>&1
 for _ in $(seq 100); do kill -0 "$SUP_PID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$SUP_PID" 2>/dev/null; then fail "stop: the supervisor still runs 10 s after ondemandctl stop"; else SUP_PID=; fi

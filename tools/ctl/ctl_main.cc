@@ -34,7 +34,11 @@ int main(int argc, char** argv) {
   app.add_subcommand("restart-worker", "gracefully restart the worker (also leaves the parked state)");
   app.add_subcommand("reload", "re-read and validate the config file; if valid, the next worker starts\n"
                                "from it (keys that need a supervisor restart are refused)");
-  app.add_subcommand("stop", "stop the worker and the supervisor (unbinds the cache: mounts die)");
+  bool stop_force = false;
+  auto* stop = app.add_subcommand("stop", "stop the worker and the supervisor (cachefiles: unbinds the cache, mounts\n"
+                                          "die; fanotify: refused while an image is mounted from the cache, since\n"
+                                          "its readers would read zeros over unfilled ranges)");
+  stop->add_flag("--force", stop_force, "fanotify: stop even with images mounted");
   app.add_subcommand("metrics", "print the supervisor's Prometheus metrics (GET /metrics on\n"
                                 "<state_dir>/metrics.sock, exactly what a scrape gets)");
   unsigned top_interval_ms = 1000;
@@ -152,7 +156,7 @@ int main(int argc, char** argv) {
   }
   proto::ControlRequest request = proto::control::Status{};
   if (cmd == "restart-worker") request = proto::control::RestartWorker{};
-  if (cmd == "stop") request = proto::control::Stop{};
+  if (cmd == "stop") request = proto::control::Stop{stop_force};
   if (cmd == "reload") request = proto::control::Reload{};
   if (cmd == "bind")
     request = proto::control::Bind{bind_id, bind_registry, bind_repository, bind_digest, bind_size};

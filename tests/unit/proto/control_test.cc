@@ -62,6 +62,41 @@ TEST_CASE("control requests round-trip through encode_request and decode_request
   CHECK(command_of(control::RestartWorker{}) == "restart-worker");
 }
 
+// fanotify front end: stop --force, and ondemandctl mount's add-blobs.
+TEST_CASE("stop carries force only when set; add-blobs carries a checked list of blob ids", "[proto][control]") {
+  const auto stop_of = [](std::string_view bytes) {
+    auto r = decode_request(bytes);
+    REQUIRE(std::holds_alternative<ControlRequest>(r));
+    return std::get<control::Stop>(std::get<ControlRequest>(r));
+  };
+  CHECK_FALSE(json::parse(encode_request(control::Stop{})).contains("force"));  // what an old supervisor reads
+  CHECK(stop_of(encode_request(control::Stop{true})).force);
+  CHECK_FALSE(stop_of(encode_request(control::Stop{})).force);
+  CHECK_FALSE(stop_of(R"({"v":1,"cmd":"stop"})").force);  // an older ondemandctl
+  CHECK_THAT(error_of(R"({"v":1,"cmd":"stop","force":"yes"})"), Catch::Contains("force"));
+
+  const control::AddBlobs add{{"meta", "data-1", "sha256:ab"}};
+  auto back = decode_request(encode_request(add));
+  REQUIRE(std::holds_alternative<ControlRequest>(back));
+  CHECK(std::get<control::AddBlobs>(std::get<ControlRequest>(back)).blobs == add.blobs);
+  CHECK_THAT(error_of(R"({"v":1,"cmd":"add-blobs"})"), Catch::Contains("blobs") && Catch::Contains("missing"));
+  CHECK_THAT(error_of(R"({"v":1,"cmd":"add-blobs","blobs":[]})"), Catch::Contains("empty"));
+  CHECK_THAT(error_of(R"({"v":1,"cmd":"add-blobs","blobs":"meta"})"), Catch::Contains("not an array"));
+  CHECK_THAT(error_of(R"({"v":1,"cmd":"add-blobs","blobs":["a",5]})"), Catch::Contains("blobs[1]"));
+  CHECK_THAT(error_of(R"({"v":1,"cmd":"add-blobs","blobs":["a",""]})"), Catch::Contains("blobs[1]"));
+  json many = {{"v", 1}, {"cmd", "add-blobs"}, {"blobs", json::array()}};
+  for (std::size_t i = 0; i <= control::MAX_BLOBS_PER_MOUNT; ++i) many["blobs"].push_back("b" + std::to_string(i));
+  CHECK_THAT(error_of(many.dump()), Catch::Contains("more than"));
+
+  // Its reply: the cache files' paths, in order.
+  const control::CacheFilesReply paths{{"/c/fanotify/meta", "/c/fanotify/data-1"}};
+  auto reply = decode_reply(encode_reply(paths), add);
+  REQUIRE(std::holds_alternative<ControlReply>(reply));
+  CHECK(std::get<control::CacheFilesReply>(std::get<ControlReply>(reply)).paths == paths.paths);
+  CHECK_THAT(reply_error_of(R"({"v":1,"ok":true,"paths":[1]})", add), Catch::Contains("paths[0]"));
+  CHECK_THAT(reply_error_of(R"({"v":1,"ok":true})", add), Catch::Contains("paths"));
+}
+
 TEST_CASE("decode_request ignores unknown fields", "[proto][control]") {
   for (auto cmd : {"status", "restart-worker", "stop", "upgrade", "reload"}) {
     INFO("cmd: " << cmd);
