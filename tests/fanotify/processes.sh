@@ -6,6 +6,10 @@
 # Properties, each a failure when it does not hold:
 #   serve     a multi-device EROFS image (mkfs.erofs --blobdev) mounted by
 #             ondemandctl reads back with every file's SHA-256 right;
+#   mmap      a fresh image read only through mmap page faults (forward,
+#             then another one backwards page by page) hashes right: the
+#             pre-content hook sits on EROFS's read of the cache file, not
+#             on the reader's fault;
 #   sandbox   the serving worker has CapEff 0, NoNewPrivs 1, Seccomp 2;
 #   chaos     KILLS random kill -9s of the serving worker while 3 readers
 #             SHA-256 every file of a fresh image (new blob ids, so every
@@ -38,6 +42,7 @@ ADOPTIONS=${FANOTIFY_ADOPTIONS:-10}
 SUP=$BUILD/supervisor/ondemand-supervisor
 WORKER=$BUILD/worker/ondemand-worker
 CTL=$BUILD/tools/ctl/ondemandctl
+MMAP=$BUILD/tests/vm/tools/mmap-sha256
 fails=0
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 pass() { echo "PASS $*"; }
@@ -45,7 +50,7 @@ die() { echo "FAIL $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (fanotify pre-content groups and mount need CAP_SYS_ADMIN)"
 command -v mkfs.erofs >/dev/null || die "mkfs.erofs (erofs-utils) is not installed"
-for b in "$SUP" "$WORKER" "$CTL"; do [ -x "$b" ] || die "$b not built"; done
+for b in "$SUP" "$WORKER" "$CTL" "$MMAP"; do [ -x "$b" ] || die "$b not built"; done
 
 T=$(mktemp -d /tmp/ondemand-fanotify-proc-XXXXXX)
 fstype=$(stat -f -c %T "$T")
@@ -129,6 +134,17 @@ new_mount || die "serve: ondemandctl mount failed"
 read_all "$round" 1; check_readers
 [ "$errors" = 0 ] && pass "serve: every file of a mounted image reads right" || fail "serve: $errors bad reads"
 umount "$T/mnt/$round"
+for order in forward reverse; do
+    new_mount || die "mmap: ondemandctl mount failed"
+    flag=; [ "$order" = reverse ] && flag=--reverse
+    got=$(cd "$T/mnt/$round" && find . -type f | sort | xargs "$MMAP" $flag 2>&1)
+    if [ "$got" = "$(cat "$T/expected")" ]; then
+        pass "mmap ($order): every file of a fresh image read through page faults hashes right"
+    else
+        fail "mmap ($order): $(diff <(echo "$got") "$T/expected" | head -5)"
+    fi
+    umount "$T/mnt/$round"
+done
 wp=$(worker_pid)
 st=$(grep -E '^(CapEff|NoNewPrivs|Seccomp):' "/proc/$wp/status" | tr -s '\t ' ' ' | tr '\n' ' ')
 case $st in
