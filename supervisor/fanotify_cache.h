@@ -46,7 +46,9 @@ class FanotifyCache {
  public:
   // fanotify_init (frontends/fanotify/group.h) and a fresh record at
   // /dev/shm/ondemand-<tag>-fanotify (a new inode: a worker of a previous
-  // supervisor keeps its own). Throws FanotifyError naming the step.
+  // supervisor keeps its own); the cache files already in
+  // <cache_dir>/fanotify are taken back (incomplete data blobs marked).
+  // Throws FanotifyError naming the step.
   static FanotifyCache create(const Config& config, std::optional<gid_t> worker_gid);
   // What an adopted worker handed back (supervisor/adopt.h): the record is
   // attached (its header checked), each writer fd must be a regular file of
@@ -78,6 +80,11 @@ class FanotifyCache {
  private:
   FanotifyCache(UniqueFd group, fanotify::PendingRecord record, UniqueFd record_fd, std::filesystem::path dir,
                 std::optional<gid_t> worker_gid);
+  void rediscover();
+  // Opens (creating) the cache file of blob `id`, marks it unless it is a
+  // metadata blob or complete, appends it. Returns whether it was marked.
+  bool register_file(const std::string& id, std::uint64_t size, bool whole);
+  static bool is_metadata_blob(const std::string& path);
 
   UniqueFd group_;
   fanotify::PendingRecord record_;

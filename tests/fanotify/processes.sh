@@ -24,6 +24,11 @@
 #             back): 0 read errors, 0 mismatches; then the adopted worker
 #             is kill -9ed and its successor serves, and a new image
 #             mounts and reads right through the new supervisor;
+#   restart   with an image mounted and barely read, supervisor and every
+#             worker are kill -9ed (nothing holds the group: the kernel
+#             drops its marks); a new supervisor finds the cache files and
+#             marks the incomplete ones again before its worker runs, so
+#             the rest of the image reads right instead of as zeros;
 #   hang      a SIGSTOPped worker is seen by the watchdog (stale heartbeat),
 #             killed and replaced while a reader waits: it reads right;
 #   bad input a mount naming a missing blob is refused naming it, and the
@@ -259,6 +264,22 @@ else
     fail "adopt: after adoption: $errors bad reads of $((reads + errors)), worker $wp -> $(worker_pid)"
 fi
 for m in $(seq $((adopt_mount)) "$round"); do umount "$T/mnt/$m" 2>/dev/null; done
+
+# ---- restart: every holder of the group dies, a fresh supervisor ----
+new_mount || fail "restart: mount failed"
+head -c 4096 "$T/mnt/$round/a" > /dev/null
+kill -9 "$SUP_PID"; pkill -9 -f "$T/state/" ; wait "$SUP_PID" 2>/dev/null
+for _ in $(seq 100); do pgrep -f "$T/state/" >/dev/null || break; sleep 0.05; done
+found_before=$(grep -c "incomplete data blobs marked again" "$T/supervisor.log")
+start_supervisor || fail "restart: no serving worker after a fresh start"
+reads=0 errors=0
+read_all "$round" 2; check_readers
+if [ "$errors" = 0 ] && [ "$(grep -c "incomplete data blobs marked again" "$T/supervisor.log")" -gt "$found_before" ]; then
+    pass "restart: $(grep -o "[0-9]* cache files found.*" "$T/supervisor.log" | tail -1); the mounted image read right"
+else
+    fail "restart: $errors bad reads of an image mounted before every holder died"
+fi
+umount "$T/mnt/$round"
 
 # ---- hang ----
 reads=0 errors=0
