@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/channel.h"
 #include "common/unix_socket.h"
 #include "common/watch_fd.h"
 #include "proto/channel.h"
@@ -14,6 +15,38 @@
 
 namespace ondemand::worker {
 namespace asio = boost::asio;
+
+std::unique_ptr<AdoptionListener> AdoptionListener::start(asio::io_context& loop,
+                                                         const std::filesystem::path& state_dir, OnPeer on_peer) {
+  try {
+    return std::make_unique<AdoptionListener>(loop, state_dir, std::move(on_peer));
+  } catch (const UnixSocketError& e) {
+    spdlog::error("{}; adoption by a new supervisor will not work", e.what());
+    return nullptr;
+  }
+}
+
+bool answer_adopter(int conn, pid_t peer_pid, const char* busy_why, bool supervisor_gone) {
+  // Read the hello first in every case, so a refusal reaches the peer as a
+  // reply rather than as a broken pipe on its own hello. Readable already:
+  // the bound only covers a datagram still in flight.
+  auto hello = receive_message(conn, std::chrono::milliseconds(100));
+  const auto& peer_hello = expect<proto::msg::Hello>(hello, "hello");
+  if (busy_why) {
+    send_quietly(conn, proto::msg::Busy{busy_why, BUSY_RETRY_MS});
+    spdlog::info("adoption by pid={}: busy ({})", peer_pid, busy_why);
+    return false;
+  }
+  if (!supervisor_gone) {
+    const char* why = "worker still has a live supervisor";
+    send_quietly(conn, proto::msg::Refused{why});
+    spdlog::warn("refused adoption by pid={}: {}", peer_pid, why);
+    return false;
+  }
+  negotiate_or_throw(peer_hello, "adopting supervisor");
+  send(conn, proto::make_hello("worker", ::getpid()));
+  return true;
+}
 
 AdoptionListener::AdoptionListener(asio::io_context& loop, const std::filesystem::path& state_dir, OnPeer on_peer)
     : loop_(loop),

@@ -19,11 +19,25 @@
 
 namespace ondemand::worker {
 
+// `conn` has a hello waiting (or its peer closed): read it within a short
+// bound (answer_adopter). Called on the loop.
+using OnPeer = std::function<void(UniqueFd conn, pid_t peer_pid)>;
+
+// The first steps of every adoption, both workers alike: read the peer's
+// hello; answer Busy{busy_why} when busy_why is set (a refusal would make
+// the new supervisor give up, no answer made it start a second reader next
+// to us), Refused while our own supervisor lives, else agree on a version
+// and send our hello. True when the worker should now hand back what it
+// holds; throws ChannelError (a malformed hello included).
+bool answer_adopter(int conn, pid_t peer_pid, const char* busy_why, bool supervisor_gone);
+
 class AdoptionListener {
  public:
-  // `conn` has a hello waiting (or its peer closed): read it within a short
-  // bound. Called on the loop.
-  using OnPeer = std::function<void(UniqueFd conn, pid_t peer_pid)>;
+  // The listener, or null when worker.sock cannot be bound (logged: the
+  // worker serves on, only adoption will not work).
+  static std::unique_ptr<AdoptionListener> start(boost::asio::io_context& loop,
+                                                 const std::filesystem::path& state_dir, OnPeer on_peer);
+
 
   // Binds <state_dir>/worker.sock (renamed over the path: an upgrade's
   // successor replaces its predecessor's socket atomically) and accepts.

@@ -9,13 +9,12 @@
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
-#include "backends/bindings/bound_backend.h"
-#include "backends/local.h"
 #include "common/channel.h"
 #include "common/fd_passing.h"
 #include "common/sys.h"
 #include "common/unix_socket.h"
 #include "common/watch_fd.h"
+#include "worker/make_backend.h"
 #include "worker/sandbox.h"
 #include "worker/worker_internal.h"
 
@@ -124,9 +123,7 @@ proto::ExitCode FanotifyWorker::run() {
   record_fd_ = std::move(handoff.record);  // mapped; kept for an adopting supervisor
   group_ = std::move(handoff.group);
   try {
-    backend_ = std::make_unique<LocalBackend>(config_.blob_dir);
-    if (!config_.data_dir.empty())
-      backend_ = std::make_unique<bindings::BoundBackend>(std::move(backend_), config_);
+    backend_ = make_backend(config_);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return proto::ExitCode::CONFIG;
@@ -324,13 +321,9 @@ void FanotifyWorker::receive_hand_over(UniqueFd peer_fd) {
 // ---- adoption by a new supervisor (adoption_listener.h) ----
 
 void FanotifyWorker::listen_for_supervisor() {
-  if (adoption_) return;
-  try {
-    adoption_ = std::make_unique<AdoptionListener>(
-        loop_, config_.state_dir, [this](UniqueFd conn, pid_t pid) { finish_adoption(std::move(conn), pid); });
-  } catch (const UnixSocketError& e) {
-    spdlog::error("{}; adoption by a new supervisor will not work", e.what());
-  }
+  if (!adoption_)
+    adoption_ = AdoptionListener::start(loop_, config_.state_dir,
+                                        [this](UniqueFd conn, pid_t pid) { finish_adoption(std::move(conn), pid); });
 }
 
 // The peer's hello is waiting (or it closed): answer it. What the new
@@ -338,22 +331,8 @@ void FanotifyWorker::listen_for_supervisor() {
 // with its writer fd, then the group and the record.
 void FanotifyWorker::finish_adoption(UniqueFd conn, pid_t peer_pid) {
   try {
-    auto hello = receive_message(conn.get(), std::chrono::milliseconds(100));
-    const auto& peer_hello = expect<proto::msg::Hello>(hello, "hello");
-    if (stopping_ || server_->handing_over()) {
-      const char* why = stopping_ ? "stopping" : "handing over to an upgrade's successor";
-      send_quietly(conn.get(), proto::msg::Busy{why, BUSY_RETRY_MS});
-      spdlog::info("adoption by pid={}: busy ({})", peer_pid, why);
-      return;
-    }
-    if (!supervisor_gone_) {
-      const char* why = "worker still has a live supervisor";
-      send_quietly(conn.get(), proto::msg::Refused{why});
-      spdlog::warn("refused adoption by pid={}: {}", peer_pid, why);
-      return;
-    }
-    negotiate_or_throw(peer_hello, "adopting supervisor");
-    send(conn.get(), proto::make_hello("worker", ::getpid()));
+    const char* busy = stopping_ ? "stopping" : server_->handing_over() ? "handing over to an upgrade's successor" : nullptr;
+    if (!answer_adopter(conn.get(), peer_pid, busy, supervisor_gone_)) return;
     const auto& files = files_.files();
     for (std::size_t at = 0; at < files.size();) {
       const std::size_t n = std::min(files.size() - at, proto::MAX_FDS_PER_MESSAGE);

@@ -20,8 +20,7 @@
 #include "common/sys.h"
 #include "common/unix_socket.h"
 #include "common/watch_fd.h"
-#include "backends/bindings/bound_backend.h"
-#include "backends/local.h"
+#include "worker/make_backend.h"
 #include "worker/sandbox.h"
 #include "worker/worker_internal.h"
 
@@ -87,10 +86,7 @@ proto::ExitCode Worker::run() {
     }
   }
   try {
-    backend_ = std::make_unique<LocalBackend>(config_.blob_dir);
-    // With data_dir, bound ids come from their registry, the rest as before.
-    if (!config_.data_dir.empty())
-      backend_ = std::make_unique<bindings::BoundBackend>(std::move(backend_), config_);
+    backend_ = make_backend(config_);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return proto::ExitCode::CONFIG;
