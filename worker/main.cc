@@ -18,6 +18,19 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+#if defined(ONDEMAND_TEST_TRIGGER)
+// Test-only build (ondemand-worker-trigger, never installed): SIGUSR2 makes
+// the worker call ptrace(2), which its seccomp filter does not allow, so
+// the sandbox's kill path can be shown on a serving worker under readers
+// (tests/fanotify/processes.sh "seccomp"). A raw system call is
+// async-signal-safe, and the filter covers every thread (TSYNC).
+#include <csignal>
+#include <sys/syscall.h>
+namespace {
+void forbidden_call(int) { ::syscall(SYS_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0); }
+}  // namespace
+#endif
+
 int main(int argc, char** argv) {
 #if defined(__SANITIZE_ADDRESS__)
   // A sanitized worker runs as worker_user inside Landlock: it can neither
@@ -25,6 +38,9 @@ int main(int argc, char** argv) {
   // EACCES), so its report would be lost. Its stderr is the supervisor's
   // log, which the sanitizer gates scan (asan_harness, asan_vm_chaos).
   __sanitizer_set_report_fd(reinterpret_cast<void*>(static_cast<std::uintptr_t>(STDERR_FILENO)));
+#endif
+#if defined(ONDEMAND_TEST_TRIGGER)
+  ::signal(SIGUSR2, forbidden_call);
 #endif
   using ondemand::proto::ExitCode;
   CLI::App app{"ondemand-worker: serves Linux cachefiles on-demand requests (EROFS over fscache),\n"

@@ -33,6 +33,11 @@
 #             killed and replaced while a reader waits: it reads right;
 #   bad input a mount naming a missing blob is refused naming it, and the
 #             supervisor serves on;
+#   seccomp   the serving worker, upgraded to the test-only trigger build,
+#             makes a system call its filter forbids (SIGUSR2: ptrace)
+#             while 3 readers SHA-256 a fresh image: the supervisor
+#             reports "killed by seccomp", a new worker serves, 0 bad
+#             reads;
 #   stop      ondemandctl stop is refused while an image is mounted from
 #             the cache (naming the mount point: its readers would read
 #             zeros once the group closes) and the image still reads
@@ -48,6 +53,7 @@ SUP=$BUILD/supervisor/ondemand-supervisor
 WORKER=$BUILD/worker/ondemand-worker
 CTL=$BUILD/tools/ctl/ondemandctl
 MMAP=$BUILD/tests/vm/tools/mmap-sha256
+TRIGGER=$BUILD/worker/ondemand-worker-trigger
 fails=0
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 pass() { echo "PASS $*"; }
@@ -55,7 +61,7 @@ die() { echo "FAIL $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (fanotify pre-content groups and mount need CAP_SYS_ADMIN)"
 command -v mkfs.erofs >/dev/null || die "mkfs.erofs (erofs-utils) is not installed"
-for b in "$SUP" "$WORKER" "$CTL" "$MMAP"; do [ -x "$b" ] || die "$b not built"; done
+for b in "$SUP" "$WORKER" "$CTL" "$MMAP" "$TRIGGER"; do [ -x "$b" ] || die "$b not built"; done
 
 T=$(mktemp -d /tmp/ondemand-fanotify-proc-XXXXXX)
 fstype=$(stat -f -c %T "$T")
@@ -297,6 +303,31 @@ else
 fi
 umount "$T/mnt/$round"
 
+# ---- seccomp ----
+seccomp_before=$(grep -c "killed by seccomp" "$T/supervisor.log")
+if "$CTL" --config "$T/config.json" upgrade --binary "$TRIGGER" > "$T/upgrade.out" 2>&1; then
+    reads=0 errors=0
+    wp=$(worker_pid)
+    new_mount || fail "seccomp: mount failed"
+    read_all "$round" 3
+    sleep 0.02
+    kill -USR2 "$wp"
+    check_readers
+    for _ in $(seq 100); do [ "$(worker_pid)" != "$wp" ] && break; sleep 0.05; done
+    line=$(grep "worker pid=$wp .*killed by seccomp" "$T/supervisor.log" | head -1)
+    if [ -n "$line" ] && [ "$errors" = 0 ] && [ "$reads" = 3 ] && [ "$(worker_pid)" != "$wp" ]; then
+        pass "seccomp: ${line#* supervisor\[*\] }; replaced by pid $(worker_pid); 3 readers right"
+    else
+        fail "seccomp: log '$line', $errors bad reads of $((reads + errors)), worker $wp -> $(worker_pid)"
+    fi
+    umount "$T/mnt/$round"
+    "$CTL" --config "$T/config.json" upgrade --binary "$WORKER" > "$T/upgrade.out" 2>&1 ||
+        fail "seccomp: upgrade back to $WORKER: $(cat "$T/upgrade.out")"
+else
+    fail "seccomp: upgrade to the trigger build: $(cat "$T/upgrade.out")"
+fi
+seccomp_kills=$(( $(grep -c "killed by seccomp" "$T/supervisor.log") - seccomp_before ))
+
 # ---- stop ----
 new_mount || fail "stop: mount failed"
 if out=$("$CTL" --config "$T/config.json" stop 2>&1); then
@@ -315,8 +346,12 @@ umount "$T/mnt/$round"
 "$CTL" --config "$T/config.json" stop >/dev/null 2>&1
 for _ in $(seq 100); do kill -0 "$SUP_PID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$SUP_PID" 2>/dev/null; then fail "stop: the supervisor still runs 10 s after ondemandctl stop"; else SUP_PID=; fi
-if grep -qE "killed by seccomp|AddressSanitizer|runtime error" "$T/supervisor.log"; then
-    fail "log: $(grep -m1 -E "killed by seccomp|AddressSanitizer|runtime error" "$T/supervisor.log")"
+# The only seccomp kill is the one the trigger asked for.
+if [ "$(grep -c "killed by seccomp" "$T/supervisor.log")" != "$seccomp_kills" ] || [ "$seccomp_kills" -gt 1 ]; then
+    fail "log: an unexpected seccomp kill: $(grep -m1 "killed by seccomp" "$T/supervisor.log")"
+fi
+if grep -qE "AddressSanitizer|runtime error" "$T/supervisor.log"; then
+    fail "log: $(grep -m1 -E "AddressSanitizer|runtime error" "$T/supervisor.log")"
 fi
 if [ "$fails" != 0 ]; then
     echo "--- last lines of the supervisor log ---"; tail -n 40 "$T/supervisor.log"
