@@ -43,6 +43,9 @@ namespace ondemand::test {
 struct Answer {
   bool ok = false;
   int err = 0;
+  // A success while some asked byte was not in the target: the reader
+  // would read the hole's zeros. Never right.
+  bool over_hole = false;
 };
 
 // The blob behind the target.
@@ -106,6 +109,14 @@ class Ledger {
     for (const auto& [key, answers] : answers_)
       if (answers.size() != 1) out.push_back(std::to_string(key) + ": " + std::to_string(answers.size()));
     return out;
+  }
+  // Successes that let a reader read a hole.
+  int over_holes() const {
+    std::lock_guard lock(mu_);
+    int n = 0;
+    for (const auto& [key, answers] : answers_)
+      for (const auto& a : answers) n += a.ok && a.over_hole;
+    return n;
   }
   // Answers to no request the rig sent.
   int strays() const {

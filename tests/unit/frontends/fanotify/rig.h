@@ -8,7 +8,9 @@
 // FAN_PRE_ACCESS event (encode_pre_access_event) whose fd is a read-only fd
 // of the cache file, handed to the server as the kernel hands event fds
 // over (the server closes it once answered); what the server writes back is
-// struct fanotify_response, FAN_ALLOW or FAN_DENY with an errno. Queued
+// struct fanotify_response, FAN_ALLOW or FAN_DENY with an errno. After
+// FAN_ALLOW the kernel reads the cache file as it is, so an ALLOW over a
+// hole is recorded as such (the reader would get zeros). Queued
 // events go out as many to a read() as fit in one inbox, whole events only,
 // as fanotify's read does (copy_event_to_user never splits one).
 //
@@ -100,7 +102,7 @@ class FanotifyRig {
     const int fd = ::fcntl(reader.get(), F_DUPFD_CLOEXEC, next_fd_++);
     REQUIRE(fd >= 0);
     const auto key = ledger_.expect();
-    by_fd_[fd] = key;
+    by_fd_[fd] = {key, offset, std::min<std::uint64_t>(offset + length, content_.size())};
     outbox_.push_back(proto::fanotify::encode_pre_access_event(fd, ::getpid(), offset, length));
     return key;
   }
@@ -158,11 +160,12 @@ class FanotifyRig {
         ledger_.stray();
         continue;
       }
+      const auto& event = it->second;
       const bool allow = value == proto::fanotify::RESPONSE_ALLOW;
       const int err = allow ? 0
                             : static_cast<int>((value >> proto::fanotify::ERRNO_SHIFT) &
                                                proto::fanotify::ERRNO_MASK);
-      ledger_.answer(it->second, {allow, err});
+      ledger_.answer(event.key, {allow, err, allow && !range_is_data(target_fd(), event.start, event.end)});
     }
   }
 
@@ -193,7 +196,11 @@ class FanotifyRig {
   std::unique_ptr<fanotify::EngineFiller> filler_;
   std::unique_ptr<fanotify::Server> server_;
   Ledger ledger_;
-  std::map<int, Ask> by_fd_;
+  struct Event {
+    Ask key = 0;
+    std::uint64_t start = 0, end = 0;  // the asked bytes, clipped to the file
+  };
+  std::map<int, Event> by_fd_;  // by event fd number, answered or not
   std::vector<std::string> outbox_;
   int next_fd_ = 1000;
 };
