@@ -138,6 +138,18 @@ TEMPLATE_TEST_CASE("shared engine: a backend that fails in the middle of a fill 
   CHECK(foreign_bytes(rig) == "");
 }
 
+TEMPLATE_TEST_CASE("shared engine: a backend failure beyond the asked bytes does not fail the request",
+                   "[shared_engine]", CachefilesRig, FanotifyRig) {
+  // The same window; the asked bytes are in the chunk that landed.
+  TestType rig({.size = 3 * MiB, .fail_errno = EIO, .fail_from = 3 * MiB / 2}, {.window = 4 * MiB});
+  const auto answers = ask_and_wait(rig, 4096, 4096);
+  check_answers(rig);
+  REQUIRE(answers.size() == 1);
+  CHECK(answers[0].ok);
+  CHECK(wrong_bytes(rig, 4096, 4096) == "");
+  CHECK(foreign_bytes(rig) == "");
+}
+
 TEMPLATE_TEST_CASE("shared engine: the tail of a blob that is not a whole number of pages is served up to its end",
                    "[shared_engine]", CachefilesRig, FanotifyRig) {
   const std::uint64_t size = 70000;  // 17 pages and 464 bytes
