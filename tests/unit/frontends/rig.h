@@ -19,6 +19,7 @@
 //   void settle();                         // time for a wrong extra answer
 //   std::vector<Answer> answers(ask);      // what came back for it
 //   const Ledger& ledger();                // every kernel request and its answers
+//   int target_fd();                       // the target (our own fd of it)
 //   std::string target(offset, length);    // what the target holds
 //   bool target_empty();                   // nothing ever written
 //   FakeBlob* blob();                      // null when there is no blob
