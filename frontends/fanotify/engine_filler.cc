@@ -64,16 +64,22 @@ void EngineFiller::fill(CacheFile& file, std::uint64_t offset, std::uint64_t len
   request.deadline = std::chrono::steady_clock::now() + options_.stall_timeout;
   engine_.fill(std::move(request), [offset, want_end, path = file.path,
                                     done = std::move(done)](const worker::FillResult& r) {
+    // The answer is about the asked bytes (RangeFiller's contract): a fill
+    // that fails past them, in the rest of its window, still lets the
+    // reader through, as a cachefiles READ whose pages landed does.
+    const bool covered = r.range.start <= offset && r.range.start + r.done >= want_end;
     if (r.error) {
-      spdlog::error("fanotify: fill of {} [{}, {}): {}", path, r.range.start, r.range.end, r.error->message);
+      spdlog::error("fanotify: fill of {} [{}, {}): {}{}", path, r.range.start, r.range.end, r.error->message,
+                    covered ? " (past the asked bytes: allowed)" : "");
+      if (covered) return done(0);
       return done(r.error->err ? r.error->err : EIO);
     }
     if (r.write_err) {
-      spdlog::error("fanotify: fill of {} [{}, {}): write: {}", path, r.range.start, r.range.end,
-                    sys::errno_name(r.write_err));
-      return done(r.write_err);
+      spdlog::error("fanotify: fill of {} [{}, {}): write: {}{}", path, r.range.start, r.range.end,
+                    sys::errno_name(r.write_err), covered ? " (past the asked bytes: allowed)" : "");
+      return done(covered ? 0 : r.write_err);
     }
-    if (r.range.start > offset || r.range.start + r.done < want_end) {
+    if (!covered) {
       spdlog::error("fanotify: fill of {} covered [{}, {}) of the asked [{}, {})", path, r.range.start,
                     r.range.start + r.done, offset, want_end);
       return done(EIO);

@@ -7,8 +7,9 @@
 //
 // A blob that cannot be opened, or whose size is not its cache file's, is
 // logged once by name and every fill of that file fails with EIO (the reader
-// gets an error, never bytes from the wrong blob). A fill that ends short of
-// the asked range fails too.
+// gets an error, never bytes from the wrong blob). A fill fails exactly when
+// it ends short of the asked range: one that fails further on, in the rest
+// of its window, still allows the read (its bytes are there).
 //
 // Construct and fill on the engine's event-loop thread; completions come on
 // pool threads.

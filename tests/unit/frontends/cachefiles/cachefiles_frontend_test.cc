@@ -23,6 +23,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <catch2/catch.hpp>
 
+#include "tests/unit/fake_backend.h"
 #include "tests/unit/test_util.h"
 #include "backends/local.h"
 #include "proto/blob_id.h"
@@ -37,31 +38,9 @@ constexpr std::uint64_t MiB = 1 << 20;
 
 // ---------------------------------------------------------------- fakes
 
-// Blocks pool threads until the test opens it.
-class Gate {
- public:
-  void open() {
-    std::lock_guard lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(mu_);
-    ++waiting_;
-    cv_.wait(lock, [&] { return open_; });
-    --waiting_;
-  }
-  int waiting() const {
-    std::lock_guard lock(mu_);
-    return waiting_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-  int waiting_ = 0;
-};
+using test::FakeBackend;
+using test::FakeBlob;
+using test::Gate;
 
 class FakeReplies final : public Replies {
  public:
@@ -122,69 +101,6 @@ class FakeReplies final : public Replies {
   int restores_ = 0;
   int off_loop_ = 0;
   int copen_result_ = 0;
-};
-
-// A blob in memory that can block (gate) or fail (fail_from: every read
-// touching offsets >= fail_from returns err).
-class FakeBlob final : public Blob {
- public:
-  explicit FakeBlob(std::string content) : content_(std::move(content)) {}
-  std::shared_ptr<Gate> gate;
-  int err = 0;
-  std::uint64_t fail_from = 0;
-  std::atomic<int> reads{0};
-  std::atomic<int> misaligned{0};  // buffers not page-aligned (IOCB_DIRECT needs them aligned)
-  std::chrono::milliseconds delay{0};  // per read: a slow backend
-
-  std::uint64_t size() const override { return content_.size(); }
-  std::optional<BackendError> read(std::uint64_t off, std::span<std::byte> out, Deadline) override {
-    // Page-sized reads are fills headed for the anonymous fd; smaller ones
-    // (the front end's superblock probe) never reach pwrite.
-    if (out.size() >= 4096 && reinterpret_cast<std::uintptr_t>(out.data()) % 4096 != 0)
-      misaligned.fetch_add(1);
-    reads.fetch_add(1);
-    if (out.size() >= 4096) {
-      std::lock_guard lock(mu_);
-      fill_offsets_.push_back(off);
-    }
-    if (delay.count()) std::this_thread::sleep_for(delay);
-    if (gate) gate->wait();
-    if (err && off + out.size() > fail_from) return error_from_errno(err, "fake failure");
-    std::memset(out.data(), 0, out.size());
-    if (off < content_.size())
-      std::memcpy(out.data(), content_.data() + off,
-                  std::min<std::uint64_t>(out.size(), content_.size() - off));
-    return std::nullopt;
-  }
-  // Offsets of the page-sized (fill) reads, in order.
-  std::vector<std::uint64_t> fill_offsets() const {
-    std::lock_guard lock(mu_);
-    return fill_offsets_;
-  }
-
- private:
-  std::string content_;
-  mutable std::mutex mu_;
-  std::vector<std::uint64_t> fill_offsets_;
-};
-
-class FakeBackend final : public Backend {
- public:
-  std::map<std::string, std::shared_ptr<FakeBlob>, std::less<>> blobs;
-  std::shared_ptr<Gate> open_gate;
-
-  OpenResult open(const proto::BlobRef& ref, Deadline) override {
-    opens_.fetch_add(1);
-    if (open_gate) open_gate->wait();
-    auto it = blobs.find(ref.blob_id);
-    if (it == blobs.end()) return {nullptr, error_from_errno(ENOENT, "no such fake blob")};
-    return {it->second, std::nullopt};
-  }
-  std::string describe() const override { return "fake"; }
-  int opens() const { return opens_.load(); }
-
- private:
-  std::atomic<int> opens_{0};
 };
 
 // ---------------------------------------------------------------- harness
