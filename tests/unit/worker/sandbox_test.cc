@@ -245,7 +245,20 @@ TEST_CASE("seccomp: the worker's calls pass, a call off the list kills with SIGS
       return 0;
     });
     REQUIRE(WIFSIGNALED(status));
-    CHECK(WTERMSIG(status) == SIGSYS);
+    // Some hosts cannot make 32-bit calls at all (seen on a PVM guest
+    // kernel: int 0x80 faults with SIGSEGV even with no filter). There the
+    // call cannot get through either way; say so instead of failing.
+    const int unfiltered = in_child([] {
+      long ret = 20;
+      asm volatile("int $0x80" : "+a"(ret) : : "memory");
+      return 0;
+    });
+    if (WIFSIGNALED(unfiltered) && WTERMSIG(unfiltered) == SIGSEGV) {
+      WARN("this kernel faults on int 0x80 without any filter (no 32-bit ABI here): the filter's own kill "
+           "is not observable; the call is refused (signal " << WTERMSIG(status) << ")");
+    } else {
+      CHECK(WTERMSIG(status) == SIGSYS);
+    }
   }
 #endif
   SECTION("sandbox_seccomp false: no filter") {
