@@ -3,13 +3,17 @@
 // forked child of the test: what it may still do, and what it may not.
 #include "worker/sandbox.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -18,7 +22,10 @@
 #include <thread>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
+#include "backends/registry/http.h"
+#include "common/unique_fd.h"
 #include "config/config.h"
 #include "frontends/cachefiles/cull.h"
 #include "tests/unit/test_util.h"
@@ -71,7 +78,216 @@ int open_errno(const std::filesystem::path& path, int flags) {
   return 0;
 }
 
+// A TCP socket listening on 127.0.0.1 at a port the kernel picks: connects
+// to it complete in the backlog, no accept needed.
+struct LoopbackListener {
+  UniqueFd fd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  std::uint16_t port = 0;
+  LoopbackListener() {
+    REQUIRE(fd);
+    sockaddr_in addr{.sin_family = AF_INET, .sin_port = 0, .sin_addr = {htonl(INADDR_LOOPBACK)}, .sin_zero = {}};
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd.get(), 16) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port = ntohs(addr.sin_port);
+  }
+};
+
+// 0 when a TCP connect to 127.0.0.1:port succeeds, else its errno.
+int connect_errno(std::uint16_t port) {
+  UniqueFd s{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (!s) return errno;
+  sockaddr_in addr{.sin_family = AF_INET, .sin_port = htons(port), .sin_addr = {htonl(INADDR_LOOPBACK)}, .sin_zero = {}};
+  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ? 0 : errno;
+}
+
+// 0 when binding a TCP socket to 127.0.0.1 (a port the kernel picks) succeeds, else its errno.
+int bind_errno() {
+  UniqueFd s{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (!s) return errno;
+  sockaddr_in addr{.sin_family = AF_INET, .sin_port = 0, .sin_addr = {htonl(INADDR_LOOPBACK)}, .sin_zero = {}};
+  return ::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ? 0 : errno;
+}
+
+// Counts the checks that went wrong in a child, each printed to stderr.
+struct Expect {
+  int failures = 0;
+  void operator()(int got, int want, const std::string& what) {
+    if (got != want) {
+      std::fprintf(stderr, "%s: got %s, want %s\n", what.c_str(), got ? std::strerror(got) : "success",
+                   want ? std::strerror(want) : "success");
+      ++failures;
+    }
+  }
+};
+
+Config with_registry(Config c, const std::string& host, bool insecure_http = true) {
+  c.data_dir = "/nonexistent";  // what parse_config asks for with registries; lock_down does not use it
+  c.registries.emplace(host, RegistryConfig{.insecure_http = insecure_http, .ca_file = {}, .credentials_file = {}});
+  return c;
+}
+
 }  // namespace
+
+TEST_CASE("allowed_tcp_ports: none without registries; their ports, DNS and registry_connect_ports with them",
+          "[worker][sandbox]") {
+  Config c;
+  CHECK(allowed_tcp_ports(c).empty());
+  CHECK(allowed_tcp_ports(with_registry(c, "registry.example", /*insecure_http=*/false)) ==
+        std::vector<std::uint16_t>{53, 443});
+  CHECK(allowed_tcp_ports(with_registry(c, "registry.example", /*insecure_http=*/true)) ==
+        std::vector<std::uint16_t>{53, 80});
+  auto several = with_registry(with_registry(c, "127.0.0.1:5000"), "[::1]:5443", /*insecure_http=*/false);
+  several.registry_connect_ports = {8443, 443, 5000};
+  CHECK(allowed_tcp_ports(several) == std::vector<std::uint16_t>{53, 443, 5000, 5443, 8443});
+  // Not host[:port]: the client refuses that registry, so no port for it.
+  CHECK(allowed_tcp_ports(with_registry(c, "h:99999")) == std::vector<std::uint16_t>{53});
+}
+
+TEST_CASE("resolver_and_tls_paths: nothing without registries; resolver files, CA store and ca_file with them",
+          "[worker][sandbox]") {
+  Config c;
+  CHECK(resolver_and_tls_paths(c).empty());
+  auto r = with_registry(c, "registry.example", /*insecure_http=*/false);
+  r.registries.begin()->second.ca_file = "/srv/ca/registry.pem";
+  const auto paths = resolver_and_tls_paths(r);
+  auto has = [&](const std::filesystem::path& p) { return std::find(paths.begin(), paths.end(), p) != paths.end(); };
+  CHECK(has("/etc/nsswitch.conf"));
+  CHECK(has("/etc/hosts"));
+  CHECK(has("/etc/gai.conf"));
+  CHECK(has("/srv/ca/registry.pem"));
+  const auto store = registry::default_ca_store();
+  if (!store.file.empty()) CHECK(has(store.file));
+  if (!store.dir.empty()) CHECK(has(store.dir));
+}
+
+// From Landlock ABI 4 (Linux 6.7) the worker's TCP is restricted: without
+// registries it has no reason to open any TCP connection, nor ever to bind.
+TEST_CASE("Landlock TCP: without registries no connect and no bind", "[worker][sandbox][landlock]") {
+  if (landlock_abi() < 4) {
+    WARN("this kernel's Landlock has no TCP rights (ABI < 4): not tested here");
+    return;
+  }
+  Dirs dirs;
+  LoopbackListener listener;
+  REQUIRE(connect_errno(listener.port) == 0);
+  for (const bool landlock : {true, false}) {
+    DYNAMIC_SECTION("sandbox_landlock " << landlock) {
+      const int status = in_child([&] {
+        lock_down(dirs.config(landlock, /*seccomp=*/false));
+        Expect expect;
+        const int want = landlock ? EACCES : 0;
+        expect(connect_errno(listener.port), want, "connect to a loopback listener");
+        expect(bind_errno(), want, "bind a TCP socket");
+        return expect.failures;
+      });
+      CHECK(exited_with(status) == 0);
+    }
+  }
+}
+
+TEST_CASE("Landlock TCP: with registries connect only to their ports, never bind", "[worker][sandbox][landlock]") {
+  if (landlock_abi() < 4) {
+    WARN("this kernel's Landlock has no TCP rights (ABI < 4): not tested here");
+    return;
+  }
+  Dirs dirs;
+  LoopbackListener registry;
+  LoopbackListener other;
+  const auto config = with_registry(dirs.config(/*landlock=*/true, /*seccomp=*/true),
+                                    fmt::format("127.0.0.1:{}", registry.port));
+  SECTION("the registry's port only") {
+    const int status = in_child([&] {
+      lock_down(config);
+      Expect expect;
+      expect(connect_errno(registry.port), 0, "connect to the registry's port");
+      expect(connect_errno(other.port), EACCES, "connect to another port");
+      expect(bind_errno(), EACCES, "bind a TCP socket");
+      return expect.failures;
+    });
+    INFO("wait status " << status);
+    CHECK(exited_with(status) == 0);
+  }
+  SECTION("and registry_connect_ports") {
+    auto more = config;
+    more.registry_connect_ports = {other.port};
+    const int status = in_child([&] {
+      lock_down(more);
+      Expect expect;
+      expect(connect_errno(registry.port), 0, "connect to the registry's port");
+      expect(connect_errno(other.port), 0, "connect to a port of registry_connect_ports");
+      expect(bind_errno(), EACCES, "bind a TCP socket");
+      return expect.failures;
+    });
+    INFO("wait status " << status);
+    CHECK(exited_with(status) == 0);
+  }
+}
+
+// Name resolution reads /etc (hosts, resolv.conf, nsswitch.conf, ...) and
+// TLS the CA store and a registry's ca_file: readable with registries,
+// like nothing else outside the worker's directories; not at all without.
+TEST_CASE("Landlock: resolver files and CA store readable only with registries", "[worker][sandbox][landlock]") {
+  if (landlock_abi() == 0) {
+    WARN("this kernel has no Landlock: not tested here");
+    return;
+  }
+  if (open_errno("/etc/hosts", O_RDONLY) != 0) {
+    WARN("no readable /etc/hosts here: not tested");
+    return;
+  }
+  Dirs dirs;
+  std::ofstream(dirs.outside / "ca.pem") << "a registry's CA";
+  auto config = with_registry(dirs.config(/*landlock=*/true, /*seccomp=*/true), "127.0.0.1:5000");
+  config.registries.begin()->second.ca_file = (dirs.outside / "ca.pem").string();
+  const auto ca_bundle = registry::default_ca_store().file;
+  const bool has_bundle = !ca_bundle.empty() && open_errno(ca_bundle, O_RDONLY) == 0;
+  const bool has_nsswitch = open_errno("/etc/nsswitch.conf", O_RDONLY) == 0;
+  // getaddrinfo as the registry client's resolver thread calls it; only
+  // where /etc/hosts answers "localhost", so that no DNS query leaves.
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const bool resolves = ::getaddrinfo("localhost", "5000", &hints, &found) == 0;
+  if (found) ::freeaddrinfo(found);
+
+  SECTION("with registries") {
+    const int status = in_child([&] {
+      lock_down(config);
+      Expect expect;
+      expect(open_errno("/etc/hosts", O_RDONLY), 0, "read /etc/hosts");
+      if (has_nsswitch) expect(open_errno("/etc/nsswitch.conf", O_RDONLY), 0, "read /etc/nsswitch.conf");
+      if (has_bundle) expect(open_errno(ca_bundle, O_RDONLY), 0, "read libcurl's CA bundle " + ca_bundle);
+      expect(open_errno(dirs.outside / "ca.pem", O_RDONLY), 0, "read the registry's ca_file");
+      expect(open_errno(dirs.outside / "secret", O_RDONLY), EACCES, "read a file beside the ca_file");
+      expect(open_errno("/etc/hosts", O_WRONLY), EACCES, "write /etc/hosts");
+      expect(open_errno("/etc/passwd", O_RDONLY), EACCES, "read /etc/passwd");
+      if (resolves) {
+        addrinfo h{};
+        h.ai_socktype = SOCK_STREAM;
+        addrinfo* res = nullptr;
+        const int rc = ::getaddrinfo("localhost", "5000", &h, &res);
+        if (res) ::freeaddrinfo(res);
+        expect(rc == 0 ? 0 : EHOSTUNREACH, 0, "getaddrinfo(localhost) under Landlock and seccomp");
+      }
+      return expect.failures;
+    });
+    INFO("wait status " << status << (WIFSIGNALED(status) ? " (killed by a signal)" : ""));
+    CHECK(exited_with(status) == 0);
+  }
+  SECTION("without registries") {
+    const int status = in_child([&] {
+      lock_down(dirs.config(/*landlock=*/true, /*seccomp=*/true));
+      Expect expect;
+      expect(open_errno("/etc/hosts", O_RDONLY), EACCES, "read /etc/hosts");
+      if (has_bundle) expect(open_errno(ca_bundle, O_RDONLY), EACCES, "read libcurl's CA bundle " + ca_bundle);
+      expect(open_errno(dirs.outside / "ca.pem", O_RDONLY), EACCES, "read a CA file");
+      return expect.failures;
+    });
+    CHECK(exited_with(status) == 0);
+  }
+}
 
 TEST_CASE("Landlock: blob_dir read-only, state_dir read/write, nothing outside", "[worker][sandbox][landlock]") {
   if (landlock_abi() == 0) {
