@@ -7,6 +7,12 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -14,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -286,6 +293,164 @@ TEST_CASE("Landlock: resolver files and CA store readable only with registries",
       return expect.failures;
     });
     CHECK(exited_with(status) == 0);
+  }
+}
+
+namespace {
+
+// The DNS answer to `query`: 127.0.0.1 for an A query of any name, no
+// records for any other type; empty when `query` is not one question.
+std::string dns_answer(std::string_view query) {
+  std::size_t pos = 12;  // the header
+  while (pos < query.size() && query[pos] != 0) pos += 1 + static_cast<std::uint8_t>(query[pos]);
+  pos += 1 + 4;  // the root label, QTYPE, QCLASS
+  if (query.size() < pos) return {};
+  const bool a = query[pos - 4] == 0 && query[pos - 3] == 1;
+  std::string r(query.substr(0, pos));
+  r[2] = static_cast<char>(0x81);  // a response, recursion desired
+  r[3] = static_cast<char>(0x80);  // recursion available, NOERROR
+  r.replace(4, 8, std::string("\0\1\0", 3) + (a ? '\1' : '\0') + std::string(4, '\0'));
+  if (a) r += std::string("\xc0\x0c\0\1\0\1\0\0\0\x3c\0\4\x7f\0\0\1", 16);
+  return r;
+}
+
+bool read_exactly(int fd, char* out, std::size_t n) {
+  while (n > 0) {
+    const ssize_t got = ::read(fd, out, n);
+    if (got <= 0) return false;
+    out += got;
+    n -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+// DNS on 127.0.0.1:53 over UDP and TCP (dns_answer), and HTTP answering
+// 200 to anything on `http`, one peer at a time, until the parent dies.
+[[noreturn]] void serve_dns_and_http(int udp, int tcp, int http) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  const timeval idle{.tv_sec = 0, .tv_usec = 500'000};
+  for (;;) {
+    pollfd fds[] = {{udp, POLLIN, 0}, {tcp, POLLIN, 0}, {http, POLLIN, 0}};
+    if (::poll(fds, 3, -1) <= 0) continue;
+    if (fds[0].revents & POLLIN) {
+      char buf[512];
+      sockaddr_storage peer{};
+      socklen_t len = sizeof peer;
+      const ssize_t n = ::recvfrom(udp, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len);
+      if (const auto r = n > 0 ? dns_answer({buf, static_cast<std::size_t>(n)}) : std::string(); !r.empty())
+        ::sendto(udp, r.data(), r.size(), 0, reinterpret_cast<sockaddr*>(&peer), len);
+    }
+    if (fds[1].revents & POLLIN) {
+      UniqueFd c{::accept4(tcp, nullptr, nullptr, SOCK_CLOEXEC)};
+      ::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
+      // Length-prefixed messages (RFC 1035 4.2.2), glibc's A and AAAA both.
+      for (char len[2]; c && read_exactly(c.get(), len, 2);) {
+        std::string q(static_cast<std::uint8_t>(len[0]) << 8 | static_cast<std::uint8_t>(len[1]), '\0');
+        if (!read_exactly(c.get(), q.data(), q.size())) break;
+        const auto r = dns_answer(q);
+        const char r_len[2] = {static_cast<char>(r.size() >> 8), static_cast<char>(r.size() & 0xff)};
+        if (::write(c.get(), r_len, 2) != 2 || ::write(c.get(), r.data(), r.size()) != static_cast<ssize_t>(r.size()))
+          break;
+      }
+    }
+    if (fds[2].revents & POLLIN) {
+      UniqueFd c{::accept4(http, nullptr, nullptr, SOCK_CLOEXEC)};
+      ::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
+      std::string request;
+      char buf[1024];
+      for (ssize_t n; request.find("\r\n\r\n") == std::string::npos && (n = ::read(c.get(), buf, sizeof buf)) > 0;)
+        request.append(buf, static_cast<std::size_t>(n));
+      const std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+      if (::write(c.get(), ok.data(), ok.size()) < 0) continue;
+    }
+  }
+}
+
+UniqueFd bound_socket(int type, std::uint16_t port) {
+  UniqueFd s{::socket(AF_INET, type | SOCK_CLOEXEC, 0)};
+  sockaddr_in addr{.sin_family = AF_INET, .sin_port = htons(port), .sin_addr = {htonl(INADDR_LOOPBACK)}, .sin_zero = {}};
+  if (!s || ::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return {};
+  if (type == SOCK_STREAM && ::listen(s.get(), 16) < 0) return {};
+  return s;
+}
+
+std::uint16_t port_of(int fd) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  return ntohs(addr.sin_port);
+}
+
+// Exit code of a child that could not build its namespace: not tested.
+constexpr int NOT_HERE = 77;
+
+}  // namespace
+
+// The whole path of a registry request by host name, in the sandbox the
+// worker has (Landlock and seccomp): libcurl's resolver thread, glibc
+// reading nsswitch.conf, hosts and resolv.conf, a DNS query over UDP, or
+// over TCP to port 53 (`options use-vc`, as after a truncated answer), and
+// the connect to the registry's port. In a network namespace of its own
+// with a DNS server on its loopback, so no query leaves the machine, and a
+// mount namespace where the test's resolv.conf, nsswitch.conf and hosts are
+// bind-mounted over /etc's.
+TEST_CASE("a registry named by host name is reached through DNS inside the worker's sandbox",
+          "[worker][sandbox][landlock][seccomp]") {
+  if (landlock_abi() < 4 || ::geteuid() != 0) {
+    WARN("needs Landlock ABI >= 4 and root (namespaces, port 53): not tested here");
+    return;
+  }
+  for (const bool over_tcp : {false, true}) {
+    DYNAMIC_SECTION("DNS over " << (over_tcp ? "TCP" : "UDP")) {
+      Dirs dirs;
+      const auto resolv = dirs.tmp.write("resolv.conf", std::string("nameserver 127.0.0.1\noptions timeout:2 attempts:2\n") +
+                                                            (over_tcp ? "options use-vc\n" : ""));
+      const auto nsswitch = dirs.tmp.write("nsswitch.conf", "hosts: files dns\n");
+      const auto hosts = dirs.tmp.write("hosts", "127.0.0.1 localhost\n");
+      const int status = in_child([&] {
+        if (::unshare(CLONE_NEWNS | CLONE_NEWNET) < 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
+          return NOT_HERE;
+        for (const auto& [file, over] : {std::pair{resolv, "/etc/resolv.conf"}, std::pair{nsswitch, "/etc/nsswitch.conf"},
+                                         std::pair{hosts, "/etc/hosts"}})
+          if (::mount(file.c_str(), over, nullptr, MS_BIND, nullptr) < 0) return NOT_HERE;
+        ifreq lo{};
+        std::strcpy(lo.ifr_name, "lo");
+        UniqueFd ctl{::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+        if (::ioctl(ctl.get(), SIOCGIFFLAGS, &lo) < 0) return NOT_HERE;
+        lo.ifr_flags |= IFF_UP;
+        if (::ioctl(ctl.get(), SIOCSIFFLAGS, &lo) < 0) return NOT_HERE;
+        auto udp = bound_socket(SOCK_DGRAM, 53);
+        auto tcp = bound_socket(SOCK_STREAM, 53);
+        auto http = bound_socket(SOCK_STREAM, 0);
+        if (!udp || !tcp || !http) return NOT_HERE;
+        const auto port = port_of(http.get());
+        const pid_t server = ::fork();
+        if (server < 0) return NOT_HERE;
+        if (server == 0) serve_dns_and_http(udp.get(), tcp.get(), http.get());
+        udp.reset();
+        tcp.reset();
+        http.reset();
+        // As in the worker: the registry client exists before lock_down.
+        registry::HttpClient client;
+        lock_down(with_registry(dirs.config(/*landlock=*/true, /*seccomp=*/true), fmt::format("registry.test:{}", port)));
+        registry::HttpRequest rq;
+        rq.url = fmt::format("http://registry.test:{}/v2/", port);
+        rq.deadline = registry::Clock::now() + std::chrono::seconds(20);
+        rq.connect_timeout = std::chrono::seconds(10);
+        const auto resp = client.perform(rq);
+        if (resp.transport != registry::Transport::ok || resp.status != 200) {
+          std::fprintf(stderr, "GET %s: status %ld, %s\n", rq.url.c_str(), resp.status, resp.transport_message.c_str());
+          return 1;
+        }
+        return 0;
+      });
+      INFO("wait status " << status << (WIFSIGNALED(status) ? " (killed by a signal)" : ""));
+      if (exited_with(status) == NOT_HERE) {
+        WARN("could not make the network and mount namespaces: not tested here");
+        continue;
+      }
+      CHECK(exited_with(status) == 0);
+    }
   }
 }
 
