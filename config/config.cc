@@ -190,6 +190,11 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
       {"data_dir", {false, [](Config& c, auto k, auto& v) { c.data_dir = as_abs_path(k, v); }}},
       {"registry_request_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.registry_request_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 100, 3'600'000)); }}},
+      {"registry_connect_ports", {false, [](Config& c, auto k, auto& v) {
+         require_type(k, v, json::value_t::array, "an array of TCP ports");
+         for (const auto& port : v)
+           c.registry_connect_ports.push_back(static_cast<std::uint16_t>(as_count(k, port, 1, 65535)));
+       }}},
       {"registries", {false, [](Config& c, auto k, auto& v) {
          require_type(k, v, json::value_t::object, "an object of host[:port] -> options");
          for (const auto& [host, entry] : v.items()) {
@@ -324,6 +329,8 @@ Config parse_config(std::string_view json_text) {
         "config key \"registry_request_timeout_ms\": {} ms is not below request_timeout_ms ({} ms): a slow "
         "registry would be taken for a hung worker",
         config.registry_request_timeout_ms, config.request_timeout_ms));
+  if (config.registries.empty() && !config.registry_connect_ports.empty())
+    throw ConfigError("config key \"registry_connect_ports\": set registries too (the ports are for reaching them)");
   if (!config.registries.empty() && config.data_dir.empty())
     throw ConfigError("config key \"registries\": set data_dir too (bindings, which name registries, live there)");
   // Binding it would replace the socket the supervisor always serves there.

@@ -111,6 +111,10 @@ struct Config {
   // Each registry open/read gives up after this (EIO for that read); below
   // request_timeout_ms so the hang watchdog never fires for a slow registry.
   std::uint32_t registry_request_timeout_ms = 20000;
+  // TCP ports the worker may connect to besides each registry's own (its
+  // sandbox refuses every other port, worker/sandbox.h): a token realm or a
+  // blob redirect (storage, CDN) served on another port. Needs registries.
+  std::vector<std::uint16_t> registry_connect_ports;
 };
 
 // Tried in order when worker_user is not set: a dedicated system user made

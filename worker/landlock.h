@@ -1,5 +1,5 @@
-// The worker's file access rules (config sandbox_landlock), on Landlock's
-// raw system calls (<linux/landlock.h>; libc has no wrappers).
+// The worker's file and TCP access rules (config sandbox_landlock), on
+// Landlock's raw system calls (<linux/landlock.h>; libc has no wrappers).
 //
 // Applied by the worker to itself once it holds every fd it needs from
 // outside (the device, the shared memory, the blob_dir handle): fds opened
@@ -16,14 +16,21 @@
 //     and for a worker that culls also removing files and directories: the
 //     kernel buries culled objects in <cache_dir>/graveyard and the daemon
 //     deletes them (cull.h); without that right the graveyard keeps every
-//     culled byte and the cache fills (ENOBUFS at mount).
-// Nothing else: not /proc, not /etc, not /dev. The anonymous fds of OPEN
-// requests come from the kernel and are not opened by path.
+//     culled byte and the cache fills (ENOBUFS at mount);
+//   - with registries: what name resolution and TLS read (worker/sandbox.h
+//     says which), read-only, each skipped when absent.
+// Nothing else: not /proc, not /dev. The anonymous fds of OPEN requests come
+// from the kernel and are not opened by path.
 //
-// Handled rights are those of ABI 1..5 (execute, read/write files, read
+// File rights handled are those of ABI 1..5 (execute, read/write files, read
 // directories, create/remove every kind of entry, refer, truncate, ioctl on
-// devices) as far as the running kernel has them; TCP rights (ABI 4) and
-// scopes (ABI 6) are not handled.
+// devices) as far as the running kernel has them. From ABI 4 TCP is handled
+// too: every bind(2) of a TCP socket is refused and connect(2) only to the
+// ports listed (security/landlock/net.c checks the port only, never the
+// address, and only for TCP sockets: UDP, and so DNS over UDP, is not
+// Landlock's to restrict; nor is listen(2) on an unbound TCP socket, which
+// the kernel binds to an ephemeral port with no Landlock hook on the way,
+// as seen on 6.18). Scopes (ABI 6) are not handled.
 #pragma once
 
 #include <cstdint>
@@ -34,15 +41,25 @@
 namespace ondemand::worker {
 
 struct LandlockRules {
-  std::vector<std::filesystem::path> read_only;
-  std::vector<std::filesystem::path> read_write;
-  std::vector<std::filesystem::path> read_remove;  // read, and unlink/rmdir beneath
+  std::vector<std::filesystem::path> read_only;    // directories
+  std::vector<std::filesystem::path> read_write;   // directories
+  std::vector<std::filesystem::path> read_remove;  // directories: read, and unlink/rmdir beneath
+  // Directories or single files (symlinks followed), read-only; one that
+  // does not exist, or that the worker's uid cannot reach, is skipped. A
+  // rule holds the inode it was made for: a file replaced by a new one
+  // (written elsewhere, renamed over it) is not covered.
+  std::vector<std::filesystem::path> read_if_present;
+  // ABI >= 4: the only TCP ports connect(2) may reach; empty: none. TCP
+  // bind(2) is always refused (the worker serves nothing over TCP).
+  std::vector<std::uint16_t> tcp_connect_ports;
 };
 
 struct LandlockOutcome {
-  int abi = 0;           // the kernel's Landlock ABI; 0: none
-  bool applied = false;  // false: the kernel has no Landlock (why_not says so)
+  int abi = 0;              // the kernel's Landlock ABI; 0: none
+  bool applied = false;     // false: the kernel has no Landlock (why_not says so)
+  bool tcp_handled = false; // ABI >= 4: TCP bind/connect restricted as the rules say
   std::string why_not;
+  std::vector<std::filesystem::path> skipped;  // read_if_present entries not there
 };
 
 // The running kernel's Landlock ABI version (LANDLOCK_CREATE_RULESET_VERSION),
@@ -50,8 +67,9 @@ struct LandlockOutcome {
 int landlock_abi();
 
 // Restricts the calling thread (and threads it starts later) to `rules`.
-// A kernel without Landlock is not an error: the outcome says so. Throws
-// std::runtime_error naming the path or the step on any other failure.
-LandlockOutcome restrict_file_access(const LandlockRules& rules);
+// A kernel without Landlock is not an error, nor one without TCP rights
+// (ABI < 4): the outcome says so. Throws std::runtime_error naming the path
+// or the step on any other failure.
+LandlockOutcome restrict_access(const LandlockRules& rules);
 
 }  // namespace ondemand::worker

@@ -2,7 +2,10 @@
 // what it maps, what it gives up, what it locks itself into.
 #pragma once
 
+#include <cstdint>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "common/shared_state.h"
 #include "config/config.h"
@@ -17,9 +20,28 @@ SharedStateMapping attach_worker_shm(const std::string& name);
 // directories are 0700 root). Logs once why not when cache_cull is on.
 bool culling_possible(const Config& config);
 
+// The TCP ports the worker's Landlock rules let it connect to: none without
+// registries. With them: each registry's port as its client builds the URL
+// (host[:port], else 443, or 80 with insecure_http: registry_base_url),
+// 53 (glibc's resolver retries a query over TCP when the UDP answer comes
+// back truncated), and registry_connect_ports (token realms and blob
+// redirects elsewhere). Sorted, each once.
+std::vector<std::uint16_t> allowed_tcp_ports(const Config& config);
+
+// What name resolution and TLS read, which the worker's Landlock rules let
+// it read: nothing without registries. With them: glibc's resolver files
+// (/etc/hosts, resolv.conf, nsswitch.conf, host.conf, gai.conf; for a
+// resolv.conf that is a symlink into the directory of systemd-resolved,
+// resolvconf or NetworkManager, that directory, since they rewrite it by
+// rename), libcurl's CA bundle and CA directory (default_ca_store), and
+// each registry's ca_file. Absent ones are skipped when the rules are made.
+std::vector<std::filesystem::path> resolver_and_tls_paths(const Config& config);
+
 // Locks the worker in, as config sandbox_landlock and sandbox_seccomp say:
 // Landlock first (worker/landlock.h: blob_dir read, state_dir read/write,
-// cache_dir read), then the system call filter (worker/seccomp_filter.h).
+// cache_dir read; with registries, resolver_and_tls_paths read; from ABI 4
+// no TCP bind and connect only to allowed_tcp_ports), then the system call
+// filter (worker/seccomp_filter.h).
 // Call once the worker holds the device, the shared memory and the
 // blob_dir handle, before any thread is started and before the first
 // kernel message is read. A kernel without Landlock gets one warning;

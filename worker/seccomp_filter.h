@@ -12,8 +12,10 @@
 // The list was taken from strace runs of the worker under the host harness
 // and the VM chaos/upgrade scenarios (serving, failover, spare promotion,
 // rolling upgrade, adoption, culling as root), plus what the logging path
-// (stderr or sd_journal) and a future registry backend (libcurl: sockets,
-// name resolution, poll) need. What it leaves out on purpose: execve and
+// (stderr or sd_journal) and the registry backend (libcurl: sockets,
+// name resolution, poll) need; a registry request by host name (libcurl's
+// resolver thread, glibc's DNS over UDP and over TCP) runs under it in the
+// [worker][sandbox] unit tests. What it leaves out on purpose: execve and
 // the other ways to a new program, ptrace/process_vm_*, mount and
 // namespaces, module and kexec loading, keyrings, bpf/perf, changing ids or
 // capabilities, io_uring, userfaultfd.

@@ -422,12 +422,16 @@ std::optional<Token> RegistryClient::Exchange::fetch_token(const Challenge& chal
   return token;
 }
 
+std::string registry_base_url(const std::string& registry, bool insecure_http) {
+  if (registry.empty() || registry.find_first_of("/@?# ") != std::string::npos) return {};
+  const auto url = fmt::format("{}://{}/", insecure_http ? "http" : "https", registry);
+  return url_origin(url).empty() ? std::string() : url;
+}
+
 RegistryClient::RegistryClient(RegistryOptions options) : options_(std::move(options)) {
   const auto& host = options_.registry;
-  if (host.empty() || host.find_first_of("/@?# ") != std::string::npos)
-    throw std::invalid_argument(fmt::format("registry '{}' must be host[:port]", host));
   scheme_ = options_.insecure_http ? "http" : "https";
-  origin_ = url_origin(scheme_ + "://" + host + "/");
+  origin_ = url_origin(registry_base_url(host, options_.insecure_http));
   if (origin_.empty()) throw std::invalid_argument(fmt::format("registry '{}' must be host[:port]", host));
   if (!options_.ca_file.empty() && !std::filesystem::is_regular_file(options_.ca_file))
     throw std::invalid_argument(fmt::format("registry {}: ca_file {} is not a readable file", host, options_.ca_file));

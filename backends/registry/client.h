@@ -58,6 +58,11 @@ struct BlobRef {
 std::string validate_repository(std::string_view repository);
 std::string validate_digest(std::string_view digest);
 
+// The URL a RegistryClient for `registry` ("host[:port]") builds its
+// requests on: "https://host[:port]/", or http:// with insecure_http; ""
+// when `registry` is not host[:port] (the client refuses it).
+std::string registry_base_url(const std::string& registry, bool insecure_http);
+
 // Parses `bytes first-last/total` (total may be `*`); nullopt when malformed.
 struct ContentRange {
   std::uint64_t first = 0, last = 0;

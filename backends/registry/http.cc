@@ -6,6 +6,8 @@
 #include <array>
 #include <atomic>
 #include <cctype>
+#include <charconv>
+#include <mutex>
 #include <stdexcept>
 
 namespace ondemand::registry {
@@ -197,9 +199,18 @@ struct HttpClient::Pool {
   }
 };
 
-HttpClient::HttpClient() {
+namespace {
+
+// curl_global_init is not thread-safe; every entry point goes through here.
+void global_init() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+}  // namespace
+
+HttpClient::HttpClient() {
+  global_init();
   pool_ = std::make_unique<Pool>();
 }
 
@@ -290,6 +301,29 @@ std::string url_origin(const std::string& url) {
   if (curl_url_set(u.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return {};
   return lower(u.get(CURLUPART_SCHEME) + "://" + u.get(CURLUPART_HOST) + ":" +
                u.get(CURLUPART_PORT, CURLU_DEFAULT_PORT));
+}
+
+std::uint16_t url_port(const std::string& url) {
+  Url u;
+  if (curl_url_set(u.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return 0;
+  const auto port = u.get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || end != port.data() + port.size() || value > 65535) return 0;
+  return static_cast<std::uint16_t>(value);
+}
+
+CaStore default_ca_store() {
+  global_init();
+  CaStore store;
+  CURL* h = curl_easy_init();
+  if (!h) return store;
+  char* text = nullptr;
+  if (curl_easy_getinfo(h, CURLINFO_CAINFO, &text) == CURLE_OK && text) store.file = text;
+  text = nullptr;
+  if (curl_easy_getinfo(h, CURLINFO_CAPATH, &text) == CURLE_OK && text) store.dir = text;
+  curl_easy_cleanup(h);
+  return store;
 }
 
 std::string resolve_url(const std::string& base, const std::string& location) {

@@ -86,5 +86,18 @@ class HttpClient {
 std::string url_origin(const std::string& url);
 // `location` resolved against `base` (absolute or relative); "" when invalid.
 std::string resolve_url(const std::string& base, const std::string& location);
+// The TCP port libcurl connects to for an absolute URL: the one it names,
+// else its scheme's default (443, 80); 0 when unparsable.
+std::uint16_t url_port(const std::string& url);
+
+// Where libcurl looks for CA certificates when a request names no ca_file:
+// the bundle and the hashed directory it was built with (CURLINFO_CAINFO,
+// CURLINFO_CAPATH; libcurl 7.84+). Either is empty when it has none. With a
+// ca_file, OpenSSL still consults `dir` for an issuer the file lacks.
+struct CaStore {
+  std::string file;
+  std::string dir;
+};
+CaStore default_ca_store();
 
 }  // namespace ondemand::registry

@@ -413,6 +413,21 @@ TEST_CASE("sandbox keys: on by default, each a switch", "[config][sandbox]") {
   CHECK_THAT(sandbox_error({{"worker_user", -1}}), Catch::Contains("\"worker_user\""));
 }
 
+TEST_CASE("registry_connect_ports: TCP ports 1..65535, only with registries", "[config][sandbox]") {
+  const json registries = {{"data_dir", "/var/lib/ondemand"},
+                           {"registries", {{"registry.example:5000", json::object()}}}};
+  auto doc = registries;
+  CHECK(with(doc).registry_connect_ports.empty());
+  doc["registry_connect_ports"] = {443, 8443};
+  CHECK(with(doc).registry_connect_ports == std::vector<std::uint16_t>{443, 8443});
+  for (const json& bad : {json(443), json({0}), json({65536}), json({"443"})}) {
+    doc["registry_connect_ports"] = bad;
+    CHECK_THAT(sandbox_error(doc), Catch::Contains("\"registry_connect_ports\""));
+  }
+  CHECK_THAT(sandbox_error({{"registry_connect_ports", {443}}}),
+             Catch::Contains("\"registry_connect_ports\"") && Catch::Contains("registries"));
+}
+
 TEST_CASE("worker_user: a name, a number, the defaults, errors naming the key", "[config][sandbox]") {
   // nobody (65534) is in every Debian passwd; root is uid 0.
   auto id = resolve_worker_identity(with({{"worker_user", "nobody"}}));

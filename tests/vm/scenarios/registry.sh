@@ -23,13 +23,19 @@
 #     registry and malformed bind requests: one clear error naming the
 #     binding, bounded, and the other mounts and the worker undisturbed;
 #   - the registry password appears nowhere: logs, status, bindings, argv
-#     and environment of supervisor and worker.
+#     and environment of supervisor and worker;
+#   - with the worker's sandbox on (Landlock, seccomp), the anonymous
+#     registry is named by host name (registry.vmtest, from /etc/hosts,
+#     which the worker may read because registries are configured), and
+#     the worker's TCP rule allows exactly the registries' ports, the token
+#     realm's (registry_connect_ports) and 53.
 # Needs (run-vm.sh --add): docker-registry, curl, htpasswd, openssl,
 # ondemand-chaos, vt-counters, vt-token-issuer.
 . /lib/vmtest.sh
 
 PW=Vm-registry-s3cret-7f2c91
-ANON=127.0.0.1:5000    # anonymous pulls
+ANON_ADDR=127.0.0.1:5000
+ANON=registry.vmtest:5000 # anonymous pulls, by host name (/etc/hosts below)
 AUTH=127.0.0.1:5001    # htpasswd basic auth, the right credentials
 BADCRED=127.0.0.1:5002 # htpasswd basic auth, the daemon has a wrong password
 TOK=127.0.0.1:5003     # token auth (bearer JWTs from vt-token-issuer)
@@ -37,6 +43,10 @@ DEAD=127.0.0.1:5009    # nothing listens
 CRED_DIR=/etc/ondemand/credentials
 
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+# glibc (in the worker, in curl) resolves registry.vmtest from /etc/hosts:
+# files first, as Debian's default nsswitch.conf says.
+printf '127.0.0.1 localhost registry.vmtest\n' > /etc/hosts
+printf 'hosts: files dns\n' > /etc/nsswitch.conf
 for b in docker-registry curl htpasswd openssl ondemand-chaos vt-counters vt-token-issuer; do
     command -v "$b" > /dev/null || { vt_fail registry-setup "$b is not in the VM (run-vm.sh --add)"; exit 0; }
 done
@@ -76,9 +86,13 @@ i=0
 while [ ! -s /var/lib/issuer/issuer.env ] && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 REALM=$(sed -n 's/^REALM=//p' /var/lib/issuer/issuer.env)
 [ -n "$REALM" ] || { vt_fail registry-setup "vt-token-issuer did not start: $(cat /var/lib/issuer/log)"; exit 0; }
+# The realm listens on a port of its own, which the worker's Landlock TCP
+# rule refuses unless registry_connect_ports names it.
+REALM_PORT=$(echo "$REALM" | sed -n 's|^[a-z]*://[^/]*:\([0-9]*\)/.*|\1|p')
+[ -n "$REALM_PORT" ] || { vt_fail registry-setup "no port in the token realm $REALM"; exit 0; }
 printf 'auth:\n  token:\n    realm: %s\n    service: vmtest-registry\n    issuer: vmtest-issuer\n    rootcertbundle: /var/lib/issuer/issuer.crt\n' \
     "$REALM" > /etc/registry-token.yml
-for r in "anon $ANON" "auth $AUTH /etc/registry-htpasswd.yml" "badcred $BADCRED /etc/registry-htpasswd.yml" \
+for r in "anon $ANON_ADDR" "auth $AUTH /etc/registry-htpasswd.yml" "badcred $BADCRED /etc/registry-htpasswd.yml" \
          "tok $TOK /etc/registry-token.yml"; do
     # shellcheck disable=SC2086  # NAME HOST [AUTH_YAML]
     if ! err=$(vt_registry_start $r); then vt_fail registry-setup "$err"; exit 0; fi
@@ -122,10 +136,19 @@ if ls "$VT_BLOB_DIR" | grep -q .; then vt_fail registry-setup "blob_dir not empt
 mkdir -p "$CRED_DIR"
 (umask 077 && printf '{"username": "alice", "password": "%s"}\n' "$PW" > "$CRED_DIR/auth" &&
     printf '{"username": "alice", "password": "wrong-password"}\n' > "$CRED_DIR/badcred")
-VT_CONFIG_EXTRA=$(printf '"data_dir": "/var/lib/ondemand", "registry_request_timeout_ms": 10000, "registries": {"%s": {"insecure_http": true}, "%s": {"insecure_http": true, "credentials_file": "%s/auth"}, "%s": {"insecure_http": true, "credentials_file": "%s/badcred"}, "%s": {"insecure_http": true}, "%s": {"insecure_http": true, "credentials_file": "%s/auth"}}' \
-    "$ANON" "$AUTH" "$CRED_DIR" "$BADCRED" "$CRED_DIR" "$DEAD" "$TOK" "$CRED_DIR")
+VT_CONFIG_EXTRA=$(printf '"data_dir": "/var/lib/ondemand", "registry_request_timeout_ms": 10000, "registry_connect_ports": [%s], "registries": {"%s": {"insecure_http": true}, "%s": {"insecure_http": true, "credentials_file": "%s/auth"}, "%s": {"insecure_http": true, "credentials_file": "%s/badcred"}, "%s": {"insecure_http": true}, "%s": {"insecure_http": true, "credentials_file": "%s/auth"}}' \
+    "$REALM_PORT" "$ANON" "$AUTH" "$CRED_DIR" "$BADCRED" "$CRED_DIR" "$DEAD" "$TOK" "$CRED_DIR")
 vt_start_supervisor || { vt_dump_logs; exit 0; }
 vt_check_sandboxed
+# The worker's TCP rule (worker/sandbox.h allowed_tcp_ports): the kernel
+# here has Landlock ABI 6, so TCP is restricted.
+vt_wait_state running 30
+tcp_rule=$(grep "sandbox: Landlock TCP" "$VT_SUPERVISOR_LOG" | tail -n 1 | sed 's/.*sandbox: //')
+case $tcp_rule in
+    *"connect only to ports 53, 5000, 5001, 5002, 5003, 5009, $REALM_PORT on any address"*)
+        vt_pass registry-sandbox-tcp "$tcp_rule" ;;
+    *) vt_fail registry-sandbox-tcp "${tcp_rule:-no sandbox: Landlock TCP line in the log}" ;;
+esac
 vt_wait_state running 30 || vt_fail registry "worker not running"
 
 bind() { # ID HOST REPO DIGEST
@@ -253,7 +276,7 @@ while [ "$i" -le "${REG_RESTARTS:-10}" ]; do
     kill -KILL "$(vt_registry_pid anon)"
     t0=$(vt_now)
     sleep 0.5
-    if err=$(vt_registry_start anon "$ANON"); then
+    if err=$(vt_registry_start anon "$ANON_ADDR"); then
         restarts=$((restarts + 1))
         down=$(vt_elapsed "$t0")
         down_max=$(awk -v a="$down" -v b="$down_max" 'BEGIN { print (a > b) ? a : b }')
