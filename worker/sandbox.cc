@@ -164,13 +164,14 @@ void lock_down(const Config& config) {
   }
   if (config.sandbox_seccomp) {
     try {
-      apply_seccomp_filter();
+      apply_seccomp_filter(/*network=*/!config.registries.empty());
     } catch (const std::runtime_error& e) {
       throw ConfigError(fmt::format("config key \"sandbox_seccomp\": {} (false runs the worker without it)",
                                     e.what()));
     }
-    spdlog::info("sandbox: seccomp filter on: {} system calls allowed, any other kills the worker (SIGSYS)",
-                 seccomp_allowed_syscalls().size());
+    spdlog::info("sandbox: seccomp filter on: {} system calls allowed{}, any other kills the worker (SIGSYS)",
+                 seccomp_allowed_syscalls().size(),
+                 config.registries.empty() ? ", sockets only AF_UNIX (no registries)" : "");
   }
 }
 

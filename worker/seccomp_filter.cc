@@ -2,6 +2,7 @@
 
 #include <seccomp.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -60,7 +61,7 @@ const std::vector<std::string_view>& seccomp_allowed_syscalls() {
   return names;
 }
 
-void apply_seccomp_filter() {
+void apply_seccomp_filter(bool network) {
   // The kernel refuses a filter from an unprivileged process without it; the
   // supervisor set it already for a sandboxed worker (common/spawn.h).
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -80,8 +81,10 @@ void apply_seccomp_filter() {
       throw std::runtime_error(fmt::format("seccomp: system call {} is unknown on this architecture", n));
     // A negative number is a call this architecture does not have (e.g.
     // `open` elsewhere than x86): libseccomp skips it.
-    if (int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, nr, 0); rc < 0)
-      throw failed(fmt::format("allowing {}", n), rc);
+    const int rc = name == "socket" && !network
+                       ? seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX))
+                       : seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, nr, 0);
+    if (rc < 0) throw failed(fmt::format("allowing {}", n), rc);
   }
   if (int rc = seccomp_load(ctx.get()); rc < 0) throw failed("loading the filter", rc);
 }

@@ -35,6 +35,11 @@ const std::vector<std::string_view>& seccomp_allowed_syscalls();
 // know on this architecture, the call) when it cannot; the caller decides
 // whether that is fatal. Needs no_new_privs or CAP_SYS_ADMIN, as the kernel
 // does for any unprivileged filter; sets no_new_privs itself.
-void apply_seccomp_filter();
+//
+// `network`: a network backend (registries) is configured. Without one,
+// socket(2) is allowed only for AF_UNIX (the channel, worker.sock, the
+// journal); any other family kills, which closes what Landlock cannot:
+// UDP, and TCP where the kernel has no Landlock network rules (ABI < 4).
+void apply_seccomp_filter(bool network);
 
 }  // namespace ondemand::worker

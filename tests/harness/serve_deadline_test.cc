@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
+#include "common/sys.h"
 #include "tests/harness/harness.h"
 
 using namespace ondemand::harness;
@@ -62,6 +63,12 @@ TEST_CASE("a stopped spare is not promoted at failover", "[harness][hole2]") {
   auto spare = sv.wait_spare();
   REQUIRE(spare);
   REQUIRE(::kill(*spare, SIGSTOP) == 0);
+  // The stop takes effect when the spare is next scheduled: on a loaded
+  // machine its /proc state can still read 'S' at the failover, and a
+  // not-yet-stopped spare is rightly promoted.
+  for (int i = 0; i < 1000 && ondemand::sys::process_state(*spare) != 'T'; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(ondemand::sys::process_state(*spare) == 'T');
   REQUIRE(::kill(*serving, SIGKILL) == 0);
   auto next = sv.wait_serving(10s, *serving);
   INFO(sv.log());

@@ -590,6 +590,40 @@ TEST_CASE("sandbox_landlock false leaves file access alone", "[worker][sandbox][
   CHECK(exited_with(status) == 0);
 }
 
+// UDP, and TCP under a kernel without Landlock network rules, are only
+// closed by the filter: without a network backend socket(2) is AF_UNIX only.
+TEST_CASE("seccomp: sockets other than AF_UNIX kill without registries, are allowed with them",
+          "[worker][sandbox][seccomp]") {
+  Dirs dirs;
+  const auto open_socket = [](int family, int type) {
+    const int fd = ::socket(family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 30;
+    ::close(fd);
+    return 0;
+  };
+  for (const auto& [family, type, name] : {std::tuple{AF_INET, SOCK_DGRAM, "AF_INET UDP"},
+                                            std::tuple{AF_INET6, SOCK_STREAM, "AF_INET6 TCP"},
+                                            std::tuple{AF_NETLINK, SOCK_RAW, "AF_NETLINK"}}) {
+    INFO(name);
+    const int without = in_child([&, family = family, type = type] {
+      lock_down(dirs.config(/*landlock=*/false, /*seccomp=*/true));
+      return open_socket(family, type);
+    });
+    REQUIRE(WIFSIGNALED(without));
+    CHECK(WTERMSIG(without) == SIGSYS);
+    const int with = in_child([&, family = family, type = type] {
+      lock_down(with_registry(dirs.config(/*landlock=*/false, /*seccomp=*/true), "127.0.0.1:5000"));
+      return open_socket(family, type);
+    });
+    CHECK(exited_with(with) == 0);
+  }
+  const int unix_socket = in_child([&] {
+    lock_down(dirs.config(/*landlock=*/false, /*seccomp=*/true));
+    return open_socket(AF_UNIX, SOCK_SEQPACKET);
+  });
+  CHECK(exited_with(unix_socket) == 0);
+}
+
 TEST_CASE("seccomp: the worker's calls pass, a call off the list kills with SIGSYS", "[worker][sandbox][seccomp]") {
   Dirs dirs;
   const auto seccomp_field = [] {
