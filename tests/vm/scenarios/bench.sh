@@ -34,11 +34,17 @@
 #                  of first (BENCH-PROBE lines; see probe below)
 #   BENCH_REGISTRY 1 to add the registry mode (needs docker-registry and curl
 #                  in the VM), default 0
+# The physical limit ("limit" mode, seq case only, every round): a daemon
+# cannot do less than write every byte of the blob once into the cache
+# file system. vt-writebench writes the seq blob, held in RAM, with O_DIRECT
+# into a new file on the cache ramdisk, by as many threads as the
+# configuration's io_threads, in fill_window pieces of 1 MiB pwrites (the
+# engine's pattern); its "bytes" are the blob's.
 # Output, one line per measurement:
-#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry",
+#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry"|"limit",
 #                 "config":LABEL,"rep":N,"bytes":..,"seconds":..,"mb_per_s":..
 #                 [,"reads":..,"bytes_written":..,"opens":..
-#                 [,"http_requests":..]]}
+#                 [,"http_requests":..]] [,"writers":..,"window":..]}
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . /lib/vmtest.sh
 
@@ -52,7 +58,7 @@ case_read_args() { if [ "$1" = rand ]; then echo "--bs 4096 --random $BENCH_RAND
 : "${BENCH_CONFIGS:=default}"
 : "${BENCH_REGISTRY:=0}"
 
-for tool in vt-readbench vt-counters; do
+for tool in vt-readbench vt-counters vt-writebench; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         vt_fail bench-setup "$tool is not in the VM (run-vm.sh --add BUILD/tests/vm/tools/$tool)"
         exit 0
@@ -123,6 +129,18 @@ run_daemon() { # CASE CONFIG REP
     rm -f "$VT_BLOB_DIR/$fsid"
     # The volume is relinquished at umount; its cache files can go.
     rm -rf "$VT_CACHE_DIR/cache/Ierofs,$fsid"
+}
+
+run_limit() { # CASE CONFIG REP WRITERS WINDOW
+    [ "$1" = seq ] || return 0
+    drop_caches
+    if ! r=$(vt-writebench --writers "$4" --window "$5" "$VT_BLOB_DIR/seq" "$VT_CACHE_DIR/limit.bin" 2>&1); then
+        vt_fail bench-limit "vt-writebench failed: $r"
+        rm -f "$VT_CACHE_DIR/limit.bin"
+        return 1
+    fi
+    rm -f "$VT_CACHE_DIR/limit.bin"
+    echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"limit\",\"config\":\"$2\",\"rep\":$3,${r#\{}"
 }
 
 # The registry mode's server: anonymous; its log has one access line per
@@ -262,11 +280,15 @@ for spec in $BENCH_CONFIGS; do
     done
     vt_info "bench config $label: {$members}, effective {$effective}"
     echo "BENCH-CONFIG {\"label\":\"$label\",\"members\":{$members},\"effective\":{$effective}}"
+    # The limit's writers and pieces: what this configuration's worker uses.
+    io_threads=$(echo "$effective" | sed -n 's/.*"io_threads": \([0-9]*\).*/\1/p')
+    window=$(echo "$effective" | sed -n 's/.*"fill_window": \([0-9]*\).*/\1/p')
     for c in $BENCH_CASES; do
         rep=1
         while [ "$rep" -le "$BENCH_REPS" ]; do
             run_direct "$c" "$label" "$rep"
             run_daemon "$c" "$label" "$rep"
+            run_limit "$c" "$label" "$rep" "${io_threads:-4}" "${window:-4194304}"
             [ "$BENCH_REGISTRY" = 1 ] && run_registry "$c" "$label" "$rep"
             rep=$((rep + 1))
         done
