@@ -118,7 +118,8 @@ proto::ExitCode Worker::run() {
     stop("read() on the device keeps failing");
   });
   engine_ = std::make_unique<Engine>(
-      loop_, *backend_, EngineOptions{.io_threads = config_.io_threads, .prefetch_window = config_.fill_window},
+      loop_, *backend_,
+      EngineOptions{.io_threads = config_.io_threads, .prefetch_window = config_.fill_window, .fill_counters = &state_->fill},
       state_->counters, state_->worker_metrics);
   frontend_ = std::make_unique<CachefilesFrontend>(
       loop_, *engine_, *device_,
