@@ -41,6 +41,11 @@ int main(int argc, char** argv) {
         {"generation", s.generation.load()},
         {"restarts", s.restarts.load()},
         {"worker_pid", s.worker_pid.load()},
+        // Answer first, fill ahead after (proto/shm_layout.h FillCounters).
+        {"reads_early", s.fill.reads_early.load()},
+        {"reads_joined", s.fill.reads_joined.load()},
+        {"fill_ahead_stopped", s.fill.fill_ahead_stopped.load()},
+        {"fill_ahead_running", s.fill.fill_ahead_running.load()},
     };
     const auto counters = ondemand::counters_json(c);  // items() must not outlive it
     for (const auto& [name, value] : counters.items()) all.emplace_back(name, value.get<std::uint64_t>());
