@@ -138,6 +138,12 @@ FillRange ReadAhead::plan(std::uint64_t off, std::uint64_t len, std::uint64_t bl
 
 namespace {
 
+// The piece a fill reads from its blob at once: Blob::read_unit(), in pages,
+// within MIN_CHUNK..MAX_CHUNK.
+std::size_t fill_chunk(const Blob& blob) {
+  return std::clamp<std::size_t>(align_up(blob.read_unit(), PAGE), MIN_CHUNK, MAX_CHUNK);
+}
+
 struct CopyOutcome {
   std::uint64_t done = 0;     // bytes of the ranges now in the target, counted in their order
   std::uint64_t written = 0;  // of those, written here
@@ -156,7 +162,7 @@ using Landed = std::function<bool(std::uint64_t done, std::uint64_t written, Dea
 // be block-aligned as well as the offset: a malloc'd buffer gets EINVAL.
 CopyOutcome copy_ranges(Target& target, std::span<const FillRange> ranges, bool resume,
                         std::chrono::nanoseconds stall_timeout, Deadline deadline, const Landed& landed) {
-  const std::size_t chunk = std::clamp<std::size_t>(align_up(target.blob->read_unit(), PAGE), MIN_CHUNK, MAX_CHUNK);
+  const std::size_t chunk = fill_chunk(*target.blob);
   // One buffer per pool thread, grown to the largest unit it has met.
   thread_local std::unique_ptr<AlignedBuffer> buffer;
   thread_local std::size_t buffer_size = 0;
@@ -507,12 +513,17 @@ void Engine::run_active(const std::shared_ptr<ActiveFill>& fill, FillRequest& re
     else
       fill->range = plan.range;
     fill->early = plan.answer_early;
-    if (fill->early) {
-      const FillRange need{std::max(fill->need.start, plan.range.start), std::min(fill->need.end, plan.range.end)};
-      if (empty(need))
-        fill->order = {plan.range, FillRange{}, FillRange{}};
-      else
-        fill->order = {need, FillRange{need.end, plan.range.end}, FillRange{plan.range.start, need.start}};
+    const FillRange need{std::max(fill->need.start, plan.range.start), std::min(fill->need.end, plan.range.end)};
+    const auto chunk = fill_chunk(*target.blob);
+    if (fill->early && !empty(need) && chunk > MIN_CHUNK) {
+      // A remote blob pays a round trip (an HTTP request) per read: keep
+      // one read per piece of the window, the piece holding the need first.
+      const auto first = plan.range.start + (need.start - plan.range.start) / chunk * chunk;
+      fill->order = {FillRange{first, plan.range.end}, FillRange{plan.range.start, first}, FillRange{}};
+    } else if (fill->early && !empty(need)) {
+      // A local one: the need alone first, then the window after it, then
+      // before it.
+      fill->order = {need, FillRange{need.end, plan.range.end}, FillRange{plan.range.start, need.start}};
     } else {
       fill->order = {plan.range, FillRange{}, FillRange{}};
     }

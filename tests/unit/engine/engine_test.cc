@@ -615,6 +615,28 @@ TEST_CASE("Engine: the pages a demand asks for are written first, then the rest 
   CHECK(pread_all(ours.get(), 0, content.size()) == content);
 }
 
+// A registry pays an HTTP request per read: answering first must not split
+// a window into more reads than its pieces (the blob's read unit).
+TEST_CASE("Engine: for a blob with a large read unit the piece holding the need goes first, one read per piece",
+          "[worker][engine][early]") {
+  Loop l;
+  const auto content = test::pattern_bytes(16 * MiB, 30);
+  auto blob = std::make_shared<SlowBlob>(content);
+  blob->unit = 4 * MiB;
+  OneBlobBackend backend(blob);
+  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
+  Unhold unhold{*blob};
+  UniqueFd ours;
+  auto target = memfd_target(blob, "remote", &ours);
+  Completions done;
+  engine.fill(demand(target, {9 * MiB, 9 * MiB + 4096}, {0, 16 * MiB}), done.callback());
+  REQUIRE(l.run_until([&] { return done.count.load() == 1 && engine.fills_running() == 0; }));
+  CHECK(done.result().ok());
+  CHECK(blob->reads.load() == 4);  // as many as a plain fill of the window
+  CHECK(blob->offsets() == std::set<std::uint64_t>{0, 4 * MiB, 8 * MiB, 12 * MiB});
+  CHECK(pread_all(ours.get(), 0, content.size()) == content);
+}
+
 // A second READ inside a window being filled must not copy it again, and
 // gets exactly one answer, once the fill has written its pages.
 TEST_CASE("Engine: a demand on a range a fill in flight is writing waits for that fill and is answered once",
