@@ -52,7 +52,8 @@
 # fill_window pieces (vt-writebench), measured in every round of the same
 # VM run; its MB/s are the file's bytes over the write's seconds, so they
 # compare with the readers'; "ratio" is that over direct, "daemon_of_limit"
-# the daemon's seq MB/s over it), the same per
+# the daemon's seq MB/s over it; "one_writer_*" the same written by one
+# thread, what a single fill stream could reach), the same per
 # configuration, every raw measurement, the configurations, the copy-cost
 # probes and the VM settings. Also written to OUT/bench-result.json.
 set -euo pipefail
@@ -192,12 +193,18 @@ for c in configs:
         if lim_rows:
             # The blob's write time, as the read throughput it would allow
             # for the case's bytes (the blob is those bytes plus metadata).
-            lim = [d_rows[0]["bytes"] / 1e6 / r["seconds"] for r in lim_rows if r["seconds"] > 0]
+            def as_read(rs):
+                return [d_rows[0]["bytes"] / 1e6 / r["seconds"] for r in rs if r["seconds"] > 0]
+            lim = as_read(lim_rows)
+            one = as_read([r for r in rows if r["mode"] == "limit1"]) or (lim if lim_rows[0]["writers"] == 1 else [])
             per[case + "_limit"] = {
                 "limit_mb_s": med(lim), "writers": lim_rows[0]["writers"], "window": lim_rows[0]["window"],
                 "ratio": round(med(lim) / med(direct), 3),
                 "daemon_of_limit": round(med(daemon) / med(lim), 3),
                 "raw_mb_s": [round(x, 1) for x in lim],
+                "one_writer_mb_s": med(one),
+                "one_writer_ratio": round(med(one) / med(direct), 3) if one else None,
+                "daemon_of_one_writer": round(med(daemon) / med(one), 3) if one else None,
             }
     summary[label] = per
 
@@ -221,6 +228,9 @@ for label, per in summary.items():
             p = per[case + "_limit"]
             print(f"{label:<10} {case:<6} limit (blob written once, O_DIRECT, {p['writers']} writers): "
                   f"{p['limit_mb_s']} MB/s = {p['ratio']}x direct; daemon at {p['daemon_of_limit']} of the limit")
+            if p["one_writer_mb_s"] is not None:
+                print(f"{label:<10} {case:<6} the same with 1 writer: {p['one_writer_mb_s']} MB/s = "
+                      f"{p['one_writer_ratio']}x direct; daemon at {p['daemon_of_one_writer']} of it")
 for label, per in summary.items():
     amp = [f"{c} {per[c]['bytes_written_per_byte']}" for c in CASES if c in per]
     amp += [f"{c} (registry) {per[c + '_registry']['bytes_written_per_byte']}" for c in CASES if c + "_registry" in per]

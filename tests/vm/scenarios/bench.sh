@@ -39,7 +39,8 @@
 # file system. vt-writebench writes the seq blob, held in RAM, with O_DIRECT
 # into a new file on the cache ramdisk, by as many threads as the
 # configuration's io_threads, in fill_window pieces of 1 MiB pwrites (the
-# engine's pattern); its "bytes" are the blob's.
+# engine's pattern); its "bytes" are the blob's. The same with one writer
+# ("limit1" mode): what a single fill stream could reach.
 # Output, one line per measurement:
 #   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry"|"limit",
 #                 "config":LABEL,"rep":N,"bytes":..,"seconds":..,"mb_per_s":..
@@ -133,14 +134,20 @@ run_daemon() { # CASE CONFIG REP
 
 run_limit() { # CASE CONFIG REP WRITERS WINDOW
     [ "$1" = seq ] || return 0
+    limit_write "$1" "$2" "$3" limit "$4" "$5" || return 1
+    # One writer: what a single fill stream could reach (the same run when
+    # the configuration has one thread).
+    [ "$4" = 1 ] || limit_write "$1" "$2" "$3" limit1 1 "$5"
+}
+limit_write() { # CASE CONFIG REP MODE WRITERS WINDOW
     drop_caches
-    if ! r=$(vt-writebench --writers "$4" --window "$5" "$VT_BLOB_DIR/seq" "$VT_CACHE_DIR/limit.bin" 2>&1); then
+    if ! r=$(vt-writebench --writers "$5" --window "$6" "$VT_BLOB_DIR/seq" "$VT_CACHE_DIR/limit.bin" 2>&1); then
         vt_fail bench-limit "vt-writebench failed: $r"
         rm -f "$VT_CACHE_DIR/limit.bin"
         return 1
     fi
     rm -f "$VT_CACHE_DIR/limit.bin"
-    echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"limit\",\"config\":\"$2\",\"rep\":$3,${r#\{}"
+    echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"$4\",\"config\":\"$2\",\"rep\":$3,${r#\{}"
 }
 
 # The registry mode's server: anonymous; its log has one access line per
