@@ -189,6 +189,9 @@ void Worker::start_reading(bool restore) {
   // re-queued by the kernel, not finished, so its gauge must not carry over.
   counters.first_reply_ns.store(0);
   counters.inflight.store(frontend_->inflight());
+  // Likewise the fill-ahead gauge: a killed predecessor's fills died with
+  // it (ondemand-chaos reads this gauge to tell kills during fill-ahead).
+  state_->fill.fill_ahead_running.store(0);
   if (restore) {
     if (int err = device_->restore()) {
       spdlog::critical("writing restore failed: {}", sys::errno_name(err));
