@@ -54,7 +54,9 @@
 # compare with the readers'; "ratio" is that over direct, "daemon_of_limit"
 # the daemon's seq MB/s over it; "one_writer_*" the same written by one
 # thread, what a single fill stream could reach), the same per
-# configuration, every raw measurement, the configurations, the copy-cost
+# configuration, the mean READ latency of the daemon rounds (read_latency_ms:
+# a READ's read() off the device to its READ_COMPLETE, the worker's
+# histogram), every raw measurement, the configurations, the copy-cost
 # probes and the VM settings. Also written to OUT/bench-result.json.
 set -euo pipefail
 
@@ -187,6 +189,10 @@ for c in configs:
             "ratio": round(med(daemon) / med(direct), 3),
             "paired_ratio_median": round(statistics.median(pairs), 3),
             "reads_per_mib": round(statistics.median(r["reads"] for r in d_rows) / mib, 3),
+            # Mean time from a READ's read() to its READ_COMPLETE.
+            "read_latency_ms": (round(statistics.median(r["read_latency_sum_ns"] / r["read_latency_count"] / 1e6
+                                                        for r in d_rows), 3)
+                                if all(r.get("read_latency_count") for r in d_rows) else None),
             "bytes_written_per_byte": round(statistics.median(r["bytes_written"] for r in d_rows) / d_rows[0]["bytes"], 3),
         }
         lim_rows = [r for r in rows if r["mode"] == "limit"]
@@ -209,13 +215,14 @@ for c in configs:
     summary[label] = per
 
 first = configs[0]["label"]
-print(f"{'config':<10} {'case':<6} {'direct MB/s':>12} {'daemon MB/s':>12} {'ratio':>6} {'READs/MiB':>10}")
+print(f"{'config':<10} {'case':<6} {'direct MB/s':>12} {'daemon MB/s':>12} {'ratio':>6} {'READs/MiB':>10} "
+      f"{'READ ms':>8}")
 for label, per in summary.items():
     for case in CASES:
         if case in per:
             p = per[case]
             print(f"{label:<10} {case:<6} {p['direct_mb_s']:>12} {p['daemon_mb_s']:>12} "
-                  f"{p['ratio']:>6} {p['reads_per_mib']:>10}")
+                  f"{p['ratio']:>6} {p['reads_per_mib']:>10} {p['read_latency_ms'] if p['read_latency_ms'] is not None else '-':>8}")
 for label, per in summary.items():
     for case in CASES:
         if case + "_registry" in per:

@@ -45,6 +45,7 @@
 #   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry"|"limit",
 #                 "config":LABEL,"rep":N,"bytes":..,"seconds":..,"mb_per_s":..
 #                 [,"reads":..,"bytes_written":..,"opens":..
+#                  [,"read_latency_count":..,"read_latency_sum_ns":..]
 #                 [,"http_requests":..]] [,"writers":..,"window":..]}
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . /lib/vmtest.sh
@@ -117,14 +118,15 @@ run_daemon() { # CASE CONFIG REP
     ln "$VT_BLOB_DIR/$(case_image "$1")" "$VT_BLOB_DIR/$fsid" || { vt_fail bench-daemon "ln $fsid failed"; return 1; }
     drop_caches
     # Counted from before the mount: the mount's OPEN and metadata READs too.
-    set -- "$1" "$2" "$3" "$(vt_counter reads)" "$(vt_counter bytes_written)" "$(vt_counter opens)"
+    set -- "$1" "$2" "$3" "$(vt_counter reads)" "$(vt_counter bytes_written)" "$(vt_counter opens)" \
+        "$(vt_counter read_latency_count)" "$(vt_counter read_latency_sum_ns)"
     if ! err=$(vt_mount_fscache "$fsid" /mnt/bench-daemon 2>&1); then
         vt_fail bench-daemon "mount -o fsid=$fsid failed: $err"
         rm -f "$VT_BLOB_DIR/$fsid"
         return 1
     fi
     if r=$(readbench "$1" /mnt/bench-daemon); then
-        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"daemon\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 )),\"bytes_written\":$(( $(vt_counter bytes_written) - $5 )),\"opens\":$(( $(vt_counter opens) - $6 ))}"
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"daemon\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 )),\"bytes_written\":$(( $(vt_counter bytes_written) - $5 )),\"opens\":$(( $(vt_counter opens) - $6 )),\"read_latency_count\":$(( $(vt_counter read_latency_count) - $7 )),\"read_latency_sum_ns\":$(( $(vt_counter read_latency_sum_ns) - $8 ))}"
     fi
     umount /mnt/bench-daemon
     rm -f "$VT_BLOB_DIR/$fsid"

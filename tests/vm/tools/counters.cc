@@ -47,6 +47,12 @@ int main(int argc, char** argv) {
         {"fill_ahead_stopped", s.fill.fill_ahead_stopped.load()},
         {"fill_ahead_running", s.fill.fill_ahead_running.load()},
     };
+    // READ_COMPLETEs timed from the READ's read() (the histogram's
+    // observations and their sum), for the bench's mean READ latency.
+    std::uint64_t latency_count = 0;
+    for (const auto& b : s.worker_metrics.read_latency.buckets) latency_count += b.load();
+    all.emplace_back("read_latency_count", latency_count);
+    all.emplace_back("read_latency_sum_ns", s.worker_metrics.read_latency.sum_ns.load());
     const auto counters = ondemand::counters_json(c);  // items() must not outlive it
     for (const auto& [name, value] : counters.items()) all.emplace_back(name, value.get<std::uint64_t>());
     if (wanted.empty()) {
