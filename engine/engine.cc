@@ -726,12 +726,7 @@ void Engine::pump_prefetch() {
     asio::post(pool_, [this, target = job.target, plan] {
       const auto result = run_fill(*target, plan, NO_DEADLINE);
       counters_.prefetched_bytes.fetch_add(result.written, std::memory_order_relaxed);
-      if (result.write_err == ENOBUFS) counters_.cache_enobufs.fetch_add(1, std::memory_order_relaxed);
-      if (result.error)
-        metrics_.backend_errors[static_cast<std::size_t>(proto::BackendErrorKind::READ)].fetch_add(
-            1, std::memory_order_relaxed);
-      else if (result.write_err)
-        metrics_.cache_write_errors.fetch_add(1, std::memory_order_relaxed);
+      count_fill(result);
       asio::post(loop_, [this] {
         prefetch_busy_ = false;
         pump_prefetch();

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -521,6 +522,37 @@ struct Unhold {
   ~Unhold() { blob.hold = false; }
 };
 
+// A blob of `mib` MiB behind an engine, its target a memfd the test reads
+// back through `ours`. With `hold_from`, the backend's reads from that
+// offset on wait until release().
+struct Demands {
+  Loop l;
+  std::string content;
+  std::shared_ptr<SlowBlob> blob;
+  OneBlobBackend backend;
+  proto::FillCounters fc{};
+  Engine engine;
+  Unhold unhold;
+  UniqueFd ours;
+  std::shared_ptr<Target> target;
+
+  Demands(std::uint64_t mib, unsigned seed, std::optional<std::uint64_t> hold_from, std::uint32_t threads = 2)
+      : content(test::pattern_bytes(mib * MiB, seed)),
+        blob(std::make_shared<SlowBlob>(content)),
+        backend(blob),
+        engine(l.loop, backend, EngineOptions{.io_threads = threads, .fill_counters = &fc}, l.counters, l.metrics),
+        unhold{*blob},
+        target(memfd_target(blob, "demands", &ours)) {
+    if (hold_from) {
+      blob->hold_from = *hold_from;
+      blob->hold = true;
+    }
+  }
+  void release() { blob->hold = false; }
+  std::string file() { return pread_all(ours.get(), 0, content.size()); }
+  bool settled() { return engine.fills_running() == 0 && engine.inflight() == 0; }
+};
+
 // A demand: the bytes [need) a reader waits for, inside the window [range)
 // the fill writes after them.
 FillRequest demand(std::shared_ptr<Target> target, FillRange need, FillRange range,
@@ -559,149 +591,105 @@ struct Completions {
 // Issue 12: the reader waits for the bytes it asked for, not for the window.
 TEST_CASE("Engine: a demand is answered once its pages land, while the rest of its window is still being written",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(4 * MiB, 21);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->hold_from = 4096;  // everything after the asked page stalls
-  blob->hold = true;
-  OneBlobBackend backend(blob);
-  proto::FillCounters fc{};
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2, .fill_counters = &fc}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "early", &ours);
+  Demands d(4, 21, 4096);  // everything after the asked page stalls
   Completions done;
-  engine.fill(demand(target, {0, 4096}, {0, 4 * MiB}), done.callback());
-  REQUIRE(l.run_until([&] { return done.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1; }));
   // Answered while the fill is held in the window's second read.
-  CHECK(blob->hold.load());
-  CHECK(engine.fills_running() == 1);
+  CHECK(d.blob->hold.load());
+  CHECK(d.engine.fills_running() == 1);
   const auto r = done.result();
   CHECK(r.ok());
   CHECK(r.range.start == 0);
   CHECK(r.range.end == 4096);
   CHECK(r.done == 4096);
-  CHECK(pread_all(ours.get(), 0, 4096) == content.substr(0, 4096));
+  CHECK(pread_all(d.ours.get(), 0, 4096) == d.content.substr(0, 4096));
   // The request is no longer in flight: a drain does not wait for the
   // fill-ahead behind it.
-  REQUIRE(l.run_until([&] { return engine.inflight() == 0; }));
-  CHECK(engine.oldest_request_ns() == 0);
-  CHECK(fc.fill_ahead_running.load() == 1);
-  CHECK(fc.reads_early.load() == 1);
-  blob->hold = false;
-  REQUIRE(l.run_until([&] { return engine.fills_running() == 0; }));
-  CHECK(pread_all(ours.get(), 0, content.size()) == content);
+  REQUIRE(d.l.run_until([&] { return d.engine.inflight() == 0; }));
+  CHECK(d.engine.oldest_request_ns() == 0);
+  CHECK(d.fc.fill_ahead_running.load() == 1);
+  CHECK(d.fc.reads_early.load() == 1);
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  CHECK(d.file() == d.content);
   CHECK(done.count.load() == 1);
-  CHECK(fc.fill_ahead_running.load() == 0);
-  CHECK(l.counters.bytes_written.load() == 4 * MiB);
+  CHECK(d.fc.fill_ahead_running.load() == 0);
+  CHECK(d.l.counters.bytes_written.load() == 4 * MiB);
 }
 
 TEST_CASE("Engine: the pages a demand asks for are written first, then the rest of the window after them, then before",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(4 * MiB, 22);
-  auto blob = std::make_shared<SlowBlob>(content);
-  OneBlobBackend backend(blob);
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "order", &ours);
+  Demands d(4, 22, std::nullopt, 1);
   Completions done;
-  engine.fill(demand(target, {2 * MiB, 2 * MiB + 8192}, {0, 4 * MiB}), done.callback());
-  REQUIRE(l.run_until([&] { return done.count.load() == 1 && engine.fills_running() == 0; }));
+  d.engine.fill(demand(d.target, {2 * MiB, 2 * MiB + 8192}, {0, 4 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1 && d.settled(); }));
   // One read for the need, then 1 MiB pieces to the window's end, then from
   // its start up to the need.
-  CHECK(blob->offsets() == std::set<std::uint64_t>{2 * MiB, 2 * MiB + 8192, 3 * MiB + 8192, 0, MiB});
-  CHECK(pread_all(ours.get(), 0, content.size()) == content);
+  CHECK(d.blob->offsets() == std::set<std::uint64_t>{2 * MiB, 2 * MiB + 8192, 3 * MiB + 8192, 0, MiB});
+  CHECK(d.file() == d.content);
 }
 
 // A registry pays an HTTP request per read: answering first must not split
 // a window into more reads than its pieces (the blob's read unit).
 TEST_CASE("Engine: for a blob with a large read unit the piece holding the need goes first, one read per piece",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(16 * MiB, 30);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->unit = 4 * MiB;
-  OneBlobBackend backend(blob);
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "remote", &ours);
+  Demands d(16, 30, std::nullopt, 1);
+  d.blob->unit = 4 * MiB;
   Completions done;
-  engine.fill(demand(target, {9 * MiB, 9 * MiB + 4096}, {0, 16 * MiB}), done.callback());
-  REQUIRE(l.run_until([&] { return done.count.load() == 1 && engine.fills_running() == 0; }));
+  d.engine.fill(demand(d.target, {9 * MiB, 9 * MiB + 4096}, {0, 16 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1 && d.settled(); }));
   CHECK(done.result().ok());
-  CHECK(blob->reads.load() == 4);  // as many as a plain fill of the window
-  CHECK(blob->offsets() == std::set<std::uint64_t>{0, 4 * MiB, 8 * MiB, 12 * MiB});
-  CHECK(pread_all(ours.get(), 0, content.size()) == content);
+  CHECK(d.blob->reads.load() == 4);  // as many as a plain fill of the window
+  CHECK(d.blob->offsets() == std::set<std::uint64_t>{0, 4 * MiB, 8 * MiB, 12 * MiB});
+  CHECK(d.file() == d.content);
 }
 
 // A second READ inside a window being filled must not copy it again, and
 // gets exactly one answer, once the fill has written its pages.
 TEST_CASE("Engine: a demand on a range a fill in flight is writing waits for that fill and is answered once",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(4 * MiB, 23);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->hold_from = MiB;
-  blob->hold = true;
-  OneBlobBackend backend(blob);
-  proto::FillCounters fc{};
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2, .fill_counters = &fc}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "join", &ours);
+  Demands d(4, 23, MiB);
   Completions first, second;
-  engine.fill(demand(target, {0, 4096}, {0, 4 * MiB}), first.callback());
-  REQUIRE(l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
   // The fill is held before its 1 MiB mark; ask for a page at 3 MiB.
-  engine.fill(demand(target, {3 * MiB, 3 * MiB + 4096}, {0, 4 * MiB}), second.callback());
-  l.loop.run_for(50ms);
+  d.engine.fill(demand(d.target, {3 * MiB, 3 * MiB + 4096}, {0, 4 * MiB}), second.callback());
+  d.l.loop.run_for(50ms);
   CHECK(second.count.load() == 0);  // not before the fill got there
-  CHECK(engine.inflight() == 1);
-  CHECK(engine.fills_running() == 1);  // no fill of its own
-  blob->hold = false;
-  REQUIRE(l.run_until([&] { return second.count.load() == 1 && engine.fills_running() == 0; }));
-  l.loop.run_for(30ms);
+  CHECK(d.engine.inflight() == 1);
+  CHECK(d.engine.fills_running() == 1);  // no fill of its own
+  d.release();
+  REQUIRE(d.l.run_until([&] { return second.count.load() == 1 && d.settled(); }));
+  d.l.loop.run_for(30ms);
   CHECK(first.count.load() == 1);
   CHECK(second.count.load() == 1);
   CHECK(second.result().ok());
   CHECK(second.result().range.start == 3 * MiB);
   // Every piece of the window was read from the backend exactly once.
-  CHECK(blob->reads.load() == static_cast<int>(blob->offsets().size()));
-  CHECK(l.counters.bytes_written.load() == 4 * MiB);
-  CHECK(pread_all(ours.get(), 0, content.size()) == content);
-  CHECK(fc.reads_joined.load() == 1);
-  CHECK(engine.inflight() == 0);
+  CHECK(d.blob->reads.load() == static_cast<int>(d.blob->offsets().size()));
+  CHECK(d.l.counters.bytes_written.load() == 4 * MiB);
+  CHECK(d.file() == d.content);
+  CHECK(d.fc.reads_joined.load() == 1);
 }
 
 TEST_CASE("Engine: a demand reaching past the fill in flight waits on it and fills only the rest itself",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(8 * MiB, 24);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->hold_from = MiB;
-  blob->hold = true;
-  OneBlobBackend backend(blob);
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "straddle", &ours);
+  Demands d(8, 24, MiB);
   Completions first, second;
-  engine.fill(demand(target, {0, 4096}, {0, 4 * MiB}), first.callback());
-  REQUIRE(l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
   // Straddles the first window's end: [4M-4K, 4M+4K) in the windows [0, 8M).
-  engine.fill(demand(target, {4 * MiB - 4096, 4 * MiB + 4096}, {0, 8 * MiB}), second.callback());
-  REQUIRE(l.run_until([&] { return engine.fills_running() == 2; }));
-  l.loop.run_for(50ms);
+  d.engine.fill(demand(d.target, {4 * MiB - 4096, 4 * MiB + 4096}, {0, 8 * MiB}), second.callback());
+  REQUIRE(d.l.run_until([&] { return d.engine.fills_running() == 2; }));
+  d.l.loop.run_for(50ms);
   CHECK(second.count.load() == 0);  // its first page is the held fill's
-  blob->hold = false;
-  REQUIRE(l.run_until([&] { return second.count.load() == 1 && engine.fills_running() == 0; }));
+  d.release();
+  REQUIRE(d.l.run_until([&] { return second.count.load() == 1 && d.settled(); }));
   CHECK(second.result().ok());
   CHECK(first.count.load() == 1);
-  CHECK(l.counters.bytes_written.load() == 8 * MiB);  // nothing twice
-  CHECK(pread_all(ours.get(), 0, content.size()) == content);
+  CHECK(d.l.counters.bytes_written.load() == 8 * MiB);  // nothing twice
+  CHECK(d.file() == d.content);
 }
 
 // The backend fails after the reader was answered: that answer stands and
@@ -709,24 +697,16 @@ TEST_CASE("Engine: a demand reaching past the fill in flight waits on it and fil
 // answer, the failure.
 TEST_CASE("Engine: a backend failing mid-window after an early answer answers nobody twice",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(4 * MiB, 25);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->hold_from = MiB;
-  blob->hold = true;
-  blob->fail_from = 2 * MiB;
-  OneBlobBackend backend(blob);
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  auto target = memfd_target(blob, "fail");
+  Demands d(4, 25, MiB);
+  d.blob->fail_from = 2 * MiB;
   Completions first, second;
-  engine.fill(demand(target, {0, 4096}, {0, 4 * MiB}), first.callback());
-  REQUIRE(l.run_until([&] { return first.count.load() == 1; }));
-  engine.fill(demand(target, {3 * MiB, 3 * MiB + 4096}, {0, 4 * MiB}), second.callback());
-  l.loop.run_for(20ms);
-  blob->hold = false;
-  REQUIRE(l.run_until([&] { return engine.fills_running() == 0 && engine.inflight() == 0; }));
-  l.loop.run_for(50ms);
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {3 * MiB, 3 * MiB + 4096}, {0, 4 * MiB}), second.callback());
+  d.l.loop.run_for(20ms);
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  d.l.loop.run_for(50ms);
   CHECK(first.count.load() == 1);
   CHECK(first.result().ok());
   REQUIRE(second.count.load() == 1);
@@ -735,128 +715,94 @@ TEST_CASE("Engine: a backend failing mid-window after an early answer answers no
   REQUIRE(r.error);
   CHECK(r.error->kind == BackendError::Kind::IO);
   CHECK(r.done == 0);
-  CHECK(l.metrics.backend_errors[static_cast<std::size_t>(proto::BackendErrorKind::READ)].load() == 1);
+  CHECK(d.l.metrics.backend_errors[static_cast<std::size_t>(proto::BackendErrorKind::READ)].load() == 1);
 }
 
 TEST_CASE("Engine: withdraw stops the fill-ahead at its next chunk, releases the target and answers waiters as withdrawn",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(8 * MiB, 26);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->hold_from = MiB;
-  blob->hold = true;
-  OneBlobBackend backend(blob);
-  proto::FillCounters fc{};
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2, .fill_counters = &fc}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  auto target = memfd_target(blob, "withdraw");
-  std::weak_ptr<Target> weak = target;
+  Demands d(8, 26, MiB);
+  std::weak_ptr<Target> weak = d.target;
   Completions first, waiting;
-  engine.fill(demand(target, {0, 4096}, {0, 8 * MiB}), first.callback());
-  REQUIRE(l.run_until([&] { return first.count.load() == 1; }));
-  engine.fill(demand(target, {6 * MiB, 6 * MiB + 4096}, {0, 8 * MiB}), waiting.callback());
-  l.loop.run_for(20ms);
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 8 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {6 * MiB, 6 * MiB + 4096}, {0, 8 * MiB}), waiting.callback());
+  d.l.loop.run_for(20ms);
   REQUIRE(waiting.count.load() == 0);
-  engine.withdraw(target.get());
+  d.engine.withdraw(d.target.get());
   CHECK(waiting.count.load() == 1);  // at once
   CHECK(waiting.result().withdrawn);
   CHECK_FALSE(waiting.result().ok());
-  target.reset();
+  d.target.reset();
   CHECK_FALSE(weak.expired());  // the fill held in the backend still has it
-  const auto reads_before = blob->reads.load();
-  blob->hold = false;
-  REQUIRE(l.run_until([&] { return engine.fills_running() == 0 && weak.expired(); }));
-  CHECK(blob->reads.load() == reads_before);  // the held read ended it: no read after it
+  const auto reads_before = d.blob->reads.load();
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled() && weak.expired(); }));
+  CHECK(d.blob->reads.load() == reads_before);  // the held read ended it: no read after it
   CHECK(first.count.load() == 1);
   CHECK(waiting.count.load() == 1);
-  CHECK(fc.fill_ahead_stopped.load() == 1);
-  CHECK(fc.fill_ahead_running.load() == 0);
-  REQUIRE(l.run_until([&] { return engine.inflight() == 0; }));
+  CHECK(d.fc.fill_ahead_stopped.load() == 1);
+  CHECK(d.fc.fill_ahead_running.load() == 0);
 }
 
 // A handover: the fill-ahead is abandoned, but a request still waiting on
 // the fill is answered first (it was promised an answer).
 TEST_CASE("Engine: abandon_fill_ahead stops fills once no request waits on them, not before",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(8 * MiB, 27);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->hold_from = MiB;
-  blob->hold = true;
-  OneBlobBackend backend(blob);
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "abandon", &ours);
+  Demands d(8, 27, MiB);
   Completions first, waiting;
-  engine.fill(demand(target, {0, 4096}, {0, 8 * MiB}), first.callback());
-  REQUIRE(l.run_until([&] { return first.count.load() == 1; }));
-  engine.fill(demand(target, {2 * MiB, 2 * MiB + 4096}, {0, 8 * MiB}), waiting.callback());
-  l.loop.run_for(20ms);
-  engine.abandon_fill_ahead();
-  blob->hold = false;
-  REQUIRE(l.run_until([&] { return engine.fills_running() == 0 && engine.inflight() == 0; }));
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 8 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {2 * MiB, 2 * MiB + 4096}, {0, 8 * MiB}), waiting.callback());
+  d.l.loop.run_for(20ms);
+  d.engine.abandon_fill_ahead();
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
   CHECK(waiting.count.load() == 1);
   CHECK(waiting.result().ok());
-  CHECK(pread_all(ours.get(), 2 * MiB, 4096) == content.substr(2 * MiB, 4096));
+  CHECK(pread_all(d.ours.get(), 2 * MiB, 4096) == d.content.substr(2 * MiB, 4096));
   // It stopped right after the piece that answered the waiting request.
-  const auto offsets = blob->offsets();
+  const auto offsets = d.blob->offsets();
   CHECK(*offsets.rbegin() < 3 * MiB);
-  CHECK(l.counters.bytes_written.load() < 4 * MiB);
+  CHECK(d.l.counters.bytes_written.load() < 4 * MiB);
 
   // Later fills are not affected: the next demand fills its window whole.
   Completions later;
-  engine.fill(demand(target, {6 * MiB, 6 * MiB + 4096}, {4 * MiB, 8 * MiB}), later.callback());
-  REQUIRE(l.run_until([&] { return later.count.load() == 1 && engine.fills_running() == 0; }));
-  CHECK(pread_all(ours.get(), 4 * MiB, 4 * MiB) == content.substr(4 * MiB));
+  d.engine.fill(demand(d.target, {6 * MiB, 6 * MiB + 4096}, {4 * MiB, 8 * MiB}), later.callback());
+  REQUIRE(d.l.run_until([&] { return later.count.load() == 1 && d.settled(); }));
+  CHECK(pread_all(d.ours.get(), 4 * MiB, 4 * MiB) == d.content.substr(4 * MiB));
 }
 
 TEST_CASE("Engine: a demand whose pages are already in the target is answered without a read",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(4 * MiB, 28);
-  auto blob = std::make_shared<SlowBlob>(content);
-  OneBlobBackend backend(blob);
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 1}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "there", &ours);
-  REQUIRE(::pwrite(ours.get(), content.data(), 4 * MiB, 0) == static_cast<ssize_t>(4 * MiB));
+  Demands d(4, 28, std::nullopt, 1);
+  REQUIRE(::pwrite(d.ours.get(), d.content.data(), 4 * MiB, 0) == static_cast<ssize_t>(4 * MiB));
   Completions done;
-  engine.fill(demand(target, {MiB, MiB + 4096}, {0, 4 * MiB}), done.callback());
-  REQUIRE(l.run_until([&] { return done.count.load() == 1 && engine.fills_running() == 0; }));
+  d.engine.fill(demand(d.target, {MiB, MiB + 4096}, {0, 4 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1 && d.settled(); }));
   CHECK(done.result().ok());
-  CHECK(blob->reads.load() == 0);
+  CHECK(d.blob->reads.load() == 0);
 }
 
 // The compressed-image rule: a plan that does not answer early answers
 // nobody before the whole range is in, whoever joins it.
 TEST_CASE("Engine: a fill decided not to answer early answers its requests only when its whole range is in",
           "[worker][engine][early]") {
-  Loop l;
-  const auto content = test::pattern_bytes(4 * MiB, 29);
-  auto blob = std::make_shared<SlowBlob>(content);
-  blob->hold_from = 3 * MiB;
-  blob->hold = true;
-  OneBlobBackend backend(blob);
-  Engine engine(l.loop, backend, EngineOptions{.io_threads = 2}, l.counters, l.metrics);
-  Unhold unhold{*blob};
-  UniqueFd ours;
-  auto target = memfd_target(blob, "whole", &ours);
+  Demands d(4, 29, 3 * MiB);
   Completions first, joined;
-  auto request = demand(target, {0, 4096}, {0, MiB});
+  auto request = demand(d.target, {0, 4096}, {0, MiB});
   request.decide = [](Target&, Deadline) { return FillPlan{{0, 4 * MiB}, true, {}, /*answer_early=*/false}; };
-  engine.fill(std::move(request), first.callback());
-  REQUIRE(test::eventually([&] { return blob->offsets().count(3 * MiB) == 1; }));
-  engine.fill(demand(target, {MiB, MiB + 4096}, {0, MiB}), joined.callback());  // written already, but the blob is not whole
-  l.loop.run_for(50ms);
+  d.engine.fill(std::move(request), first.callback());
+  REQUIRE(test::eventually([&] { return d.blob->offsets().count(3 * MiB) == 1; }));
+  // Written already, but the blob is not whole.
+  d.engine.fill(demand(d.target, {MiB, MiB + 4096}, {0, MiB}), joined.callback());
+  d.l.loop.run_for(50ms);
   CHECK(first.count.load() == 0);
   CHECK(joined.count.load() == 0);
-  blob->hold = false;
-  REQUIRE(l.run_until([&] { return first.count.load() == 1 && joined.count.load() == 1; }));
+  d.release();
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1 && joined.count.load() == 1; }));
   CHECK(first.result().ok());
   CHECK(joined.result().ok());
-  CHECK(pread_all(ours.get(), 0, content.size()) == content);
+  CHECK(d.file() == d.content);
 }
 
 // ---------------------------------------------------------------- prefetch
