@@ -11,15 +11,29 @@
 //                   from there without a loop hop; it posts to the loop for
 //                   anything else). Stops at the first error, or when the
 //                   deadline has passed (Kind::TIMEOUT).
+//                   A request with a `need` (a demand: the bytes a reader
+//                   waits for) is answered first and filled ahead after
+//                   (issue 12): on_done comes as soon as those bytes are in
+//                   the target, written first; the rest of the range goes on
+//                   in the background. A demand whose bytes a fill already in
+//                   flight on the same target will write joins that fill
+//                   instead of copying them again. Exactly one on_done per
+//                   request either way: a fill that fails after its
+//                   requests were answered answers nobody again. A demand
+//                   answered without a copy of its own (its bytes there
+//                   already, or withdraw()) gets on_done on the calling
+//                   thread, the loop.
 //   prefetch(t)  -> the whole blob of t in the background, one window at a
 //                   time, only while demand is light. cancel_prefetch(t)
 //                   drops t from the queue at once (a CLOSEd object's fds
 //                   must not wait for the queue to reach them).
 //
-// Every open and demand fill is one in-flight operation; oldest_request_ns()
-// is the oldest *last progress* among them: a long fill that keeps landing
-// chunks is alive, one that stalls is not (the supervisor's request limit
-// judges that).
+// Every open and every fill request not yet answered is one in-flight
+// operation; oldest_request_ns() is the oldest *last progress* among them: a
+// long fill that keeps landing chunks is alive, one that stalls is not (the
+// supervisor's request limit judges that). Fill-ahead that no request waits
+// for is not in flight: a handover's drain does not wait for it
+// (abandon_fill_ahead() stops it), and fills_running() counts it.
 //
 // Event-loop thread only, except the pool jobs it starts and what the
 // completion contracts above say.
@@ -33,8 +47,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -51,6 +67,9 @@ inline constexpr std::uint64_t PAGE = 4096;
 struct EngineOptions {
   std::uint32_t io_threads = 4;
   std::uint64_t prefetch_window = 4 << 20;  // bytes per background chunk
+  // Where answer-first and fill-ahead are counted (the shared memory's);
+  // null: nowhere.
+  proto::FillCounters* fill_counters = nullptr;
 };
 
 // What a fill writes into: the bytes of `blob` go to `fd` at the same
@@ -117,6 +136,14 @@ struct FillPlan {
   // When nonzero, every chunk that lands moves the deadline to now + this,
   // so a long fill fails only once it stalls.
   std::chrono::nanoseconds stall_timeout{0};
+  // For a request with a `need` (FillRequest): answer it as soon as the
+  // needed bytes are in the target, writing them first and the rest of the
+  // range after, in the background. False: only once the whole range is
+  // done (a compressed EROFS image must be whole in the cache before any
+  // READ of it is answered: frontends/cachefiles). An early plan's range is
+  // cut where it meets another fill in flight on the target; `decide` may
+  // turn this off and widen the range (a whole-blob fill).
+  bool answer_early = false;
 };
 
 struct FillRequest {
@@ -129,15 +156,26 @@ struct FillRequest {
   // The request in words, for oldest_request_what() (default: the blob and
   // the plan's range).
   std::string what;
+  // What the requester waits for: page-aligned, inside plan.range. Empty:
+  // the whole range is the demand, answered when the fill ends and never
+  // shared with another request (the contract the fanotify front end
+  // uses). Set: answered once those bytes are in the target, by this
+  // request's own fill or by fills in flight on the same target that write
+  // them; the FillResult then describes `need` alone.
+  FillRange need;
 };
 
 struct FillResult {
-  FillRange range;
+  FillRange range;            // the fill's; for a request with a need, the need
   std::uint64_t done = 0;     // contiguous bytes from range.start now in the target
-  std::uint64_t written = 0;  // of those, written by this fill (the rest was there)
+  std::uint64_t written = 0;  // of those, written by this fill (the rest was there); 0 for a need
   std::optional<BackendError> error;  // the backend failed or the deadline passed
   int write_err = 0;                  // errno writing the target (ENOBUFS: cache full)
-  bool ok() const { return !error && write_err == 0; }
+  // The target was withdrawn (Engine::withdraw) before the need was in it:
+  // whoever asked has been answered by someone else (cachefiles: the
+  // kernel, at CLOSE), so the front end must not answer.
+  bool withdrawn = false;
+  bool ok() const { return !error && write_err == 0 && !withdrawn; }
 };
 
 class Engine {
@@ -167,6 +205,20 @@ class Engine {
   void cancel_prefetch(const Target* target);
   std::size_t prefetch_queued() const { return prefetch_.size(); }
 
+  // Fill-ahead in flight stops at its next chunk, once no request waits on
+  // it (those are answered first, as promised). For a worker that stops
+  // reading (handover, stop): what is not written yet is asked for again by
+  // the next READ that needs it, from whoever serves then.
+  void abandon_fill_ahead();
+  // The target is gone (cachefiles: CLOSE). Requests still waiting on it
+  // complete at once with `withdrawn` set, its fills stop at their next
+  // chunk (releasing the target, and so its fd) and its prefetch is
+  // dropped.
+  void withdraw(const Target* target);
+  // Fills running or queued on the pool, demand and fill-ahead (not
+  // prefetch). Any thread.
+  std::uint32_t fills_running() const { return fills_running_.load(std::memory_order_relaxed); }
+
   std::uint32_t inflight() const { return static_cast<std::uint32_t>(ops_.size()); }
   // Monotonic ns of the oldest last progress among in-flight operations, 0
   // when idle.
@@ -184,11 +236,29 @@ class Engine {
     std::atomic<std::uint64_t> progress_ns{0};
     std::string what;  // set at begin_op, read on the loop only
   };
+  struct ActiveFill;
+  struct Waiter;
+  struct Answer {
+    FillDone on_done;
+    FillResult result;
+    std::uint64_t token;
+  };
   std::pair<std::uint64_t, std::shared_ptr<Op>> begin_op(std::string what);
   const Op* oldest_op() const;
   void end_op(std::uint64_t token);
   void pump_prefetch();
   void count_open_error(const BackendError& error);
+  void count_fill(const FillResult& result);
+  void fill_demand(FillRequest request, FillDone on_done);
+  void run_active(const std::shared_ptr<ActiveFill>& fill, FillRequest& request);
+  // Under fills_mu_:
+  void settle(const ActiveFill& fill, std::vector<Answer>& out);
+  bool settle_one(Waiter& waiter, std::vector<Answer>& out, bool withdrawn = false);
+  void add_waiter(ActiveFill& fill);
+  void drop_waiter(ActiveFill& fill);
+  void publish_ahead();
+  // Outside fills_mu_, on any thread.
+  void answer(std::vector<Answer>& answers);
 
   boost::asio::io_context& loop_;
   Backend& backend_;
@@ -205,6 +275,18 @@ class Engine {
   };
   std::deque<PrefetchJob> prefetch_;
   bool prefetch_busy_ = false;
+
+  // Demand fills and the requests waiting on them: the loop adds, pool
+  // threads make progress and answer, so both sides take fills_mu_ (held
+  // for bookkeeping only, never across a backend read, a write or a
+  // completion).
+  mutable std::mutex fills_mu_;
+  std::vector<std::shared_ptr<ActiveFill>> active_;
+  std::vector<std::unique_ptr<Waiter>> waiting_;
+  std::uint64_t ahead_ = 0;  // active fills no request waits on
+  std::atomic<std::uint32_t> fills_running_{0};
+  proto::FillCounters own_fill_counters_{};
+  proto::FillCounters& fill_counters_;
 };
 
 // Runs a fill synchronously on the calling thread (what the engine's pool

@@ -31,7 +31,8 @@
 //      .. cache_dead), then worker_metrics, supervisor_metrics
 //      (proto/metrics.h). WorkerCounters is the last member but for these
 //      appended structs: grow it no further; append new structs instead.
-//      Then oldest_request (RequestNote).
+//      Then oldest_request (RequestNote). Then fill (FillCounters: answer
+//      first, fill ahead after).
 #pragma once
 
 #include <array>
@@ -122,6 +123,16 @@ struct RequestNote {
   char text[240];
 };
 
+// Appended for answer-first fills (engine/engine.h): how READs were
+// answered and what the fill-ahead behind them did. Written by whichever
+// worker serves, like WorkerCounters (fetch_add), except the gauge.
+struct FillCounters {
+  Counter reads_early;         // requests answered while their fill still had the rest of its range to write
+  Counter reads_joined;        // requests answered by fills that other requests started (no copy of their own)
+  Counter fill_ahead_stopped;  // fills stopped before the end of their range (CLOSE, handover, stop)
+  Counter fill_ahead_running;  // gauge: fills writing that no request waits on, stored by the worker that changed it
+};
+
 struct SharedState {
   // Header: written once by the supervisor before any worker attaches.
   std::uint64_t magic;
@@ -145,6 +156,7 @@ struct SharedState {
   WorkerMetrics worker_metrics;          // worker-written
   SupervisorMetrics supervisor_metrics;  // supervisor-written
   RequestNote oldest_request;            // worker-written (the serving worker's heartbeat)
+  FillCounters fill;                     // worker-written (the serving worker's engine)
 };
 
 enum class WorkerState : std::uint64_t { STARTING = 0, RUNNING = 1, UPGRADING = 2, PARKED = 3, STOPPED = 4 };

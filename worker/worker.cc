@@ -103,7 +103,8 @@ proto::ExitCode Worker::run() {
     stop("read() on the device keeps failing");
   });
   engine_ = std::make_unique<Engine>(
-      loop_, *backend_, EngineOptions{.io_threads = config_.io_threads, .prefetch_window = config_.fill_window},
+      loop_, *backend_,
+      EngineOptions{.io_threads = config_.io_threads, .prefetch_window = config_.fill_window, .fill_counters = &state_->fill},
       state_->counters, state_->worker_metrics);
   frontend_ = std::make_unique<CachefilesFrontend>(
       loop_, *engine_, *device_,
@@ -173,6 +174,9 @@ void Worker::start_reading(bool restore) {
   // re-queued by the kernel, not finished, so its gauge must not carry over.
   counters.first_reply_ns.store(0);
   counters.inflight.store(frontend_->inflight());
+  // Likewise the fill-ahead gauge: a killed predecessor's fills died with
+  // it (ondemand-chaos reads this gauge to tell kills during fill-ahead).
+  state_->fill.fill_ahead_running.store(0);
   if (restore) {
     if (int err = device_->restore()) {
       spdlog::critical("writing restore failed: {}", sys::errno_name(err));

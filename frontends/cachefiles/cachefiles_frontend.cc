@@ -109,7 +109,13 @@ CachefilesFrontend::~CachefilesFrontend() { engine_.on_op_done({}); }
 void CachefilesFrontend::start() {
   if (device_) device_->start(*this);
 }
+// A handover or a stop: the READs read so far are answered (the drain
+// waits for them), but fill-ahead beyond them is abandoned, not finished.
+// The drain does not wait for it, and whatever is left unwritten the next
+// READ asks for again, from whoever serves then (a handover's successor
+// holds the same anonymous fds and writes into the same cache files).
 void CachefilesFrontend::stop_reading() {
+  engine_.abandon_fill_ahead();
   if (device_) device_->stop_reading();
 }
 void CachefilesFrontend::resume_reading() {
@@ -225,22 +231,34 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
   fill.what = fmt::format("READ msg_id={} object_id={} blob={} off={} len={}", request.msg_id, request.object_id,
                           escape_id(object->ref.blob_id), request.offset, request.length);
   // The window, decided here on the loop (the read-ahead state is the
-  // loop's); a compressed image ignores it (filled whole, below).
-  // Fixed windows are aligned to themselves, so the kernel never asks for
-  // one that is partly there; adaptive ones start at the request and may
-  // overlap an earlier fill, so they skip what the file already holds.
+  // loop's). Fixed windows are aligned to themselves, adaptive ones start at
+  // the request. Either may be partly there already (fill-ahead cut short
+  // by a CLOSE, a handover or a kill; a READ racing the end of the fill
+  // that wrote its pages), so every fill skips what the file holds.
   const auto size = object->blob->size();
   const bool adaptive = options_.fill_window_min < options_.fill_window;
+  const auto whole = fill_range(request.offset, request.length, size, align_up(size, PAGE));
   const auto range = adaptive ? object->read_ahead.plan(request.offset, request.length, size,
                                                         options_.fill_window_min, options_.fill_window)
                               : fill_range(request.offset, request.length, size, options_.fill_window);
-  fill.decide = [offset = request.offset, length = request.length, range, adaptive,
-                 stall = options_.request_deadline](Target& target, Deadline deadline) {
-    auto& o = static_cast<Object&>(target);
-    const auto size = o.blob->size();
-    if (fill_whole_blob(o, deadline))
-      return FillPlan{fill_range(offset, length, size, align_up(size, PAGE)), /*resume=*/true, stall};
-    return FillPlan{range, adaptive, {}};
+  // Answer first, fill ahead after: the READ is answered once its own
+  // pages are in the cache file (the kernel then reads them from there:
+  // cachefiles_prepare_ondemand_read looks again with SEEK_DATA/SEEK_HOLE
+  // after READ_COMPLETE and asks anew for any hole left), and the rest of
+  // the window goes on in the background. A later READ inside that window
+  // waits for the fill in flight instead of copying it again (the engine).
+  fill.need = fill_range(request.offset, request.length, size, PAGE);
+  // A compressed image must be whole before any READ of it is answered
+  // (fill_whole_blob): never early. Once the first READ's probe knows it,
+  // later READs plan the whole blob here, and so wait on a whole-blob fill
+  // in flight rather than start a second one.
+  const bool compressed = object->fill_whole.load(std::memory_order_relaxed) == 1;
+  fill.plan = compressed ? FillPlan{whole, /*resume=*/true, options_.request_deadline, /*answer_early=*/false}
+                         : FillPlan{range, /*resume=*/true, {}, /*answer_early=*/true};
+  fill.decide = [plan = fill.plan, whole, stall = options_.request_deadline](Target& target, Deadline deadline) {
+    if (fill_whole_blob(static_cast<Object&>(target), deadline))
+      return FillPlan{whole, /*resume=*/true, stall, /*answer_early=*/false};
+    return plan;
   };
   engine_.fill(std::move(fill), [this, request, object, received_ns](const FillResult& result) {
     finish_read(request, *object, result, received_ns);
@@ -251,6 +269,16 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
 void CachefilesFrontend::finish_read(const proto::ReadRequest& request, const Object& object,
                                      const FillResult& result, std::uint64_t received_ns) {
   const auto fields = request_fields(request.msg_id, request.object_id, object.ref.blob_id);
+  if (result.withdrawn) {
+    // Its object was closed before its bytes landed: the kernel failed it
+    // itself when it sent the CLOSE (cachefiles_ondemand_clean_object
+    // completes the object's pending requests with -EIO once the daemon has
+    // read the CLOSE), so a READ_COMPLETE now would be refused.
+    counters_.read_failed.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("READ msg_id={} object_id={} not answered: its object was closed first", request.msg_id,
+                  request.object_id);
+    return;
+  }
   const auto [start, end] = result.range;
   if (!result.ok()) {
     const auto at = start + result.done;
@@ -278,9 +306,11 @@ void CachefilesFrontend::finish_read(const proto::ReadRequest& request, const Ob
 }
 
 void CachefilesFrontend::drop(const std::shared_ptr<Object>& object) {
-  // At once: a queued prefetch would otherwise keep the anonymous fd (and
-  // the blob's fd) open until the queue reached it.
-  engine_.cancel_prefetch(object.get());
+  // At once: a queued prefetch, or fill-ahead that no READ waits for any
+  // more, would otherwise keep the anonymous fd (and the blob's fd) open
+  // until it reached its end. READs of it still waiting get no reply (see
+  // finish_read).
+  engine_.withdraw(object.get());
 }
 
 void CachefilesFrontend::handle_close(const proto::CloseRequest& request) {

@@ -6,12 +6,18 @@
 //            through the engine, then copen with its size or a negative
 //            errno. The anonymous fd is owned from the moment the request is
 //            handed in.
-//   READ  -> the engine fills the aligned fill window around the request
-//            into the anonymous fd, then READ_COMPLETE, also when anything
-//            failed or the deadline passed (the reader gets EIO instead of
-//            sleeping forever).
-//   CLOSE -> drop the object (and its prefetch at once); its fd closes after
-//            its in-flight READs.
+//   READ  -> the engine writes the requested pages into the anonymous fd
+//            first, then READ_COMPLETE, also when anything failed or the
+//            deadline passed (the reader gets EIO instead of sleeping
+//            forever); the rest of the aligned fill window around the
+//            request follows in the background (fill-ahead). A READ whose
+//            pages a fill in flight is writing waits for that fill. A
+//            compressed image is filled whole before any READ of it is
+//            answered.
+//   CLOSE -> drop the object: its fill-ahead and prefetch stop at once, its
+//            READs still waiting get no reply (the kernel failed them when
+//            it sent the CLOSE), and its fd closes when the last fill using
+//            it has stopped.
 // With `prefetch`, an opened blob is also written whole into its cache file
 // in the background (the engine's prefetch queue).
 //

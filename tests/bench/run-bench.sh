@@ -46,8 +46,17 @@
 # the readers asked for, mount included, per case and mode, median), registry_ratio
 # (registry MB/s divided by daemon MB/s, per case) and
 # registry_requests_per_mib (HTTP requests the registry served per MiB
-# read, mount included), the same per
-# configuration, every raw measurement, the configurations, the copy-cost
+# read, mount included), the physical limit of the seq case (seq_limit:
+# the seq blob, held in RAM, written once with O_DIRECT into a file on the
+# cache file system by as many threads as the worker's io_threads, in its
+# fill_window pieces (vt-writebench), measured in every round of the same
+# VM run; its MB/s are the file's bytes over the write's seconds, so they
+# compare with the readers'; "ratio" is that over direct, "daemon_of_limit"
+# the daemon's seq MB/s over it; "one_writer_*" the same written by one
+# thread, what a single fill stream could reach), the same per
+# configuration, the mean READ latency of the daemon rounds (read_latency_ms:
+# a READ's read() off the device to its READ_COMPLETE, the worker's
+# histogram), every raw measurement, the configurations, the copy-cost
 # probes and the VM settings. Also written to OUT/bench-result.json.
 set -euo pipefail
 
@@ -91,7 +100,7 @@ mkdir -p "$out"
 if [[ $build -eq 1 ]]; then
     [[ -e $build_dir/CMakeCache.txt ]] || cmake -S "$root" -B "$build_dir" >&2
     cmake --build "$build_dir" -j"$(nproc)" --target ondemand-supervisor ondemand-worker ondemandctl \
-        vt-readbench vt-counters >&2 || die "build failed (or use --no-build)"
+        vt-readbench vt-counters vt-writebench >&2 || die "build failed (or use --no-build)"
 fi
 tool() {
     # The exact target path: a recursive search could pick a stale copy from
@@ -102,6 +111,7 @@ tool() {
 }
 readbench=$(tool vt-readbench)
 counters=$(tool vt-counters)
+writebench=$(tool vt-writebench)
 registry_args=()
 if [[ $registry -eq 1 ]]; then
     for b in /usr/bin/docker-registry /usr/bin/curl /usr/bin/openssl; do
@@ -121,7 +131,7 @@ t0=$EPOCHREALTIME
 rc=0
 "$root/tests/vm/run-vm.sh" --build-dir "$build_dir" --scenario "$root/tests/vm/scenarios/bench.sh" \
     --image seq=bench-seq --image small=bench-small \
-    --add "$readbench" --add "$counters" "${registry_args[@]}" \
+    --add "$readbench" --add "$counters" --add "$writebench" "${registry_args[@]}" \
     --mem "$mem" --cache-mb "$cache_mb" --timeout "$timeout_s" --log "$log" \
     --env BENCH_REPS="$reps" --env BENCH_CONFIGS="$configs" >"$out/run-vm.out" 2>"$out/run-vm.err" || rc=$?
 wall=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
@@ -179,24 +189,55 @@ for c in configs:
             "ratio": round(med(daemon) / med(direct), 3),
             "paired_ratio_median": round(statistics.median(pairs), 3),
             "reads_per_mib": round(statistics.median(r["reads"] for r in d_rows) / mib, 3),
+            # Mean time from a READ's read() to its READ_COMPLETE.
+            "read_latency_ms": (round(statistics.median(r["read_latency_sum_ns"] / r["read_latency_count"] / 1e6
+                                                        for r in d_rows), 3)
+                                if all(r.get("read_latency_count") for r in d_rows) else None),
             "bytes_written_per_byte": round(statistics.median(r["bytes_written"] for r in d_rows) / d_rows[0]["bytes"], 3),
         }
+        lim_rows = [r for r in rows if r["mode"] == "limit"]
+        if lim_rows:
+            # The blob's write time, as the read throughput it would allow
+            # for the case's bytes (the blob is those bytes plus metadata).
+            def as_read(rs):
+                return [d_rows[0]["bytes"] / 1e6 / r["seconds"] for r in rs if r["seconds"] > 0]
+            lim = as_read(lim_rows)
+            one = as_read([r for r in rows if r["mode"] == "limit1"]) or (lim if lim_rows[0]["writers"] == 1 else [])
+            per[case + "_limit"] = {
+                "limit_mb_s": med(lim), "writers": lim_rows[0]["writers"], "window": lim_rows[0]["window"],
+                "ratio": round(med(lim) / med(direct), 3),
+                "daemon_of_limit": round(med(daemon) / med(lim), 3),
+                "raw_mb_s": [round(x, 1) for x in lim],
+                "one_writer_mb_s": med(one),
+                "one_writer_ratio": round(med(one) / med(direct), 3) if one else None,
+                "daemon_of_one_writer": round(med(daemon) / med(one), 3) if one else None,
+            }
     summary[label] = per
 
 first = configs[0]["label"]
-print(f"{'config':<10} {'case':<6} {'direct MB/s':>12} {'daemon MB/s':>12} {'ratio':>6} {'READs/MiB':>10}")
+print(f"{'config':<10} {'case':<6} {'direct MB/s':>12} {'daemon MB/s':>12} {'ratio':>6} {'READs/MiB':>10} "
+      f"{'READ ms':>8}")
 for label, per in summary.items():
     for case in CASES:
         if case in per:
             p = per[case]
             print(f"{label:<10} {case:<6} {p['direct_mb_s']:>12} {p['daemon_mb_s']:>12} "
-                  f"{p['ratio']:>6} {p['reads_per_mib']:>10}")
+                  f"{p['ratio']:>6} {p['reads_per_mib']:>10} {p['read_latency_ms'] if p['read_latency_ms'] is not None else '-':>8}")
 for label, per in summary.items():
     for case in CASES:
         if case + "_registry" in per:
             p = per[case + "_registry"]
             print(f"{label:<10} {case:<6} registry {p['registry_mb_s']} MB/s = {p['registry_ratio']}x the local "
                   f"backend, {p['requests_per_mib']} HTTP requests/MiB")
+for label, per in summary.items():
+    for case in CASES:
+        if case + "_limit" in per:
+            p = per[case + "_limit"]
+            print(f"{label:<10} {case:<6} limit (blob written once, O_DIRECT, {p['writers']} writers): "
+                  f"{p['limit_mb_s']} MB/s = {p['ratio']}x direct; daemon at {p['daemon_of_limit']} of the limit")
+            if p["one_writer_mb_s"] is not None:
+                print(f"{label:<10} {case:<6} the same with 1 writer: {p['one_writer_mb_s']} MB/s = "
+                      f"{p['one_writer_ratio']}x direct; daemon at {p['daemon_of_one_writer']} of it")
 for label, per in summary.items():
     amp = [f"{c} {per[c]['bytes_written_per_byte']}" for c in CASES if c in per]
     amp += [f"{c} (registry) {per[c + '_registry']['bytes_written_per_byte']}" for c in CASES if c + "_registry" in per]
@@ -211,6 +252,7 @@ best = max(summary, key=score)
 out = {
     "seq_ratio": summary[first].get("seq", {}).get("ratio"),
     "small_ratio": summary[first].get("small", {}).get("ratio"),
+    "seq_limit": summary[first].get("seq_limit"),
     "registry_ratio": {c: summary[first].get(c + "_registry", {}).get("registry_ratio") for c in ("seq", "small")},
     "amplification": {c: {"daemon": summary[first].get(c, {}).get("bytes_written_per_byte"),
                           "registry": summary[first].get(c + "_registry", {}).get("bytes_written_per_byte")}

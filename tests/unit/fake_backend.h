@@ -61,6 +61,7 @@ class FakeBlob final : public worker::Blob {
  public:
   explicit FakeBlob(std::string content) : content_(std::move(content)) {}
   std::shared_ptr<Gate> gate;
+  std::uint64_t gate_from = 0;  // only reads starting here or later wait for the gate
   // With a gate: give up with TIMEOUT at the read's deadline, as a backend
   // that can wait (the registry client) does, instead of waiting forever.
   bool gate_honours_deadline = false;
@@ -84,7 +85,7 @@ class FakeBlob final : public worker::Blob {
       fill_offsets_.push_back(off);
     }
     if (delay.count()) std::this_thread::sleep_for(delay);
-    if (gate) {
+    if (gate && off >= gate_from) {
       if (!gate_honours_deadline)
         gate->wait();
       else if (!gate->wait_until(deadline))

@@ -127,6 +127,10 @@ struct Shared {
 
 struct KillStats {
   unsigned kills = 0, proven = 0, recovery_unobserved = 0;
+  // Kills that came while the worker was writing fill-ahead no READ waited
+  // for (the shared memory's gauge, read just before the kill): the windows
+  // it leaves half written must cost readers nothing.
+  unsigned during_fill_ahead = 0;
   std::vector<double> recovery_ms;  // kill -> first request completed by the new worker
   std::vector<double> serving_ms;   // kill -> new worker serving
   std::string first_unproven;
@@ -167,9 +171,11 @@ void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats
     const auto pid = static_cast<pid_t>(st.worker_pid.load());
     const auto restores = st.counters.restores.load();
     if (!serving() || st.serving_generation.load() != gen) continue;
+    const bool filling_ahead = st.fill.fill_ahead_running.load() > 0;
     const auto t_kill = sys::monotonic_ns();
     if (::kill(pid, SIGKILL) < 0) continue;
     ++stats.kills;
+    if (filling_ahead) ++stats.during_fill_ahead;
     last_killed = gen;
     const bool up = wait_until(30s, [&] { return st.serving_generation.load() > gen; });
     const auto t_serving = sys::monotonic_ns();
@@ -483,6 +489,7 @@ nlohmann::json run(const Options& o) {
       {"seconds", seconds},
       {"kills", kills.kills},
       {"failover_proven", kills.proven},
+      {"kills_during_fill_ahead", kills.during_fill_ahead},
       {"files_verified", tally.files.load()},
       {"symlinks_verified", tally.symlinks.load()},
       {"bytes_verified", tally.bytes.load()},
@@ -541,6 +548,8 @@ std::string format_report(const nlohmann::json& r) {
   out += fmt::format("kills {}, every failover proven: {} (new pid, one more restore); {} rounds\n",
                      field(r, {"kills"}, "{:.0f}"), field(r, {"failover_proven"}, "{:.0f}"),
                      field(r, {"rounds"}, "{:.0f}"));
+  out += fmt::format("{} of the kills came while the worker was filling ahead\n",
+                     field(r, {"kills_during_fill_ahead"}, "{:.0f}"));
   out += fmt::format("verified {} files, {} MiB: {} read errors, {} mismatches\n", field(r, {"files_verified"}, "{:.0f}"),
                      r.contains("bytes_verified") && r["bytes_verified"].is_number()
                          ? fmt::format("{:.1f}", r["bytes_verified"].get<double>() / (1024.0 * 1024.0))

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -37,6 +38,8 @@ class SlowBlob final : public Blob {
   explicit SlowBlob(std::string content) : content_(std::move(content)) {}
   std::chrono::milliseconds delay{0};
   std::atomic<bool> hold{false};
+  std::uint64_t hold_from = 0;           // only reads starting here or later hold
+  std::uint64_t fail_from = UINT64_MAX;  // reads reaching past this fail (EIO), after any hold
   std::atomic<int> reads{0};
 
   std::size_t unit = std::size_t{1} << 20;
@@ -49,7 +52,8 @@ class SlowBlob final : public Blob {
       offsets_.insert(off);
     }
     if (delay.count()) std::this_thread::sleep_for(delay);
-    while (hold.load()) std::this_thread::sleep_for(1ms);
+    while (off >= hold_from && hold.load()) std::this_thread::sleep_for(1ms);
+    if (off + out.size() > fail_from) return error_from_errno(EIO, "fake failure");
     std::memset(out.data(), 0, out.size());
     if (off < content_.size())
       std::memcpy(out.data(), content_.data() + off, std::min<std::uint64_t>(out.size(), content_.size() - off));
@@ -505,6 +509,300 @@ TEST_CASE("Engine: open with an invalid reference completes at once and never re
   }
   CHECK(backend.opens == 0);
   CHECK(engine.inflight() == 0);
+}
+
+// ---------------------------------------------------------------- answer first
+
+namespace {
+
+// Lets a held backend go when a test ends, failed checks included: declared
+// after the engine, it runs before the engine joins its pool.
+struct Unhold {
+  SlowBlob& blob;
+  ~Unhold() { blob.hold = false; }
+};
+
+// A blob of `mib` MiB behind an engine, its target a memfd the test reads
+// back through `ours`. With `hold_from`, the backend's reads from that
+// offset on wait until release().
+struct Demands {
+  Loop l;
+  std::string content;
+  std::shared_ptr<SlowBlob> blob;
+  OneBlobBackend backend;
+  proto::FillCounters fc{};
+  Engine engine;
+  Unhold unhold;
+  UniqueFd ours;
+  std::shared_ptr<Target> target;
+
+  Demands(std::uint64_t mib, unsigned seed, std::optional<std::uint64_t> hold_from, std::uint32_t threads = 2)
+      : content(test::pattern_bytes(mib * MiB, seed)),
+        blob(std::make_shared<SlowBlob>(content)),
+        backend(blob),
+        engine(l.loop, backend, EngineOptions{.io_threads = threads, .fill_counters = &fc}, l.counters, l.metrics),
+        unhold{*blob},
+        target(memfd_target(blob, "demands", &ours)) {
+    if (hold_from) {
+      blob->hold_from = *hold_from;
+      blob->hold = true;
+    }
+  }
+  void release() { blob->hold = false; }
+  std::string file() { return pread_all(ours.get(), 0, content.size()); }
+  bool settled() { return engine.fills_running() == 0 && engine.inflight() == 0; }
+};
+
+// A demand: the bytes [need) a reader waits for, inside the window [range)
+// the fill writes after them.
+FillRequest demand(std::shared_ptr<Target> target, FillRange need, FillRange range,
+                   Deadline deadline = NO_DEADLINE) {
+  FillRequest r;
+  r.target = std::move(target);
+  r.plan = FillPlan{range, /*resume=*/true, {}, /*answer_early=*/true};
+  r.need = need;
+  r.deadline = deadline;
+  return r;
+}
+
+// Completions of one request, counted; the last result kept. Completions
+// come on pool threads.
+struct Completions {
+  std::atomic<int> count{0};
+  std::mutex mu;
+  FillResult last;
+  Engine::FillDone callback() {
+    return [this](const FillResult& r) {
+      {
+        std::lock_guard lock(mu);
+        last = r;
+      }
+      count.fetch_add(1);
+    };
+  }
+  FillResult result() {
+    std::lock_guard lock(mu);
+    return last;
+  }
+};
+
+}  // namespace
+
+// Issue 12: the reader waits for the bytes it asked for, not for the window.
+TEST_CASE("Engine: a demand is answered once its pages land, while the rest of its window is still being written",
+          "[worker][engine][early]") {
+  Demands d(4, 21, 4096);  // everything after the asked page stalls
+  Completions done;
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1; }));
+  // Answered while the fill is held in the window's second read.
+  CHECK(d.blob->hold.load());
+  CHECK(d.engine.fills_running() == 1);
+  const auto r = done.result();
+  CHECK(r.ok());
+  CHECK(r.range.start == 0);
+  CHECK(r.range.end == 4096);
+  CHECK(r.done == 4096);
+  CHECK(pread_all(d.ours.get(), 0, 4096) == d.content.substr(0, 4096));
+  // The request is no longer in flight: a drain does not wait for the
+  // fill-ahead behind it.
+  REQUIRE(d.l.run_until([&] { return d.engine.inflight() == 0; }));
+  CHECK(d.engine.oldest_request_ns() == 0);
+  CHECK(d.fc.fill_ahead_running.load() == 1);
+  CHECK(d.fc.reads_early.load() == 1);
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  CHECK(d.file() == d.content);
+  CHECK(done.count.load() == 1);
+  CHECK(d.fc.fill_ahead_running.load() == 0);
+  CHECK(d.l.counters.bytes_written.load() == 4 * MiB);
+}
+
+TEST_CASE("Engine: the pages a demand asks for are written first, then the rest of the window after them, then before",
+          "[worker][engine][early]") {
+  Demands d(4, 22, std::nullopt, 1);
+  Completions done;
+  d.engine.fill(demand(d.target, {2 * MiB, 2 * MiB + 8192}, {0, 4 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1 && d.settled(); }));
+  // One read for the need, then 1 MiB pieces to the window's end, then from
+  // its start up to the need.
+  CHECK(d.blob->offsets() == std::set<std::uint64_t>{2 * MiB, 2 * MiB + 8192, 3 * MiB + 8192, 0, MiB});
+  CHECK(d.file() == d.content);
+}
+
+// A registry pays an HTTP request per read: answering first must not split
+// a window into more reads than its pieces (the blob's read unit).
+TEST_CASE("Engine: for a blob with a large read unit the piece holding the need goes first, one read per piece",
+          "[worker][engine][early]") {
+  Demands d(16, 30, std::nullopt, 1);
+  d.blob->unit = 4 * MiB;
+  Completions done;
+  d.engine.fill(demand(d.target, {9 * MiB, 9 * MiB + 4096}, {0, 16 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1 && d.settled(); }));
+  CHECK(done.result().ok());
+  CHECK(d.blob->reads.load() == 4);  // as many as a plain fill of the window
+  CHECK(d.blob->offsets() == std::set<std::uint64_t>{0, 4 * MiB, 8 * MiB, 12 * MiB});
+  CHECK(d.file() == d.content);
+}
+
+// A second READ inside a window being filled must not copy it again, and
+// gets exactly one answer, once the fill has written its pages.
+TEST_CASE("Engine: a demand on a range a fill in flight is writing waits for that fill and is answered once",
+          "[worker][engine][early]") {
+  Demands d(4, 23, MiB);
+  Completions first, second;
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  // The fill is held before its 1 MiB mark; ask for a page at 3 MiB.
+  d.engine.fill(demand(d.target, {3 * MiB, 3 * MiB + 4096}, {0, 4 * MiB}), second.callback());
+  d.l.loop.run_for(50ms);
+  CHECK(second.count.load() == 0);  // not before the fill got there
+  CHECK(d.engine.inflight() == 1);
+  CHECK(d.engine.fills_running() == 1);  // no fill of its own
+  d.release();
+  REQUIRE(d.l.run_until([&] { return second.count.load() == 1 && d.settled(); }));
+  d.l.loop.run_for(30ms);
+  CHECK(first.count.load() == 1);
+  CHECK(second.count.load() == 1);
+  CHECK(second.result().ok());
+  CHECK(second.result().range.start == 3 * MiB);
+  // Every piece of the window was read from the backend exactly once.
+  CHECK(d.blob->reads.load() == static_cast<int>(d.blob->offsets().size()));
+  CHECK(d.l.counters.bytes_written.load() == 4 * MiB);
+  CHECK(d.file() == d.content);
+  CHECK(d.fc.reads_joined.load() == 1);
+}
+
+TEST_CASE("Engine: a demand reaching past the fill in flight waits on it and fills only the rest itself",
+          "[worker][engine][early]") {
+  Demands d(8, 24, MiB);
+  Completions first, second;
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  // Straddles the first window's end: [4M-4K, 4M+4K) in the windows [0, 8M).
+  d.engine.fill(demand(d.target, {4 * MiB - 4096, 4 * MiB + 4096}, {0, 8 * MiB}), second.callback());
+  REQUIRE(d.l.run_until([&] { return d.engine.fills_running() == 2; }));
+  d.l.loop.run_for(50ms);
+  CHECK(second.count.load() == 0);  // its first page is the held fill's
+  d.release();
+  REQUIRE(d.l.run_until([&] { return second.count.load() == 1 && d.settled(); }));
+  CHECK(second.result().ok());
+  CHECK(first.count.load() == 1);
+  CHECK(d.l.counters.bytes_written.load() == 8 * MiB);  // nothing twice
+  CHECK(d.file() == d.content);
+}
+
+// The backend fails after the reader was answered: that answer stands and
+// no second one follows; a request that waited for the failed part gets one
+// answer, the failure.
+TEST_CASE("Engine: a backend failing mid-window after an early answer answers nobody twice",
+          "[worker][engine][early]") {
+  Demands d(4, 25, MiB);
+  d.blob->fail_from = 2 * MiB;
+  Completions first, second;
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {3 * MiB, 3 * MiB + 4096}, {0, 4 * MiB}), second.callback());
+  d.l.loop.run_for(20ms);
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  d.l.loop.run_for(50ms);
+  CHECK(first.count.load() == 1);
+  CHECK(first.result().ok());
+  REQUIRE(second.count.load() == 1);
+  const auto r = second.result();
+  CHECK_FALSE(r.ok());
+  REQUIRE(r.error);
+  CHECK(r.error->kind == BackendError::Kind::IO);
+  CHECK(r.done == 0);
+  CHECK(d.l.metrics.backend_errors[static_cast<std::size_t>(proto::BackendErrorKind::READ)].load() == 1);
+}
+
+TEST_CASE("Engine: withdraw stops the fill-ahead at its next chunk, releases the target and answers waiters as withdrawn",
+          "[worker][engine][early]") {
+  Demands d(8, 26, MiB);
+  std::weak_ptr<Target> weak = d.target;
+  Completions first, waiting;
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 8 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {6 * MiB, 6 * MiB + 4096}, {0, 8 * MiB}), waiting.callback());
+  d.l.loop.run_for(20ms);
+  REQUIRE(waiting.count.load() == 0);
+  d.engine.withdraw(d.target.get());
+  CHECK(waiting.count.load() == 1);  // at once
+  CHECK(waiting.result().withdrawn);
+  CHECK_FALSE(waiting.result().ok());
+  d.target.reset();
+  CHECK_FALSE(weak.expired());  // the fill held in the backend still has it
+  const auto reads_before = d.blob->reads.load();
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled() && weak.expired(); }));
+  CHECK(d.blob->reads.load() == reads_before);  // the held read ended it: no read after it
+  CHECK(first.count.load() == 1);
+  CHECK(waiting.count.load() == 1);
+  CHECK(d.fc.fill_ahead_stopped.load() == 1);
+  CHECK(d.fc.fill_ahead_running.load() == 0);
+}
+
+// A handover: the fill-ahead is abandoned, but a request still waiting on
+// the fill is answered first (it was promised an answer).
+TEST_CASE("Engine: abandon_fill_ahead stops fills once no request waits on them, not before",
+          "[worker][engine][early]") {
+  Demands d(8, 27, MiB);
+  Completions first, waiting;
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 8 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  d.engine.fill(demand(d.target, {2 * MiB, 2 * MiB + 4096}, {0, 8 * MiB}), waiting.callback());
+  d.l.loop.run_for(20ms);
+  d.engine.abandon_fill_ahead();
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  CHECK(waiting.count.load() == 1);
+  CHECK(waiting.result().ok());
+  CHECK(pread_all(d.ours.get(), 2 * MiB, 4096) == d.content.substr(2 * MiB, 4096));
+  // It stopped right after the piece that answered the waiting request.
+  const auto offsets = d.blob->offsets();
+  CHECK(*offsets.rbegin() < 3 * MiB);
+  CHECK(d.l.counters.bytes_written.load() < 4 * MiB);
+
+  // Later fills are not affected: the next demand fills its window whole.
+  Completions later;
+  d.engine.fill(demand(d.target, {6 * MiB, 6 * MiB + 4096}, {4 * MiB, 8 * MiB}), later.callback());
+  REQUIRE(d.l.run_until([&] { return later.count.load() == 1 && d.settled(); }));
+  CHECK(pread_all(d.ours.get(), 4 * MiB, 4 * MiB) == d.content.substr(4 * MiB));
+}
+
+TEST_CASE("Engine: a demand whose pages are already in the target is answered without a read",
+          "[worker][engine][early]") {
+  Demands d(4, 28, std::nullopt, 1);
+  REQUIRE(::pwrite(d.ours.get(), d.content.data(), 4 * MiB, 0) == static_cast<ssize_t>(4 * MiB));
+  Completions done;
+  d.engine.fill(demand(d.target, {MiB, MiB + 4096}, {0, 4 * MiB}), done.callback());
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1 && d.settled(); }));
+  CHECK(done.result().ok());
+  CHECK(d.blob->reads.load() == 0);
+}
+
+// The compressed-image rule: a plan that does not answer early answers
+// nobody before the whole range is in, whoever joins it.
+TEST_CASE("Engine: a fill decided not to answer early answers its requests only when its whole range is in",
+          "[worker][engine][early]") {
+  Demands d(4, 29, 3 * MiB);
+  Completions first, joined;
+  auto request = demand(d.target, {0, 4096}, {0, MiB});
+  request.decide = [](Target&, Deadline) { return FillPlan{{0, 4 * MiB}, true, {}, /*answer_early=*/false}; };
+  d.engine.fill(std::move(request), first.callback());
+  REQUIRE(test::eventually([&] { return d.blob->offsets().count(3 * MiB) == 1; }));
+  // Written already, but the blob is not whole.
+  d.engine.fill(demand(d.target, {MiB, MiB + 4096}, {0, MiB}), joined.callback());
+  d.l.loop.run_for(50ms);
+  CHECK(first.count.load() == 0);
+  CHECK(joined.count.load() == 0);
+  d.release();
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1 && joined.count.load() == 1; }));
+  CHECK(first.result().ok());
+  CHECK(joined.result().ok());
+  CHECK(d.file() == d.content);
 }
 
 // ---------------------------------------------------------------- prefetch

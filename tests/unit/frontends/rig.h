@@ -8,11 +8,6 @@
 // Every rig has the same interface, which the suite is written against:
 //
 //   static constexpr const char* NAME;
-//   // A front end whose kernel asks again for ranges already in the target
-//   // (fanotify: every access of a marked file raises an event) must not
-//   // read them from the backend again; one whose kernel asks only for holes
-//   // (cachefiles) need not.
-//   static constexpr bool KERNEL_ASKS_FOR_FILLED_RANGES;
 //   Rig(BlobSpec, RigOptions);
 //   Ask ask(offset, length);               // the kernel asks for a range
 //   bool wait(asks);                       // true once each has an answer

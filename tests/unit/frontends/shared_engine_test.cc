@@ -1,9 +1,7 @@
 // What every front end owes its kernel over the shared request engine,
 // written once and run against each front end through its rig
 // (tests/unit/frontends/rig.h): the same blobs, the same asks, the same
-// checks. A property that holds for one front end only is not here; where
-// the kernels differ on purpose the rig says so (KERNEL_ASKS_FOR_FILLED_RANGES)
-// and the test names the difference.
+// checks. A property that holds for one front end only is not here.
 //
 // The suite lives beside frontends/frontend.h, the front-end-neutral
 // contract; each rig lives with its own front end's tests.
@@ -128,9 +126,10 @@ TEMPLATE_TEST_CASE("shared engine: a blob that does not exist gets one error ans
 
 TEMPLATE_TEST_CASE("shared engine: a backend that fails in the middle of a fill gets one error answer, never a success",
                    "[shared_engine]", CachefilesRig, FanotifyRig) {
-  // One 4 MiB window, copied in 1 MiB chunks: the first lands, the second fails.
+  // One 4 MiB window, copied in 1 MiB chunks, the asked ones first: the
+  // request spans two chunks, the first lands, the second fails.
   TestType rig({.size = 3 * MiB, .fail_errno = EIO, .fail_from = 3 * MiB / 2}, {.window = 4 * MiB});
-  const auto answers = ask_and_wait(rig, 2 * MiB, 4096);
+  const auto answers = ask_and_wait(rig, 0, 2 * MiB);
   check_answers(rig);
   REQUIRE(answers.size() == 1);
   CHECK_FALSE(answers[0].ok);
@@ -207,16 +206,10 @@ TEMPLATE_TEST_CASE("shared engine: a range already in the target is answered wit
     CHECK(wrong_bytes(rig, offset, length) == "");
   }
   check_answers(rig);
-  if constexpr (TestType::KERNEL_ASKS_FOR_FILLED_RANGES) {
-    CHECK(rig.blob()->reads.load() == reads);
-  } else {
-    // A known difference, not a wish: with fixed windows the cachefiles
-    // front end refills a window it is asked for (plan.resume is off), and
-    // relies on its kernel asking only for holes (cachefiles_prepare_read).
-    // Should it ever skip filled ranges, this flips: move cachefiles to the
-    // branch above.
-    CHECK(rig.blob()->reads.load() > reads);
-  }
+  // fanotify's kernel asks again for every access of a marked file, filled
+  // or not; cachefiles' asks only for holes, but a fill (and a READ joining
+  // one) skips what the target already holds either way.
+  CHECK(rig.blob()->reads.load() == reads);
 }
 
 TEMPLATE_TEST_CASE("shared engine: a backend that hangs past the request deadline gets one error answer in time",

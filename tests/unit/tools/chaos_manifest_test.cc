@@ -47,13 +47,14 @@ TEST_CASE("make_manifest names a path the format cannot hold", "[tools][chaos]")
 namespace ondemand::chaos {
 
 TEST_CASE("chaos report for a person: units, both timings explained, missing fields shown as -", "[tools][chaos]") {
-  const auto report = nlohmann::json::parse(R"({"rounds":2,"kills":12,"failover_proven":12,"files_verified":1152,
+  const auto report = nlohmann::json::parse(R"({"rounds":2,"kills":12,"failover_proven":12,"kills_during_fill_ahead":5,"files_verified":1152,
     "bytes_verified":109532844,"read_errors":0,"mismatches":0,"longest_reader_stall_ms":532.03325,
     "recovery_ms":{"max":476.02975,"p50":160.01,"p99":476.02975,"samples":11,"unobserved":1},
     "kill_to_serving_ms":{"p50":24.0,"p99":60.5,"max":61.25}})");
   const std::string text = format_report(report);
   CHECK_THAT(text, Catch::Contains("kills 12, every failover proven: 12"));
   CHECK_THAT(text, Catch::Contains("104.5 MiB: 0 read errors, 0 mismatches"));
+  CHECK_THAT(text, Catch::Contains("5 of the kills came while the worker was filling ahead"));
   CHECK_THAT(text, Catch::Contains("p50 ms"));
   CHECK_THAT(text, Catch::Contains("160.0"));   // one decimal, not six
   CHECK_THAT(text, Catch::Contains("532.0"));

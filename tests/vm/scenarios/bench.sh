@@ -34,11 +34,19 @@
 #                  of first (BENCH-PROBE lines; see probe below)
 #   BENCH_REGISTRY 1 to add the registry mode (needs docker-registry and curl
 #                  in the VM), default 0
+# The physical limit ("limit" mode, seq case only, every round): a daemon
+# cannot do less than write every byte of the blob once into the cache
+# file system. vt-writebench writes the seq blob, held in RAM, with O_DIRECT
+# into a new file on the cache ramdisk, by as many threads as the
+# configuration's io_threads, in fill_window pieces of 1 MiB pwrites (the
+# engine's pattern); its "bytes" are the blob's. The same with one writer
+# ("limit1" mode): what a single fill stream could reach.
 # Output, one line per measurement:
-#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry",
+#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry"|"limit",
 #                 "config":LABEL,"rep":N,"bytes":..,"seconds":..,"mb_per_s":..
 #                 [,"reads":..,"bytes_written":..,"opens":..
-#                 [,"http_requests":..]]}
+#                  [,"read_latency_count":..,"read_latency_sum_ns":..]
+#                 [,"http_requests":..]] [,"writers":..,"window":..]}
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . /lib/vmtest.sh
 
@@ -52,7 +60,7 @@ case_read_args() { if [ "$1" = rand ]; then echo "--bs 4096 --random $BENCH_RAND
 : "${BENCH_CONFIGS:=default}"
 : "${BENCH_REGISTRY:=0}"
 
-for tool in vt-readbench vt-counters; do
+for tool in vt-readbench vt-counters vt-writebench; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         vt_fail bench-setup "$tool is not in the VM (run-vm.sh --add BUILD/tests/vm/tools/$tool)"
         exit 0
@@ -110,19 +118,38 @@ run_daemon() { # CASE CONFIG REP
     ln "$VT_BLOB_DIR/$(case_image "$1")" "$VT_BLOB_DIR/$fsid" || { vt_fail bench-daemon "ln $fsid failed"; return 1; }
     drop_caches
     # Counted from before the mount: the mount's OPEN and metadata READs too.
-    set -- "$1" "$2" "$3" "$(vt_counter reads)" "$(vt_counter bytes_written)" "$(vt_counter opens)"
+    set -- "$1" "$2" "$3" "$(vt_counter reads)" "$(vt_counter bytes_written)" "$(vt_counter opens)" \
+        "$(vt_counter read_latency_count)" "$(vt_counter read_latency_sum_ns)"
     if ! err=$(vt_mount_fscache "$fsid" /mnt/bench-daemon 2>&1); then
         vt_fail bench-daemon "mount -o fsid=$fsid failed: $err"
         rm -f "$VT_BLOB_DIR/$fsid"
         return 1
     fi
     if r=$(readbench "$1" /mnt/bench-daemon); then
-        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"daemon\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 )),\"bytes_written\":$(( $(vt_counter bytes_written) - $5 )),\"opens\":$(( $(vt_counter opens) - $6 ))}"
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"daemon\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 )),\"bytes_written\":$(( $(vt_counter bytes_written) - $5 )),\"opens\":$(( $(vt_counter opens) - $6 )),\"read_latency_count\":$(( $(vt_counter read_latency_count) - $7 )),\"read_latency_sum_ns\":$(( $(vt_counter read_latency_sum_ns) - $8 ))}"
     fi
     umount /mnt/bench-daemon
     rm -f "$VT_BLOB_DIR/$fsid"
     # The volume is relinquished at umount; its cache files can go.
     rm -rf "$VT_CACHE_DIR/cache/Ierofs,$fsid"
+}
+
+run_limit() { # CASE CONFIG REP WRITERS WINDOW
+    [ "$1" = seq ] || return 0
+    limit_write "$1" "$2" "$3" limit "$4" "$5" || return 1
+    # One writer: what a single fill stream could reach (the same run when
+    # the configuration has one thread).
+    [ "$4" = 1 ] || limit_write "$1" "$2" "$3" limit1 1 "$5"
+}
+limit_write() { # CASE CONFIG REP MODE WRITERS WINDOW
+    drop_caches
+    if ! r=$(vt-writebench --writers "$5" --window "$6" "$VT_BLOB_DIR/seq" "$VT_CACHE_DIR/limit.bin" 2>&1); then
+        vt_fail bench-limit "vt-writebench failed: $r"
+        rm -f "$VT_CACHE_DIR/limit.bin"
+        return 1
+    fi
+    rm -f "$VT_CACHE_DIR/limit.bin"
+    echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"$4\",\"config\":\"$2\",\"rep\":$3,${r#\{}"
 }
 
 # The registry mode's server: anonymous; its log has one access line per
@@ -262,11 +289,15 @@ for spec in $BENCH_CONFIGS; do
     done
     vt_info "bench config $label: {$members}, effective {$effective}"
     echo "BENCH-CONFIG {\"label\":\"$label\",\"members\":{$members},\"effective\":{$effective}}"
+    # The limit's writers and pieces: what this configuration's worker uses.
+    io_threads=$(echo "$effective" | sed -n 's/.*"io_threads": \([0-9]*\).*/\1/p')
+    window=$(echo "$effective" | sed -n 's/.*"fill_window": \([0-9]*\).*/\1/p')
     for c in $BENCH_CASES; do
         rep=1
         while [ "$rep" -le "$BENCH_REPS" ]; do
             run_direct "$c" "$label" "$rep"
             run_daemon "$c" "$label" "$rep"
+            run_limit "$c" "$label" "$rep" "${io_threads:-4}" "${window:-4194304}"
             [ "$BENCH_REGISTRY" = 1 ] && run_registry "$c" "$label" "$rep"
             rep=$((rep + 1))
         done

@@ -3,7 +3,10 @@
 # fsids round after round, 4 readers verify every file's SHA-256, and the
 # worker is kill -9'd 5-200 ms after each time it starts serving. Passes only
 # with 0 read errors, 0 mismatches and a proven failover (new pid, exactly
-# one more restore) for every kill.
+# one more restore) for every kill, and with some of the kills landing while
+# the worker writes fill-ahead that no READ waits for (READs are answered
+# once their own pages are in; the windows such a kill leaves half written
+# are asked for again).
 # Env (from run-vm.sh --env): CHAOS_ROUNDS, CHAOS_MIN_KILLS.
 . /lib/vmtest.sh
 
@@ -32,6 +35,13 @@ if [ "$rc" -eq 0 ]; then
     vt_pass chaos "$report"
 else
     vt_fail chaos "exit $rc: $report"
+fi
+
+ahead=$(vt_json_num "$report" kills_during_fill_ahead)
+if [ "${ahead:-0}" -gt 0 ]; then
+    vt_pass chaos-fill-ahead "$ahead kills came while the worker was filling ahead"
+else
+    vt_fail chaos-fill-ahead "no kill came while the worker was filling ahead (kills_during_fill_ahead=${ahead:-missing})"
 fi
 
 # Every restart must leave the supervisor with the fds it had.

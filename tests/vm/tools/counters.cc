@@ -41,7 +41,18 @@ int main(int argc, char** argv) {
         {"generation", s.generation.load()},
         {"restarts", s.restarts.load()},
         {"worker_pid", s.worker_pid.load()},
+        // Answer first, fill ahead after (proto/shm_layout.h FillCounters).
+        {"reads_early", s.fill.reads_early.load()},
+        {"reads_joined", s.fill.reads_joined.load()},
+        {"fill_ahead_stopped", s.fill.fill_ahead_stopped.load()},
+        {"fill_ahead_running", s.fill.fill_ahead_running.load()},
     };
+    // READ_COMPLETEs timed from the READ's read() (the histogram's
+    // observations and their sum), for the bench's mean READ latency.
+    std::uint64_t latency_count = 0;
+    for (const auto& b : s.worker_metrics.read_latency.buckets) latency_count += b.load();
+    all.emplace_back("read_latency_count", latency_count);
+    all.emplace_back("read_latency_sum_ns", s.worker_metrics.read_latency.sum_ns.load());
     const auto counters = ondemand::counters_json(c);  // items() must not outlive it
     for (const auto& [name, value] : counters.items()) all.emplace_back(name, value.get<std::uint64_t>());
     if (wanted.empty()) {

@@ -46,10 +46,6 @@ namespace ondemand::test {
 class CachefilesRig {
  public:
   static constexpr const char* NAME = "cachefiles";
-  // cachefiles_prepare_read sends a READ only for a hole of the cache file:
-  // a filled range is served by the kernel without us.
-  static constexpr bool KERNEL_ASKS_FOR_FILLED_RANGES = false;
-
   CachefilesRig(BlobSpec spec, RigOptions options) : content_(pattern_bytes(spec.size, 7)) {
     if (spec.exists) {
       blob_ = std::make_shared<FakeBlob>(content_);

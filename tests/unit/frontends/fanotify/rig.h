@@ -53,10 +53,6 @@ namespace ondemand::test {
 class FanotifyRig {
  public:
   static constexpr const char* NAME = "fanotify";
-  // Every access of a marked file raises an event, filled or not, until the
-  // file is complete and unmarked.
-  static constexpr bool KERNEL_ASKS_FOR_FILLED_RANGES = true;
-
   FanotifyRig(BlobSpec spec, RigOptions options) : content_(pattern_bytes(spec.size, 7)) {
     if (spec.exists) {
       blob_ = std::make_shared<FakeBlob>(content_);
