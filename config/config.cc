@@ -155,6 +155,8 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
            throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
        }}},
       {"prefetch", {false, [](Config& c, auto k, auto& v) { c.prefetch = as_bool(k, v); }}},
+      {"max_open_objects", {false, [](Config& c, auto k, auto& v) {
+         c.max_open_objects = static_cast<std::uint32_t>(as_count(k, v, 0, 1'000'000)); }}},
       {"spare_worker", {false, [](Config& c, auto k, auto& v) { c.spare_worker = as_bool(k, v); }}},
       {"watchdog_timeout_ms", {false, [](Config& c, auto k, auto& v) {
          c.watchdog_timeout_ms = static_cast<std::uint32_t>(as_count(k, v, 0, 3'600'000)); }}},
@@ -313,6 +315,11 @@ Config parse_config(std::string_view json_text) {
   for (const auto& [key, spec] : table)
     if (spec.required && !doc.contains(key))
       throw ConfigError(fmt::format("missing required config key \"{}\"", key));
+  // The fanotify front end holds one writer fd per cache file in the
+  // supervisor, which this budget does not cover: refused, not ignored.
+  if (config.max_open_objects != 0 && config.frontend == Frontend::FANOTIFY)
+    throw ConfigError("config key \"max_open_objects\": applies to the cachefiles front end only (frontend is "
+                      "\"fanotify\")");
   if (config.fill_window_min > config.fill_window)
     throw ConfigError(fmt::format("config key \"fill_window_min\": {} is above fill_window ({})",
                                   config.fill_window_min, config.fill_window));

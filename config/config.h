@@ -74,6 +74,10 @@ struct Config {
   // fixed windows; see the README for what the bench measured.
   std::uint64_t fill_window_min = 0;
   bool prefetch = false;                // fetch whole blob in the background after OPEN
+  // The fd budget (cachefiles): at most this many objects (anonymous fd +
+  // blob fd each) held open; the least recently used idle ones beyond it
+  // are closed and the kernel reopens them at their next READ. 0: no limit.
+  std::uint32_t max_open_objects = 0;
   std::uint32_t watchdog_timeout_ms = 5000;  // stale heartbeat => hang; 0 disables
   std::uint32_t request_timeout_ms = 60000;  // oldest request older => hang; 0 disables
   // A worker started (or a spare promoted) that has not said "serving" this

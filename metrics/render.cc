@@ -86,6 +86,8 @@ void write_metric(TextWriter& out, const proto::MetricSpec& spec, const proto::S
       return write_histogram(out, proto::RECOVERY_BOUNDS_NS, sv.failover_recovery);
     case MetricId::UPGRADE_STALL:
       return write_histogram(out, proto::RECOVERY_BOUNDS_NS, sv.upgrade_stall);
+    case MetricId::BUDGET_CLOSES:
+      return out.sample({}, get(s.budget.objects_closed));
   }
 }
 

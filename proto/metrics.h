@@ -14,6 +14,7 @@
 //
 // Changelog:
 //   1  initial table.
+//   2  ondemand_budget_closes_total (max_open_objects).
 #pragma once
 
 #include <array>
@@ -47,6 +48,7 @@ enum class MetricId {
   READ_LATENCY,
   FAILOVER_RECOVERY,
   UPGRADE_STALL,
+  BUDGET_CLOSES,
 };
 
 struct MetricSpec {
@@ -98,6 +100,9 @@ inline constexpr std::array METRICS = {
                "Time from a worker's death to the next worker serving."},
     MetricSpec{MetricId::UPGRADE_STALL, "ondemand_upgrade_stall_seconds", MetricType::HISTOGRAM, "",
                "Time during a rolling upgrade from the old worker stopping its reads to the new one serving."},
+    MetricSpec{MetricId::BUDGET_CLOSES, "ondemand_budget_closes_total", MetricType::COUNTER, "",
+               "Idle objects whose anonymous fd was closed to stay within max_open_objects (the kernel reopens "
+               "them at their next READ)."},
 };
 
 // ---- label value sets ----

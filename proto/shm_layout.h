@@ -32,7 +32,8 @@
 //      (proto/metrics.h). WorkerCounters is the last member but for these
 //      appended structs: grow it no further; append new structs instead.
 //      Then oldest_request (RequestNote). Then fill (FillCounters: answer
-//      first, fill ahead after).
+//      first, fill ahead after). Then budget (BudgetCounters: the fd budget,
+//      max_open_objects).
 #pragma once
 
 #include <array>
@@ -133,6 +134,12 @@ struct FillCounters {
   Counter fill_ahead_running;  // gauge: fills writing that no request waits on, stored by the worker that changed it
 };
 
+// Appended for the fd budget (config max_open_objects): objects the
+// serving worker closed to stay within it. Worker-written (fetch_add).
+struct BudgetCounters {
+  Counter objects_closed;  // idle objects whose anonymous fd was closed (the kernel reopens them at their next READ)
+};
+
 struct SharedState {
   // Header: written once by the supervisor before any worker attaches.
   std::uint64_t magic;
@@ -157,6 +164,7 @@ struct SharedState {
   SupervisorMetrics supervisor_metrics;  // supervisor-written
   RequestNote oldest_request;            // worker-written (the serving worker's heartbeat)
   FillCounters fill;                     // worker-written (the serving worker's engine)
+  BudgetCounters budget;                 // worker-written (the serving worker's front end)
 };
 
 enum class WorkerState : std::uint64_t { STARTING = 0, RUNNING = 1, UPGRADING = 2, PARKED = 3, STOPPED = 4 };

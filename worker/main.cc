@@ -1,8 +1,11 @@
 // ondemand-worker: serves cachefiles on-demand requests. Started by
 // ondemand-supervisor, which hands it /dev/cachefiles over fd 3.
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -60,6 +63,16 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : static_cast<int>(ExitCode::USAGE);
   }
   if (!ondemand::init_logging("worker").empty()) return static_cast<int>(ExitCode::USAGE);
+  // Each open object holds two fds (its anonymous fd and its blob's): take
+  // the whole hard limit for them (a shell's soft limit is often 1024; the
+  // systemd unit sets LimitNOFILE), before the sandbox. Past it, OPENs are
+  // refused (EMFILE) unless max_open_objects keeps the worker below it.
+  if (rlimit lim{}; ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    const auto soft = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0)
+      spdlog::warn("cannot raise the open-file limit from {}: {}", soft, std::strerror(errno));
+  }
   try {
     auto config = ondemand::load_config(config_path);
     if (config.frontend == ondemand::Frontend::FANOTIFY) {

@@ -113,7 +113,9 @@ proto::ExitCode Worker::run() {
                         .fill_window_min = config_.fill_window_min ? config_.fill_window_min
                                                                    : config_.fill_window,
                         .prefetch = config_.prefetch,
-                        .request_deadline = request_deadline_for(config_.request_timeout_ms)},
+                        .request_deadline = request_deadline_for(config_.request_timeout_ms),
+                        .max_open_objects = config_.max_open_objects,
+                        .budget_counters = &state_->budget},
       state_->counters, state_->worker_metrics, device_.get());
   frontend_->on_request_done([this] { on_request_done(); });
   cull_commands_ = std::make_unique<DeviceCullCommands>(device_->fd(), config_.tag);

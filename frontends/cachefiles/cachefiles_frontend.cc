@@ -2,8 +2,10 @@
 
 #include <array>
 #include <cerrno>
+#include <iterator>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -98,8 +100,11 @@ CachefilesFrontend::CachefilesFrontend(asio::io_context& loop, Engine& engine, R
       counters_(counters),
       metrics_(metrics),
       device_(device),
-      restore_timer_(loop) {
+      budget_counters_(options.budget_counters ? *options.budget_counters : own_budget_counters_),
+      restore_timer_(loop),
+      budget_timer_(loop) {
   engine_.on_op_done([this] {
+    enforce_budget();  // an object may have just become idle
     if (on_done_) on_done_();
   });
 }
@@ -196,6 +201,7 @@ void CachefilesFrontend::finish_open(const proto::OpenRequest& request, proto::B
       if (options_.prefetch) engine_.prefetch(object);
     }
   }
+  enforce_budget();
   maybe_restore();
 }
 
@@ -216,7 +222,7 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
   // The request left the kernel just before this: read() returned it.
   const auto received_ns = sys::monotonic_ns();
   counters_.reads.fetch_add(1, std::memory_order_relaxed);
-  auto object = table_.find(request.object_id);
+  auto object = table_.use(request.object_id);
   if (!object) {
     counters_.unknown_object.fetch_add(1, std::memory_order_relaxed);
     const auto fields = request_fields(request.msg_id, request.object_id);
@@ -311,6 +317,43 @@ void CachefilesFrontend::drop(const std::shared_ptr<Object>& object) {
   // until it reached its end. READs of it still waiting get no reply (see
   // finish_read).
   engine_.withdraw(object.get());
+}
+
+// Closes the least recently used idle objects beyond the budget. Idle: the
+// table holds the only reference, so no READ, fill or prefetch can be
+// writing through its fd (they all hold the Object; only this loop thread
+// hands out new references). The most recently used object is never
+// closed: it is usually one just opened, whose READ comes next. Objects in
+// use are skipped and closed once idle: every OPEN and every finished
+// operation calls this, and while the table stays over the budget a timer
+// tries again, so the budget is exceeded only by objects in use.
+void CachefilesFrontend::enforce_budget() {
+  const std::size_t budget = options_.max_open_objects;
+  if (budget == 0 || table_.size() <= budget) return;
+  std::vector<std::uint32_t> idle;
+  const std::size_t excess = table_.size() - budget;
+  const auto& order = table_.by_use();
+  for (auto it = order.begin(); it != order.end() && std::next(it) != order.end(); ++it) {
+    if (idle.size() == excess) break;
+    if (table_.find(*it).use_count() == 2) idle.push_back(*it);  // the table's and find()'s
+  }
+  for (const auto id : idle) {
+    auto object = table_.erase(id);
+    spdlog::debug("object_id={} blob {} closed for the fd budget (max_open_objects={}); the kernel reopens it at "
+                  "its next READ",
+                  id, proto::describe(object->ref), budget);
+    drop(object);
+    budget_counters_.objects_closed.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (table_.size() > budget && !budget_timer_armed_) {
+    budget_timer_armed_ = true;
+    budget_timer_.expires_after(BUDGET_RETRY);
+    budget_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;  // cancelled: the front end may be gone
+      budget_timer_armed_ = false;
+      enforce_budget();
+    });
+  }
 }
 
 void CachefilesFrontend::handle_close(const proto::CloseRequest& request) {

@@ -18,6 +18,13 @@
 //            READs still waiting get no reply (the kernel failed them when
 //            it sent the CLOSE), and its fd closes when the last fill using
 //            it has stopped.
+// With an fd budget (`max_open_objects`), the least recently used objects
+// beyond it that nothing is using (no READ, fill or prefetch holds them)
+// are dropped and their anonymous fd (and the blob's) closed. That is the
+// kernel's own "daemon closed the fd" path: the object becomes CLOSED
+// (cachefiles_ondemand_fd_release), and its next READ makes the kernel send
+// a fresh OPEN first (cachefiles_ondemand_select_req: CLOSE -> REOPENING),
+// so readers see no error, only one more round trip.
 // With `prefetch`, an opened blob is also written whole into its cache file
 // in the background (the engine's prefetch queue).
 //
@@ -69,6 +76,11 @@ struct CachefilesOptions {
   // no deadline. A whole-blob fill's deadline moves on with every chunk
   // that lands: it fails only when it stalls this long.
   std::chrono::milliseconds request_deadline{0};
+  // The fd budget: at most this many objects held open (0: no limit).
+  std::uint32_t max_open_objects = 0;
+  // Where objects closed for the budget are counted (shared memory); null:
+  // a counter of the front end's own.
+  proto::BudgetCounters* budget_counters = nullptr;
 };
 
 // The request deadline the worker derives from `request_timeout_ms` (the
@@ -120,6 +132,7 @@ class CachefilesFrontend final : public Frontend, public RequestSink {
                    std::uint64_t received_ns);
   int reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value);  // 0 or the errno
   void drop(const std::shared_ptr<Object>& object);
+  void enforce_budget();
   void request_restore();
   void maybe_restore();
   Deadline deadline_from_now() const;
@@ -132,11 +145,16 @@ class CachefilesFrontend final : public Frontend, public RequestSink {
   proto::WorkerMetrics& metrics_;
   CachefilesDevice* device_;
   ObjectTable table_;
+  proto::BudgetCounters own_budget_counters_{};
+  proto::BudgetCounters& budget_counters_;
   std::uint32_t opens_pending_ = 0;
   bool restore_wanted_ = false;
   bool restore_timer_armed_ = false;
   std::chrono::steady_clock::time_point last_restore_{};
   boost::asio::steady_timer restore_timer_;
+  static constexpr std::chrono::milliseconds BUDGET_RETRY{50};
+  bool budget_timer_armed_ = false;
+  boost::asio::steady_timer budget_timer_;
   std::function<void()> on_done_;
 };
 

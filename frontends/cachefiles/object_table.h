@@ -1,14 +1,20 @@
-// Objects the kernel has opened with us: object id -> anonymous fd + blob.
+// Objects the kernel has opened with us: object id -> anonymous fd + blob,
+// in order of last use.
 //
 // Entries are shared: a READ in flight holds its Object, so a CLOSE that
 // erases the entry closes the anonymous fd only once the last in-flight READ
 // on it has finished (the fd's release is what tells the kernel the object is
 // closed). Owned by the event loop thread; pool threads only see Objects
 // they were handed.
+//
+// The order of use serves the fd budget (`max_open_objects`): the front end
+// closes the least recently used idle objects beyond it (cachefiles_frontend.cc,
+// enforce_budget).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -33,16 +39,26 @@ class ObjectTable {
  public:
   // Returns the entry it replaced, if any (a duplicate OPEN for a live id
   // means our table is stale; the old entry is dropped, logged by caller).
+  // The new entry is the most recently used.
   std::shared_ptr<Object> insert(std::shared_ptr<Object> object);
   std::shared_ptr<Object> find(std::uint32_t object_id) const;
+  // find(), and the entry becomes the most recently used.
+  std::shared_ptr<Object> use(std::uint32_t object_id);
   std::shared_ptr<Object> erase(std::uint32_t object_id);
   std::size_t size() const { return objects_.size(); }
   template <typename F> void for_each(F&& f) const {
-    for (const auto& [id, obj] : objects_) f(obj);
+    for (const auto& [id, entry] : objects_) f(entry.object);
   }
+  // Object ids from the least recently used on.
+  const std::list<std::uint32_t>& by_use() const { return order_; }
 
  private:
-  std::unordered_map<std::uint32_t, std::shared_ptr<Object>> objects_;
+  struct Entry {
+    std::shared_ptr<Object> object;
+    std::list<std::uint32_t>::iterator position;  // in order_
+  };
+  std::unordered_map<std::uint32_t, Entry> objects_;
+  std::list<std::uint32_t> order_;  // least recently used first
 };
 
 }  // namespace ondemand::worker

@@ -81,6 +81,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   doc["io_threads"] = 3;
   doc["fill_window"] = 8192;
   doc["prefetch"] = true;
+  doc["max_open_objects"] = 250;
   doc["watchdog_timeout_ms"] = 0;
   doc["request_timeout_ms"] = 1234;
   doc["serve_timeout_ms"] = 0;
@@ -97,6 +98,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   CHECK(c.io_threads == 3);
   CHECK(c.fill_window == 8192);
   CHECK(c.prefetch);
+  CHECK(c.max_open_objects == 250);
   CHECK(c.watchdog_timeout_ms == 0);
   CHECK(c.request_timeout_ms == 1234);
   CHECK(c.serve_timeout_ms == 0);
@@ -146,6 +148,9 @@ TEST_CASE("parse_config names the key whose value has the wrong type or range", 
       {"fill_window", std::uint64_t{1} << 40, "absurdly large"},
       {"fill_window_min", 6000, "not a multiple of 4096"},
       {"fill_window_min", 8u << 20, "above fill_window (4 MiB by default)"},
+      {"max_open_objects", -1, "negative count"},
+      {"max_open_objects", 2'000'000, "above the maximum"},
+      {"max_open_objects", "200", "string for a number"},
       {"prefetch", "yes", "string for a bool"},
       {"prefetch", 1, "number for a bool"},
       {"tag", 5, "number for a string"},
@@ -262,6 +267,18 @@ TEST_CASE("parse_config reports an out-of-range number as a config error, not a 
     INFO("input: " << text);
     CHECK_THAT(error_for_text(text), Catch::Contains("not valid JSON"));
   }
+}
+
+TEST_CASE("max_open_objects: off by default, cachefiles only, refused rather than ignored with fanotify",
+          "[common][config]") {
+  auto doc = minimal();
+  CHECK(parse_config(doc.dump()).max_open_objects == 0);
+  doc["max_open_objects"] = 1;
+  CHECK(parse_config(doc.dump()).max_open_objects == 1);
+  doc["frontend"] = "fanotify";
+  CHECK_THAT(error_for(doc), Catch::Contains(quoted("max_open_objects")) && Catch::Contains("cachefiles front end"));
+  doc["max_open_objects"] = 0;
+  CHECK(parse_config(doc.dump()).max_open_objects == 0);
 }
 
 TEST_CASE("parse_config refuses a watchdog that would fire between two heartbeats", "[common][config]") {

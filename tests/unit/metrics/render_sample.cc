@@ -28,6 +28,7 @@ int main() {
   fill(w.cache_write_errors);
   fill(w.invalid_blob_ids);
   fill(w.open_objects);
+  fill(s->budget.objects_closed);
   auto& sv = s->supervisor_metrics;
   for (auto& r : sv.restarts) fill(r);
   for (std::uint64_t ns = 50'000; ns < 100'000'000'000; ns = ns * 3 + 7) {

@@ -122,6 +122,7 @@ struct Options {
   bool prefetch = false;
   std::chrono::milliseconds restore_spacing{200};
   std::chrono::milliseconds request_deadline{0};
+  std::uint32_t max_open_objects = 0;
 };
 
 struct Harness {
@@ -130,6 +131,7 @@ struct Harness {
   FakeReplies replies{std::this_thread::get_id()};
   proto::WorkerCounters counters{};
   proto::WorkerMetrics metrics{};
+  proto::BudgetCounters budget{};
   std::unique_ptr<Engine> core;
   std::unique_ptr<CachefilesFrontend> frontend;
   int done_callbacks = 0;
@@ -150,7 +152,9 @@ struct Harness {
                                                                      : options.fill_window,
                           .prefetch = options.prefetch,
                           .restore_spacing = options.restore_spacing,
-                          .request_deadline = options.request_deadline},
+                          .request_deadline = options.request_deadline,
+                          .max_open_objects = options.max_open_objects,
+                          .budget_counters = &budget},
         counters, metrics);
     frontend->on_request_done([this] { ++done_callbacks; });
   }
@@ -1030,6 +1034,110 @@ TEST_CASE("Cachefiles: CLOSE closes the fd at once when nothing is in flight, an
   h.read(5, 60, 0, 4096);
   REQUIRE(h.run_until([&] { return h.replies.restores() == 1; }));
   CHECK(h.replies.completes().empty());
+}
+
+// ---------------------------------------------------------------- fd budget
+
+namespace {
+// Objects 1.. of a budgeted front end, each on its own blob and memfd.
+struct BudgetFixture {
+  FakeBackend backend;
+  std::unique_ptr<Harness> h;
+  std::map<std::uint32_t, std::unique_ptr<AnonMemfd>> anon;
+  std::uint32_t next_msg = 1;
+
+  explicit BudgetFixture(std::uint32_t budget) {
+    for (int i = 1; i <= 8; ++i)
+      backend.blobs["b" + std::to_string(i)] = std::make_shared<FakeBlob>(test::pattern_bytes(8192, i));
+    auto options = Harness::fast_options();
+    options.max_open_objects = budget;
+    h = std::make_unique<Harness>(backend, options);
+  }
+  void open(std::uint32_t id) {
+    // Its own name: a closed fd's number is reused, and the name tells them apart.
+    const auto name = "budget-" + std::to_string(id);
+    anon[id] = std::make_unique<AnonMemfd>(name.c_str());
+    const auto copens = h->replies.copens().size();
+    h->open(next_msg++, id, std::move(anon[id]->engine_end), "b" + std::to_string(id));
+    REQUIRE(h->run_until([&] { return h->replies.copens().size() == copens + 1; }));
+  }
+  void read(std::uint32_t id) {
+    const auto completes = h->replies.completes().size();
+    h->read(next_msg++, id, 0, 4096);
+    REQUIRE(h->run_until([&] { return h->replies.completes().size() == completes + 1 && h->idle(); }));
+  }
+  // Which of the objects opened so far still have their fd open.
+  std::vector<std::uint32_t> open_fds() const {
+    std::vector<std::uint32_t> out;
+    for (const auto& [id, a] : anon)
+      if (a->engine_end_open()) out.push_back(id);
+    return out;
+  }
+};
+}  // namespace
+
+TEST_CASE("Cachefiles: the fd budget closes the least recently used objects, a READ counting as a use",
+          "[worker][cachefiles][budget]") {
+  BudgetFixture f(2);
+  auto& h = *f.h;
+  f.open(1);
+  f.open(2);
+  CHECK(f.open_fds() == std::vector<std::uint32_t>{1, 2});
+  f.open(3);
+  h.settle();
+  CHECK(f.open_fds() == std::vector<std::uint32_t>{2, 3});  // 1 was least recently used
+  CHECK(h.frontend->objects() == 2);
+  CHECK(h.budget.objects_closed.load() == 1);
+
+  f.read(2);  // 2 is now more recent than 3
+  f.open(4);
+  h.settle();
+  CHECK(f.open_fds() == std::vector<std::uint32_t>{2, 4});
+  CHECK(h.budget.objects_closed.load() == 2);
+
+  // A READ of a closed object comes back only after the kernel reopened it
+  // under a new id; the old id is unknown, as after a CLOSE.
+  h.read(f.next_msg++, 1, 0, 4096);
+  REQUIRE(h.run_until([&] { return h.replies.restores() == 1; }));
+  // Every OPEN got exactly one copen with its size; nothing else was replied.
+  for (const auto& [msg, value] : h.replies.copens()) CHECK(value == 8192);
+  CHECK(h.replies.copens().size() == 4);
+  CHECK(h.replies.completes().size() == 1);
+}
+
+TEST_CASE("Cachefiles: the fd budget never closes an object in use; it closes it once idle, without a request",
+          "[worker][cachefiles][budget]") {
+  BudgetFixture f(1);
+  auto& h = *f.h;
+  auto blob = f.backend.blobs["b1"];
+  blob->gate = std::make_shared<Gate>();
+  h.gates.push_back(blob->gate);
+  f.open(1);
+  h.read(f.next_msg++, 1, 0, 4096);  // held in the backend
+  REQUIRE(h.run_until([&] { return blob->gate->waiting() == 1; }));
+  f.open(2);  // 1 is least recently used but busy, 2 the newest: both stay
+  h.settle(100ms);
+  CHECK(f.open_fds() == std::vector<std::uint32_t>{1, 2});
+  CHECK(h.frontend->objects() == 2);
+  CHECK(h.budget.objects_closed.load() == 0);
+
+  blob->gate->open();
+  // The READ is answered through the fd, then the fd closes, though no
+  // other request comes.
+  REQUIRE(h.run_until([&] { return f.open_fds() == std::vector<std::uint32_t>{2}; }));
+  CHECK(h.replies.completes().size() == 1);
+  CHECK(pread_all(f.anon[1]->ours.get(), 0, 4096) == blob->content().substr(0, 4096));
+  CHECK(h.frontend->objects() == 1);
+  CHECK(h.budget.objects_closed.load() == 1);
+  CHECK(h.metrics.reads_ok.load() == 1);
+}
+
+TEST_CASE("Cachefiles: without a budget no object is closed", "[worker][cachefiles][budget]") {
+  BudgetFixture f(0);
+  for (std::uint32_t id = 1; id <= 8; ++id) f.open(id);
+  f.h->settle();
+  CHECK(f.open_fds().size() == 8);
+  CHECK(f.h->budget.objects_closed.load() == 0);
 }
 
 // ---------------------------------------------------------------- capacity
