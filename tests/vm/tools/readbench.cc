@@ -32,13 +32,11 @@
 #include <utility>
 #include <vector>
 
+#include "clock.h"
+
 namespace {
 
-double now_s() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
+using vt::now_s;
 
 int usage(int status) {
   std::fprintf(status ? stderr : stdout,

@@ -34,15 +34,13 @@
 #include <thread>
 #include <vector>
 
+#include "clock.h"
+
 namespace {
 
 constexpr std::uint64_t PAGE = 4096;
 
-double now_s() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
+using vt::now_s;
 
 int usage(int status) {
   std::fprintf(status ? stderr : stdout,
