@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2002  # cat FILE | xargs on purpose (the note above the first one)
 # Thousands of images on one node (issue 12): SCALE_IMAGES (default 2000)
 # small EROFS images built in the guest, all mounted at once through the
 # daemon, every file of every image read and its SHA-256 checked against its
@@ -74,7 +75,12 @@ done
 
 t0=$(vt_now)
 seq 1 "$N" > "$W/ids"
-(cd "$SRC" && xargs mkdir < "$W/ids") || { vt_fail scale-setup "mkdir of $N source dirs failed"; exit 0; }
+# xargs reads a pipe, never a file, throughout: busybox runs an applet it
+# starts (mkdir, sha256sum) as a fork of itself, whose exit() puts the
+# offset of a seekable stdin it shares back to where its copy of xargs's
+# buffer stood, so xargs reads parts of a file twice: 4000 paths gave 4260
+# sha256sum lines and a path "./94a" spliced from two.
+(cd "$SRC" && cat "$W/ids" | xargs mkdir) || { vt_fail scale-setup "mkdir of $N source dirs failed"; exit 0; }
 # 64-byte lines; sizes: a 1-2 KiB, b 4 KiB, c 4.5-8 KiB (by image number).
 awk -v n="$N" -v src="$SRC" 'BEGIN {
     chars = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
@@ -117,7 +123,11 @@ fi
 # The expected hashes, from the sources (sha256sum lines "HASH  ./I/F").
 (cd "$SRC" && find . -type f | sort) > "$W/files"
 grep -v '/c$' "$W/files" > "$W/files.ab"
-(cd "$SRC" && xargs sha256sum < "$W/files") > "$W/src.sums"
+(cd "$SRC" && cat "$W/files" | xargs sha256sum) > "$W/src.sums"
+if [ "$(wc -l < "$W/src.sums")" -ne "$(wc -l < "$W/files")" ]; then
+    vt_fail scale-setup "$(wc -l < "$W/src.sums") hashes of $(wc -l < "$W/files") source files"
+    exit 0
+fi
 nfiles=$(wc -l < "$W/files")
 src_kib=$(du -sk "$SRC" | cut -f1)
 blob_kib=$(du -sk "$VT_BLOB_DIR" | cut -f1)
@@ -191,7 +201,7 @@ vt_info "scale-before: worker pid $w RSS ${rss0} KiB, $fds0 fds ($(fd_detail "$w
 # ---- mount all ---------------------------------------------------------------
 
 awk -v mnt="$MNT" '{ print mnt "/" $1 }' "$W/ids" > "$W/targets"
-xargs mkdir -p < "$W/targets"
+cat "$W/targets" | xargs mkdir -p
 awk -v mnt="$MNT" -v dom="${DOMAIN:+,domain_id=$DOMAIN}" '{ print "none erofs " mnt "/" $1 " fsid=s" $1 dom }' \
     "$W/ids" > "$W/mounts"
 t0=$(vt_now)
@@ -225,7 +235,7 @@ verify_pass() {
     _rf0=$(vt_counter read_failed)
     _r0=$(vt_counter reads)
     _o0=$(vt_counter opens)
-    (cd "$MNT" && xargs sha256sum < "$2") > "$W/mnt.sums" 2> "$W/read.err"
+    (cd "$MNT" && cat "$2" | xargs sha256sum) > "$W/mnt.sums" 2> "$W/read.err"
     _rc=$?
     _took=$(vt_elapsed "$_t0")
     _rf=$(( $(vt_counter read_failed) - _rf0 ))
@@ -238,11 +248,12 @@ verify_pass() {
                 END { for (p in hash) if (got[p] != hash[p]) { n++; if (!first || p < first) first = p }
                       printf "%d %s\n", n + 0, first }' "$2" "$W/src.sums" "$W/mnt.sums")
     _nbad=${_bad%% *}
-    if [ "$_rc" -eq 0 ] && [ ! -s "$W/read.err" ] && [ "$_nbad" -eq 0 ] && [ "$_rf" -eq 0 ]; then
+    _nout=$(wc -l < "$W/mnt.sums")
+    if [ "$_rc" -eq 0 ] && [ ! -s "$W/read.err" ] && [ "$_nbad" -eq 0 ] && [ "$_rf" -eq 0 ] && [ "$_nout" -eq "$_n" ]; then
         vt_pass "$1" "$_n files of $mounted images verified in ${_took}s: $PASS_READS READs, $PASS_OPENS OPENs"
         return 0
     fi
-    vt_fail "$1" "status $_rc, $_nbad of $_n files wrong or missing (first: ${_bad#* }), read_failed +$_rf; first read error: $(head -n 1 "$W/read.err")"
+    vt_fail "$1" "status $_rc, $_nbad of $_n files wrong or missing (first: ${_bad#* }), $_nout hashes for $_n files, read_failed +$_rf; first read error: $(head -n 1 "$W/read.err")"
     return 1
 }
 
