@@ -20,8 +20,9 @@
 # umounts than before the mounts.
 #
 # Images: each has three files of distinct content (a 1-2 KiB, b 4 KiB and
-# c 4.5-8 KiB, so that b and c have whole blocks of their own, of text naming the image, file and line), written by one awk for all
-# images, then one mkfs.erofs per image (SCALE_MKFS_JOBS lanes, default 2 =
+# c 4.5-8 KiB, so that b and c have whole blocks of their own; text naming
+# the image, file and line), written by one awk for all images, then one
+# mkfs.erofs per image (SCALE_MKFS_JOBS lanes, default 2 =
 # the VM's CPUs; mkfs.erofs 1.5 makes one image per run). Each image is its
 # own blob, mounted with its own fsid in one shared domain:
 #   -o fsid=sI,domain_id=scale        (SCALE_DOMAIN, default "scale")
@@ -46,7 +47,8 @@
 # The worker's fd limit: no systemd here, so the scenario raises
 # RLIMIT_NOFILE to 65536 for the supervisor and worker, as the unit does
 # (deploy/systemd: LimitNOFILE=65536); the kernel's default of 1024 would
-# stop an unbudgeted worker at about 1000 objects.
+# stop an unbudgeted worker at about 500 objects (two fds each: the
+# anonymous fd and the blob).
 #   run-vm.sh --scenario scale.sh --mem 2048 --cache-mb 512 \
 #     --add /usr/bin/mkfs.erofs --add BUILD/tests/vm/tools/vt-mounts \
 #     --add BUILD/tests/vm/tools/vt-counters [--env SCALE_IMAGES=N] [--env SCALE_BUDGET=B]
