@@ -339,6 +339,8 @@ vt_check_replies
 if [ "$(vt_counter read_failed)" != 0 ] || [ "$(vt_counter open_refused)" != 0 ]; then
     vt_fail scale-counters "read_failed=$(vt_counter read_failed) open_refused=$(vt_counter open_refused)"
 fi
+vt_info "scale-counters: $(vt-counters --tag "$VT_TAG" opens opens_ok reads read_failed closes unknown_object restores_repair open_refused |
+    paste -s -d' ' | awk '{ printf "opens=%s opens_ok=%s reads=%s read_failed=%s closes=%s unknown_object=%s restores_repair=%s open_refused=%s", $1, $2, $3, $4, $5, $6, $7, $8 }')"
 vt_stop_supervisor
 vt_info "scale-time: ${t_scenario:+$(vt_elapsed "$t_scenario")}s in all: sources ${t_gen}s, mkfs ${t_mkfs}s, mounts ${t_mount}s, umounts ${t_umount}s (+CLOSEs ${t_close}s) ($opens_total OPENs in all)"
 exit 0
