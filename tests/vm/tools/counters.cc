@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
         {"reads_joined", s.fill.reads_joined.load()},
         {"fill_ahead_stopped", s.fill.fill_ahead_stopped.load()},
         {"fill_ahead_running", s.fill.fill_ahead_running.load()},
+        // The metrics' copen count and the object table gauge (set at
+        // every heartbeat), for the scale scenario.
+        {"opens_ok", s.worker_metrics.opens_ok.load()},
+        {"open_objects", s.worker_metrics.open_objects.load()},
     };
     // READ_COMPLETEs timed from the READ's read() (the histogram's
     // observations and their sum), for the bench's mean READ latency.
