@@ -31,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/fake_backend.h"
+
 namespace ondemand::test {
 
 // The kernel's view of one reply: did the reader get its bytes, and if not,
@@ -55,6 +57,21 @@ struct BlobSpec {
   // (a backend that honours deadlines, held up).
   bool hangs = false;
 };
+
+// The blob `spec` describes, holding `content`; null when it does not
+// exist. A hanging blob waits on `gate` until its read's deadline.
+inline std::shared_ptr<FakeBlob> make_blob(const BlobSpec& spec, const std::string& content,
+                                           const std::shared_ptr<Gate>& gate) {
+  if (!spec.exists) return nullptr;
+  auto blob = std::make_shared<FakeBlob>(content);
+  blob->err = spec.fail_errno;
+  blob->fail_from = spec.fail_from;
+  if (spec.hangs) {
+    blob->gate = gate;
+    blob->gate_honours_deadline = true;
+  }
+  return blob;
+}
 
 struct RigOptions {
   std::uint64_t window = 64 * 1024;  // the front end's fill window

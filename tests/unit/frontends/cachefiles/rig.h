@@ -47,16 +47,8 @@ class CachefilesRig {
  public:
   static constexpr const char* NAME = "cachefiles";
   CachefilesRig(BlobSpec spec, RigOptions options) : content_(pattern_bytes(spec.size, 7)) {
-    if (spec.exists) {
-      blob_ = std::make_shared<FakeBlob>(content_);
-      blob_->err = spec.fail_errno;
-      blob_->fail_from = spec.fail_from;
-      if (spec.hangs) {
-        blob_->gate = gate_;
-        blob_->gate_honours_deadline = true;
-      }
-      backend_.blobs[BLOB_ID] = blob_;
-    }
+    blob_ = make_blob(spec, content_, gate_);
+    if (blob_) backend_.blobs[BLOB_ID] = blob_;
     engine_ = std::make_unique<worker::Engine>(
         loop_, backend_, worker::EngineOptions{.io_threads = options.io_threads, .prefetch_window = options.window},
         counters_, metrics_);

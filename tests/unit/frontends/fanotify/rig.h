@@ -54,16 +54,8 @@ class FanotifyRig {
  public:
   static constexpr const char* NAME = "fanotify";
   FanotifyRig(BlobSpec spec, RigOptions options) : content_(pattern_bytes(spec.size, 7)) {
-    if (spec.exists) {
-      blob_ = std::make_shared<FakeBlob>(content_);
-      blob_->err = spec.fail_errno;
-      blob_->fail_from = spec.fail_from;
-      if (spec.hangs) {
-        blob_->gate = gate_;
-        blob_->gate_honours_deadline = true;
-      }
-      backend_.blobs[BLOB_ID] = blob_;
-    }
+    blob_ = make_blob(spec, content_, gate_);
+    if (blob_) backend_.blobs[BLOB_ID] = blob_;
     cache_path_ = (dir_.path() / "cache").string();
     files_.add(fanotify::open_cache_file(0, cache_path_, spec.size));
     record_.emplace(fanotify::PendingRecord::create((dir_.path() / "record").string()));
