@@ -53,7 +53,11 @@
 # VM run; its MB/s are the file's bytes over the write's seconds, so they
 # compare with the readers'; "ratio" is that over direct, "daemon_of_limit"
 # the daemon's seq MB/s over it; "one_writer_*" the same written by one
-# thread, what a single fill stream could reach), the same per
+# thread, what a single fill stream could reach), the kernel's own read
+# path (warm: per case, seq and small, the image mounted again once the
+# daemon round filled its cache files, read cold from them, so the daemon
+# is asked nothing but the OPEN: no daemon's cold reads can beat it;
+# "daemon_of_warm" is the daemon's MB/s over it), the same per
 # configuration, the mean READ latency of the daemon rounds (read_latency_ms:
 # a READ's read() off the device to its READ_COMPLETE, the worker's
 # histogram), every raw measurement, the configurations, the copy-cost
@@ -195,6 +199,14 @@ for c in configs:
                                 if all(r.get("read_latency_count") for r in d_rows) else None),
             "bytes_written_per_byte": round(statistics.median(r["bytes_written"] for r in d_rows) / d_rows[0]["bytes"], 3),
         }
+        warm_rows = [r for r in rows if r["mode"] == "warm"]
+        if warm_rows:
+            warm = [r["mb_per_s"] for r in warm_rows]
+            per[case + "_warm"] = {
+                "warm_mb_s": med(warm), "ratio": round(med(warm) / med(direct), 3),
+                "daemon_of_warm": round(med(daemon) / med(warm), 3),
+                "reads": max(r["reads"] for r in warm_rows),
+            }
         lim_rows = [r for r in rows if r["mode"] == "limit"]
         if lim_rows:
             # The blob's write time, as the read throughput it would allow
@@ -239,6 +251,12 @@ for label, per in summary.items():
                 print(f"{label:<10} {case:<6} the same with 1 writer: {p['one_writer_mb_s']} MB/s = "
                       f"{p['one_writer_ratio']}x direct; daemon at {p['daemon_of_one_writer']} of it")
 for label, per in summary.items():
+    for case in CASES:
+        if case + "_warm" in per:
+            p = per[case + "_warm"]
+            print(f"{label:<10} {case:<6} warm (the cache files full, read again cold: the kernel's path alone): "
+                  f"{p['warm_mb_s']} MB/s = {p['ratio']}x direct, {p['reads']} READs; daemon at {p['daemon_of_warm']} of it")
+for label, per in summary.items():
     amp = [f"{c} {per[c]['bytes_written_per_byte']}" for c in CASES if c in per]
     amp += [f"{c} (registry) {per[c + '_registry']['bytes_written_per_byte']}" for c in CASES if c + "_registry" in per]
     print(f"{label:<10} amplification (bytes fetched per byte read): " + ", ".join(amp))
@@ -253,6 +271,7 @@ out = {
     "seq_ratio": summary[first].get("seq", {}).get("ratio"),
     "small_ratio": summary[first].get("small", {}).get("ratio"),
     "seq_limit": summary[first].get("seq_limit"),
+    "warm": {c: summary[first].get(c + "_warm") for c in ("seq", "small")},
     "registry_ratio": {c: summary[first].get(c + "_registry", {}).get("registry_ratio") for c in ("seq", "small")},
     "amplification": {c: {"daemon": summary[first].get(c, {}).get("bytes_written_per_byte"),
                           "registry": summary[first].get(c + "_registry", {}).get("bytes_written_per_byte")}

@@ -41,8 +41,11 @@
 # configuration's io_threads, in fill_window pieces of 1 MiB pwrites (the
 # engine's pattern); its "bytes" are the blob's. The same with one writer
 # ("limit1" mode): what a single fill stream could reach.
+# The kernel's own read path ("warm" mode, seq and small, every daemon
+# round): the same fsid mounted again once the daemon round has filled its
+# cache files, read cold from them (run_warm below).
 # Output, one line per measurement:
-#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"registry"|"limit",
+#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"warm"|"registry"|"limit",
 #                 "config":LABEL,"rep":N,"bytes":..,"seconds":..,"mb_per_s":..
 #                 [,"reads":..,"bytes_written":..,"opens":..
 #                  [,"read_latency_count":..,"read_latency_sum_ns":..]
@@ -129,9 +132,29 @@ run_daemon() { # CASE CONFIG REP
         echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"daemon\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 )),\"bytes_written\":$(( $(vt_counter bytes_written) - $5 )),\"opens\":$(( $(vt_counter opens) - $6 )),\"read_latency_count\":$(( $(vt_counter read_latency_count) - $7 )),\"read_latency_sum_ns\":$(( $(vt_counter read_latency_sum_ns) - $8 ))}"
     fi
     umount /mnt/bench-daemon
+    [ "$1" = rand ] || run_warm "$@"
     rm -f "$VT_BLOB_DIR/$fsid"
     # The volume is relinquished at umount; its cache files can go.
     rm -rf "$VT_CACHE_DIR/cache/Ierofs,$fsid"
+}
+
+# The kernel's own path ("warm" mode): the daemon round's cache files are
+# complete, so the same fsid mounted again, cold page cache, reads every byte
+# from the cache file through fscache and asks the daemon nothing but the
+# OPEN. No daemon can read faster than this; what the daemon round took
+# beyond it is the fill. "reads" counts the READs it still sent (0 when the
+# cache is whole).
+run_warm() { # CASE CONFIG REP
+    drop_caches
+    set -- "$1" "$2" "$3" "$(vt_counter reads)"
+    if ! err=$(vt_mount_fscache "$fsid" /mnt/bench-daemon 2>&1); then
+        vt_fail bench-warm "mount -o fsid=$fsid (again) failed: $err"
+        return 1
+    fi
+    if r=$(readbench "$1" /mnt/bench-daemon); then
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"warm\",\"config\":\"$2\",\"rep\":$3,${r#\{},\"reads\":$(( $(vt_counter reads) - $4 ))}"
+    fi
+    umount /mnt/bench-daemon
 }
 
 run_limit() { # CASE CONFIG REP WRITERS WINDOW
