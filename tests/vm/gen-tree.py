@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deterministic generator of test file trees for the VM tests.
 
-Usage: gen-tree.py OUTDIR --profile {basic,small,bench-seq,bench-small} [--seed N]
+Usage: gen-tree.py OUTDIR --profile {basic,small,compressible,bench-seq,bench-small,bench-lz4} [--seed N]
 
 Writes the tree to OUTDIR and its manifest to OUTDIR.manifest. The same
 profile and seed give byte-identical trees and manifests on any machine and
@@ -23,6 +23,13 @@ Profiles:
                sequential-read benchmark (tests/bench).
   bench-small  2,000 random files of 30-34 KiB (~62.5 MiB) in 20
                directories of 100, for the small-file benchmark.
+  bench-lz4    a container root file system to compress: 577 files, ~383
+               MiB (seed 1: 401,156,901 bytes), mostly binary-like data
+               that lz4 halves (96 libraries of 1-4 MiB, 240 programs of
+               16-512 KiB), 40 already-compressed (random) files of 1-3
+               MiB, 200 text files and 8 MiB of zeros; under mkfs.erofs
+               -zlz4 a ~257 MiB blob, for the bench's lz4 case and
+               vm_lz4_resume.
 
 Manifest format (one entry per line, sorted bytewise by path, no comments):
   <sha256 hex>  <relpath>          regular file (exactly `sha256sum` output)
