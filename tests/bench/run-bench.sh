@@ -12,6 +12,16 @@
 #   small  2,000 files of 30-34 KiB, ~62.5 MiB, each read whole (bench-small)
 #   rand   2,048 reads of 4 KiB at random offsets of the seq image
 #          (vt-readbench --random): read amplification
+#   lz4    a compressed image (profile bench-lz4, mkfs.erofs -zlz4: 577
+#          files, 383 MiB, mostly binary-like data that compresses about
+#          2:1, in a 257 MiB blob): the MOUNT time through the daemon vs
+#          the same image's direct loop mount, both cold, timed around
+#          mount(2) by vt-mounts. The daemon fills a compressed image whole
+#          at its first READ (a kernel bug hangs readers of a partly filled
+#          one: frontends/cachefiles fill_whole_blob), so that mount is
+#          the whole fill; its MB/s are printed beside the seq case's
+#          single-copy limit. Then every file is read once (after-mount
+#          read MB/s, both modes).
 # Each is measured --reps times, alternating direct (drop_caches + a fresh
 # loop device and mount) and daemon (drop_caches + a fresh fsid: the blob
 # hard-linked under a new name, so fscache has nothing cached) and registry
@@ -46,7 +56,16 @@
 # the readers asked for, mount included, per case and mode, median), registry_ratio
 # (registry MB/s divided by daemon MB/s, per case) and
 # registry_requests_per_mib (HTTP requests the registry served per MiB
-# read, mount included), the physical limit of the seq case (seq_limit:
+# read, mount included), lz4_mount_ratio (the lz4 case's daemon mount
+# time divided by its direct mount time, medians: how many times longer a
+# compressed image takes to mount through the daemon), lz4 (that case in
+# full: blob and tree bytes, direct_mount_ms and daemon_mount_ms,
+# fill_mb_s (the blob's bytes over the daemon mount's seconds),
+# fill_of_limit and fill_of_one_writer (fill_mb_s over the seq limit's and
+# its one writer's MB/s, blob bytes per second both),
+# mount_written_per_blob_byte (what the mount wrote to the cache per blob
+# byte: 1.0 when the whole fill wrote each byte once), and the after-mount
+# read MB/s of both modes), the physical limit of the seq case (seq_limit:
 # the seq blob, held in RAM, written once with O_DIRECT into a file on the
 # cache file system by as many threads as the worker's io_threads, in its
 # fill_window pieces (vt-writebench), measured in every round of the same
@@ -104,7 +123,7 @@ mkdir -p "$out"
 if [[ $build -eq 1 ]]; then
     [[ -e $build_dir/CMakeCache.txt ]] || cmake -S "$root" -B "$build_dir" >&2
     cmake --build "$build_dir" -j"$(nproc)" --target ondemand-supervisor ondemand-worker ondemandctl \
-        vt-readbench vt-counters vt-writebench >&2 || die "build failed (or use --no-build)"
+        vt-readbench vt-counters vt-writebench vt-mounts >&2 || die "build failed (or use --no-build)"
 fi
 tool() {
     # The exact target path: a recursive search could pick a stale copy from
@@ -116,6 +135,7 @@ tool() {
 readbench=$(tool vt-readbench)
 counters=$(tool vt-counters)
 writebench=$(tool vt-writebench)
+mounts=$(tool vt-mounts)
 registry_args=()
 if [[ $registry -eq 1 ]]; then
     for b in /usr/bin/docker-registry /usr/bin/curl /usr/bin/openssl; do
@@ -128,14 +148,16 @@ fi
 n_configs=$(wc -w <<<"$configs")
 # ~15 s per configuration and round pair at today's speeds, generously;
 # the registry mode adds a third read per round.
-timeout_s=$(( 300 + n_configs * reps * (60 + registry * 45) ))
+# The lz4 case: ~60 s more per round (two mounts, one a 257 MiB fill, and
+# two reads of 383 MiB decompressed).
+timeout_s=$(( 300 + n_configs * reps * (120 + registry * 45) ))
 log=$out/console.log
 echo "run-bench: $n_configs configuration(s) x $reps round(s); console log $log" >&2
 t0=$EPOCHREALTIME
 rc=0
 "$root/tests/vm/run-vm.sh" --build-dir "$build_dir" --scenario "$root/tests/vm/scenarios/bench.sh" \
-    --image seq=bench-seq --image small=bench-small \
-    --add "$readbench" --add "$counters" --add "$writebench" "${registry_args[@]}" \
+    --image seq=bench-seq --image small=bench-small --image lz4=bench-lz4:-zlz4 \
+    --add "$readbench" --add "$counters" --add "$writebench" --add "$mounts" "${registry_args[@]}" \
     --mem "$mem" --cache-mb "$cache_mb" --timeout "$timeout_s" --log "$log" \
     --env BENCH_REPS="$reps" --env BENCH_CONFIGS="$configs" >"$out/run-vm.out" 2>"$out/run-vm.err" || rc=$?
 wall=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
@@ -224,6 +246,32 @@ for c in configs:
                 "one_writer_ratio": round(med(one) / med(direct), 3) if one else None,
                 "daemon_of_one_writer": round(med(daemon) / med(one), 3) if one else None,
             }
+    # The lz4 case: mount times, the whole fill's speed against the seq
+    # limit's (both in blob bytes per second), the reads after the mount.
+    md = [r for r in results if r["config"] == label and r["case"] == "lz4" and r["mode"] == "mount-direct"]
+    mm = [r for r in results if r["config"] == label and r["case"] == "lz4" and r["mode"] == "mount-daemon"]
+    if md and mm:
+        blob = mm[0]["blob_bytes"]
+        lim_rows = [r for r in results if r["config"] == label and r["mode"] == "limit"]
+        lim = [r["mb_per_s"] for r in lim_rows]
+        one = [r["mb_per_s"] for r in results if r["config"] == label and r["mode"] == "limit1"] or \
+              (lim if lim_rows and lim_rows[0]["writers"] == 1 else [])
+        fill = med([blob / 1e6 / r["mount_s"] for r in mm if r["mount_s"] > 0])
+        d_ms, m_ms = med([r["mount_s"] * 1e3 for r in md]), med([r["mount_s"] * 1e3 for r in mm])
+        per["lz4"] = {
+            "blob_bytes": blob, "tree_bytes": mm[0]["bytes"],
+            "direct_mount_ms": d_ms, "daemon_mount_ms": m_ms,
+            "mount_ratio": round(m_ms / d_ms, 1) if d_ms else None,
+            "raw_direct_mount_ms": [round(r["mount_s"] * 1e3, 1) for r in md],
+            "raw_daemon_mount_ms": [round(r["mount_s"] * 1e3, 1) for r in mm],
+            "fill_mb_s": fill,
+            "limit_mb_s": med(lim), "one_writer_mb_s": med(one),
+            "fill_of_limit": round(fill / med(lim), 3) if lim and fill else None,
+            "fill_of_one_writer": round(fill / med(one), 3) if one and fill else None,
+            "mount_written_per_blob_byte": round(statistics.median(r["mount_bytes_written"] for r in mm) / blob, 3),
+            "direct_read_mb_s": med([r["mb_per_s"] for r in md]),
+            "daemon_read_mb_s": med([r["mb_per_s"] for r in mm]),
+        }
     summary[label] = per
 
 first = configs[0]["label"]
@@ -256,6 +304,16 @@ for label, per in summary.items():
             p = per[case + "_warm"]
             print(f"{label:<10} {case:<6} warm (the cache files full, read again cold: the kernel's path alone): "
                   f"{p['warm_mb_s']} MB/s = {p['ratio']}x direct, {p['reads']} READs; daemon at {p['daemon_of_warm']} of it")
+    if "lz4" in per:
+        p = per["lz4"]
+        print(f"{label:<10} lz4    mount of a {p['blob_bytes'] / 1048576:.0f} MiB lz4 image ({p['tree_bytes'] / 1048576:.0f} MiB "
+              f"of files): direct {p['direct_mount_ms']} ms, daemon {p['daemon_mount_ms']} ms = {p['mount_ratio']}x "
+              f"the direct mount; the daemon mount wrote {p['mount_written_per_blob_byte']} x the blob")
+        print(f"{label:<10} lz4    whole fill {p['fill_mb_s']} MB/s (blob bytes over the mount's time) = "
+              f"{p['fill_of_limit']} of the seq limit ({p['limit_mb_s']} MB/s), {p['fill_of_one_writer']} of its one "
+              f"writer ({p['one_writer_mb_s']} MB/s)")
+        print(f"{label:<10} lz4    reading every file after the mount: direct {p['direct_read_mb_s']} MB/s, "
+              f"daemon {p['daemon_read_mb_s']} MB/s")
 for label, per in summary.items():
     amp = [f"{c} {per[c]['bytes_written_per_byte']}" for c in CASES if c in per]
     amp += [f"{c} (registry) {per[c + '_registry']['bytes_written_per_byte']}" for c in CASES if c + "_registry" in per]
@@ -272,6 +330,8 @@ out = {
     "small_ratio": summary[first].get("small", {}).get("ratio"),
     "seq_limit": summary[first].get("seq_limit"),
     "warm": {c: summary[first].get(c + "_warm") for c in ("seq", "small")},
+    "lz4_mount_ratio": summary[first].get("lz4", {}).get("mount_ratio"),
+    "lz4": summary[first].get("lz4"),
     "registry_ratio": {c: summary[first].get(c + "_registry", {}).get("registry_ratio") for c in ("seq", "small")},
     "amplification": {c: {"daemon": summary[first].get(c, {}).get("bytes_written_per_byte"),
                           "registry": summary[first].get(c + "_registry", {}).get("bytes_written_per_byte")}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deterministic generator of test file trees for the VM tests.
 
-Usage: gen-tree.py OUTDIR --profile {basic,small,bench-seq,bench-small} [--seed N]
+Usage: gen-tree.py OUTDIR --profile {basic,small,compressible,bench-seq,bench-small,bench-lz4} [--seed N]
 
 Writes the tree to OUTDIR and its manifest to OUTDIR.manifest. The same
 profile and seed give byte-identical trees and manifests on any machine and
@@ -23,6 +23,13 @@ Profiles:
                sequential-read benchmark (tests/bench).
   bench-small  2,000 random files of 30-34 KiB (~62.5 MiB) in 20
                directories of 100, for the small-file benchmark.
+  bench-lz4    a container root file system to compress: 577 files, ~383
+               MiB (seed 1: 401,156,901 bytes), mostly binary-like data
+               that lz4 halves (96 libraries of 1-4 MiB, 240 programs of
+               16-512 KiB), 40 already-compressed (random) files of 1-3
+               MiB, 200 text files and 8 MiB of zeros; under mkfs.erofs
+               -zlz4 a ~257 MiB blob, for the bench's lz4 case and
+               vm_lz4_resume.
 
 Manifest format (one entry per line, sorted bytewise by path, no comments):
   <sha256 hex>  <relpath>          regular file (exactly `sha256sum` output)
@@ -107,6 +114,20 @@ def zero_bytes(seed, relpath, size):
     return bytes(size)
 
 
+def binary_bytes(seed, relpath, size):
+    """Compresses about 2:1 under lz4, like executables and libraries: runs
+    of 64 random bytes, each followed by 64 bytes that repeat an earlier
+    stretch of the file (lz4 finds the match). Fast: no per-byte Python."""
+    noise = random_bytes(seed, relpath, size // 2 + 64)
+    out = bytearray()
+    for i in range(0, size, 128):
+        j = i // 2
+        out += noise[j:j + 64]
+        back = (j // 7) & ~63
+        out += noise[back:back + 64]
+    return bytes(out[:size])
+
+
 def mixed_bytes(seed, relpath, size):
     """48 KiB of text, 48 KiB of random bytes, and so on."""
     text = text_bytes(seed, relpath, size)
@@ -117,7 +138,7 @@ def mixed_bytes(seed, relpath, size):
 
 
 DATA_KINDS = {"random": random_bytes, "text": text_bytes, "zeros": zero_bytes,
-              "mixed": mixed_bytes}
+              "mixed": mixed_bytes, "binary": binary_bytes}
 
 
 class Tree:
@@ -247,6 +268,21 @@ def profile_bench_seq(tree):
     tree.add_file("seq/big-256m.bin", 256 * MiB)
 
 
+def profile_bench_lz4(tree):
+    """A container root file system to compress: mostly binary-like files
+    (about 2:1), already-compressed ones (random), some text and zeros."""
+    rng = Rng(tree.seed, "bench-lz4")
+    for i in range(96):
+        tree.add_file(f"usr/lib/lib{i:03d}.so", rng.between(1 * MiB, 4 * MiB), kind="binary")
+    for i in range(240):
+        tree.add_file(f"usr/bin/b{i:03d}", rng.between(16 * KiB, 512 * KiB), kind="binary", mode=0o755)
+    for i in range(40):
+        tree.add_file(f"usr/share/data/a{i:02d}.gz", rng.between(1 * MiB, 3 * MiB))
+    for i in range(200):
+        tree.add_file(f"usr/share/doc/d{i // 50}/r{i:03d}.txt", rng.between(1 * KiB, 64 * KiB), kind="text")
+    tree.add_file("var/lib/sparse-8m.img", 8 * MiB, kind="zeros")
+
+
 def profile_bench_small(tree):
     rng = Rng(tree.seed, "bench-small")
     for i in range(2000):
@@ -256,7 +292,8 @@ def profile_bench_small(tree):
 
 PROFILES = {"basic": profile_basic, "small": profile_small,
             "compressible": profile_compressible,
-            "bench-seq": profile_bench_seq, "bench-small": profile_bench_small}
+            "bench-seq": profile_bench_seq, "bench-small": profile_bench_small,
+            "bench-lz4": profile_bench_lz4}
 
 
 def prepare_outdir(outdir, manifest):

@@ -23,8 +23,17 @@
 #   rand   the seq image, read by BENCH_RANDOM_READS pread()s of 4 KiB at
 #          random offsets (vt-readbench --random, the same offsets every
 #          round): the workload that shows read amplification
+#   lz4    bench-lz4 tree under mkfs.erofs -zlz4 (~383 MiB of files in a
+#          ~257 MiB blob): the mount time of a compressed image. The
+#          daemon fills a compressed image whole at its first READ (the
+#          superblock's, during mount; frontends/cachefiles fill_whole_blob),
+#          so its mount is the whole fill. Both mounts are timed by
+#          vt-mounts (the mount(2) call alone, RDTSC), cold as above; then
+#          every file is read once ("mode":"mount-direct"|"mount-daemon",
+#          with "mount_s" and the read's own fields; the daemon's adds
+#          "bytes_written" and "blob_bytes")
 # Env (run-vm.sh --env):
-#   BENCH_CASES    default "seq small rand"
+#   BENCH_CASES    default "seq small rand lz4"
 #   BENCH_RANDOM_READS  for rand, default 2048 (8 MiB of 256 MiB)
 #   BENCH_REPS     rounds per case and configuration, default 3
 #   BENCH_CONFIGS  space-separated LABEL[:KEY=VALUE,...] daemon configurations,
@@ -45,15 +54,17 @@
 # round): the same fsid mounted again once the daemon round has filled its
 # cache files, read cold from them (run_warm below).
 # Output, one line per measurement:
-#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"warm"|"registry"|"limit",
-#                 "config":LABEL,"rep":N,"bytes":..,"seconds":..,"mb_per_s":..
+#   BENCH-RESULT {"case":..,"mode":"direct"|"daemon"|"warm"|"registry"|"limit"
+#                 |"mount-direct"|"mount-daemon",
+#                 "config":LABEL,"rep":N,["mount_s":..,]"bytes":..,"seconds":..,"mb_per_s":..
 #                 [,"reads":..,"bytes_written":..,"opens":..
 #                  [,"read_latency_count":..,"read_latency_sum_ns":..]
-#                 [,"http_requests":..]] [,"writers":..,"window":..]}
+#                 [,"http_requests":..]] [,"writers":..,"window":..]
+#                 [,"mount_bytes_written":..,"blob_bytes":..]}
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 . /lib/vmtest.sh
 
-: "${BENCH_CASES:=seq small rand}"
+: "${BENCH_CASES:=seq small rand lz4}"
 : "${BENCH_RANDOM_READS:=2048}"
 
 # The image a case reads, and how vt-readbench reads it.
@@ -63,7 +74,9 @@ case_read_args() { if [ "$1" = rand ]; then echo "--bs 4096 --random $BENCH_RAND
 : "${BENCH_CONFIGS:=default}"
 : "${BENCH_REGISTRY:=0}"
 
-for tool in vt-readbench vt-counters vt-writebench; do
+need_tools="vt-readbench vt-counters vt-writebench"
+case " $BENCH_CASES " in *" lz4 "*) need_tools="$need_tools vt-mounts" ;; esac
+for tool in $need_tools; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         vt_fail bench-setup "$tool is not in the VM (run-vm.sh --add BUILD/tests/vm/tools/$tool)"
         exit 0
@@ -76,7 +89,7 @@ fi
 for c in $BENCH_CASES; do
     img=$(case_image "$c")
     if [ ! -s "$VT_BLOB_DIR/$img" ] || [ ! -s "$VT_MANIFEST_DIR/$img.manifest" ]; then
-        vt_fail bench-setup "image $img missing (run-vm.sh --image $img=bench-$img)"
+        vt_fail bench-setup "image $img missing (run-vm.sh --image $img=bench-$img$([ "$img" = lz4 ] && echo :-zlz4))"
         exit 0
     fi
     # Regular files of the case in manifest order, relative paths.
@@ -157,6 +170,51 @@ run_warm() { # CASE CONFIG REP
     umount /mnt/bench-daemon
 }
 
+# timed_mount SOURCE TARGET OPTIONS: prints the seconds of the mount(2)
+# call (vt-mounts: RDTSC, the VM's CLOCK_MONOTONIC moves in 4 ms steps).
+timed_mount() {
+    echo "$1 erofs $2 $3" > /tmp/bench-mount
+    _m=$(vt-mounts mount /tmp/bench-mount.lat < /tmp/bench-mount 2>&1) || { echo "$_m"; return 1; }
+    awk '{ print $1 / 1e6 }' /tmp/bench-mount.lat
+}
+
+# The lz4 case: mount time first, then every file read once.
+run_mount_direct() { # CASE CONFIG REP
+    drop_caches
+    dev=$(losetup -f) || { vt_fail bench-mount-direct "no free loop device"; return 1; }
+    losetup -r "$dev" "$VT_BLOB_DIR/$1" || { vt_fail bench-mount-direct "losetup $dev $1 failed"; return 1; }
+    if ! secs=$(timed_mount "$dev" /mnt/bench-direct ro); then
+        vt_fail bench-mount-direct "mount $dev failed: $secs"
+        losetup -d "$dev"
+        return 1
+    fi
+    if r=$(readbench "$1" /mnt/bench-direct); then
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"mount-direct\",\"config\":\"$2\",\"rep\":$3,\"mount_s\":$secs,${r#\{}}"
+    fi
+    umount /mnt/bench-direct
+    losetup -d "$dev"
+}
+
+run_mount_daemon() { # CASE CONFIG REP
+    fsid=bench-$1-$2-$3
+    ln "$VT_BLOB_DIR/$1" "$VT_BLOB_DIR/$fsid" || { vt_fail bench-mount-daemon "ln $fsid failed"; return 1; }
+    drop_caches
+    set -- "$1" "$2" "$3" "$(vt_counter bytes_written)" "$(vt_counter reads)"
+    if ! secs=$(timed_mount none /mnt/bench-daemon "fsid=$fsid"); then
+        vt_fail bench-mount-daemon "mount -o fsid=$fsid failed: $secs"
+        rm -f "$VT_BLOB_DIR/$fsid"
+        return 1
+    fi
+    # What the mount alone wrote: the whole blob, if the fill rule holds.
+    written=$(( $(vt_counter bytes_written) - $4 ))
+    if r=$(readbench "$1" /mnt/bench-daemon); then
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"mount-daemon\",\"config\":\"$2\",\"rep\":$3,\"mount_s\":$secs,${r#\{},\"mount_bytes_written\":$written,\"bytes_written\":$(( $(vt_counter bytes_written) - $4 )),\"reads\":$(( $(vt_counter reads) - $5 )),\"blob_bytes\":$(stat -c %s "$VT_BLOB_DIR/$1")}"
+    fi
+    umount /mnt/bench-daemon
+    rm -f "$VT_BLOB_DIR/$fsid"
+    rm -rf "$VT_CACHE_DIR/cache/Ierofs,$fsid"
+}
+
 run_limit() { # CASE CONFIG REP WRITERS WINDOW
     [ "$1" = seq ] || return 0
     limit_write "$1" "$2" "$3" limit "$4" "$5" || return 1
@@ -186,6 +244,7 @@ if [ "$BENCH_REGISTRY" = 1 ]; then
     ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
     if ! err=$(vt_registry_start bench "$REG"); then vt_fail bench-setup "$err"; exit 0; fi
     for c in $BENCH_CASES; do
+        [ "$c" = lz4 ] && continue  # not read through the registry
         c=$(case_image "$c")
         eval "pushed=\${DIGEST_$c:-}"
         [ -z "$pushed" ] || continue  # one push per image
@@ -318,6 +377,12 @@ for spec in $BENCH_CONFIGS; do
     for c in $BENCH_CASES; do
         rep=1
         while [ "$rep" -le "$BENCH_REPS" ]; do
+            if [ "$c" = lz4 ]; then
+                run_mount_direct "$c" "$label" "$rep"
+                run_mount_daemon "$c" "$label" "$rep"
+                rep=$((rep + 1))
+                continue
+            fi
             run_direct "$c" "$label" "$rep"
             run_daemon "$c" "$label" "$rep"
             run_limit "$c" "$label" "$rep" "${io_threads:-4}" "${window:-4194304}"
