@@ -102,6 +102,8 @@ class Worker {
   std::uint64_t generation_ = 0;
   std::uint64_t rdev_ = 0;
   bool reading_ = false;
+  std::uint64_t reading_since_ns_ = 0;  // CLOCK_MONOTONIC of start_reading()
+  bool first_reply_logged_ = false;
   UniqueFd serving_lock_;  // common/serving_lock.h: held from the first read() to exit
   boost::asio::steady_timer serving_lock_retry_{loop_};
   unsigned serving_lock_tries_ = 0;
