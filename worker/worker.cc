@@ -341,6 +341,7 @@ void Worker::on_channel_message(const proto::Message& m, std::vector<UniqueFd> f
     return start_reading(/*restore=*/true);
   }
   if (std::holds_alternative<msg::Resume>(m)) {
+    if (greeting_) return call_off_handover("the supervisor called the upgrade off");
     if (!handing_over_) return;
     spdlog::info("upgrade called off: reading the device again");
     handing_over_ = false;

@@ -93,7 +93,7 @@ p99_outside=${outside#* }
 p99_run=$(echo "$normal" | grep -o '"p99":[0-9.]*' | cut -d: -f2)
 echo "UPGRADE-NORMAL whole run $normal; outside the upgrades: count ${outside% *} p99 ${p99_outside} ms"
 awk -v l="$longest" -v a="$p99_outside" -v b="$p99_run" 'BEGIN {
-    printf "UPGRADE-RATIO longest upgrade stall %.1f ms = %.2fx the normal read-gap p99 (%.1f ms outside the upgrades), %.2fx the whole run'"'"'s (%.1f ms); issue 12 asks < 2x\n", l, a > 0 ? l / a : 0, a, b > 0 ? l / b : 0, b }'
+    printf "UPGRADE-RATIO longest upgrade stall %.1f ms = %.2fx the normal read-gap p99 (%.1f ms outside the upgrades), %.2fx the whole run'"'"'s (%.1f ms); issue 12 asks < 2x\n", l, (a > 0 ? l / a : 0), a, (b > 0 ? l / b : 0), b }'
 
 # The phases of each handover, from the log (ms, wall clock of the VM):
 # spawn->handshake (the supervisor's), handshake->standby (the incoming
