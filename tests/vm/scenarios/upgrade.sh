@@ -82,9 +82,9 @@ fi
 normal=$(echo "$report" | grep -o '"read_gap_ms":{[^}]*}')
 awk 'NR == FNR { t0[$1] = $2; t1[$1] = $3; n = $1; next }
     { inside = 0
-      for (i = 1; i <= n; i++) if ($1 >= t0[i] && $1 <= t1[i] + 0.5) { inside = 1; if ($2 > worst[i]) worst[i] = $2 }
+      for (i = 1; i <= n; i++) if ($1 >= t0[i] && $1 <= t1[i] + 0.5) { inside = 1; if ($2 > worst[i]) { worst[i] = $2; at[i] = ($1 - t0[i]) * 1000 } }
       if (!inside) print $2 > "/tmp/gaps.outside" }
-    END { for (i = 1; i <= n; i++) { printf "UPGRADE-STALL %d took %.2f s, longest reader stall %.1f ms\n", i, t1[i] - t0[i], worst[i] + 0
+    END { for (i = 1; i <= n; i++) { printf "UPGRADE-STALL %d took %.2f s, longest reader stall %.1f ms, ended %.0f ms after ondemandctl started\n", i, t1[i] - t0[i], worst[i] + 0, at[i]
                                      if (worst[i] > longest) longest = worst[i] }
           print longest + 0 > "/tmp/stall.longest" }' /tmp/windows /tmp/stalls.log
 longest=$(cat /tmp/stall.longest)
@@ -101,7 +101,9 @@ awk -v l="$longest" -v a="$p99_outside" -v b="$p99_run" 'BEGIN {
 # relative to standby: negative when it stopped before its successor was
 # ready), drain+send (stop -> table sent), import (sent -> received),
 # lock (received -> reading), first (reading -> first request done);
-# nobody reads the device from stop to reading ("gap").
+# nobody reads the device from stop to reading ("gap"); "@stop" and
+# "@read" are when that gap began and ended, from the supervisor's
+# "upgrade:" line (compare with when the longest stall ended, above).
 awk 'function t(line,  a, h) { split(line, a, " "); split(a[1], h, "T"); split(h[2], h, ":"); return (h[1] * 3600 + h[2] * 60 + h[3]) * 1000 }
     function pid(line,  a) { split(line, a, " "); sub(/^[a-z]*\[/, "", a[3]); sub(/\]$/, "", a[3]); return a[3] }
     function d(a, b) { return (a != "" && b != "") ? sprintf("%7.0f", b - a) : "      -" }
@@ -113,10 +115,11 @@ awk 'function t(line,  a, h) { split(line, a, " "); split(a[1], h, "T"); split(h
     / handover: received / { if (pid($0) == inc[n]) recv[n] = t($0); next }
     / serving with backend / { if (pid($0) == inc[n] && serve[n] == "") serve[n] = t($0); next }
     / first request done / { if (pid($0) == inc[n] && first[n] == "") first[n] = t($0); next }
-    END { print "UPGRADE-PHASES    n spawn>hs  hs>stby stop-sb drain+sd  import    lock   first     gap"
+    END { print "UPGRADE-PHASES    n spawn>hs  hs>stby stop-sb drain+sd  import    lock   first     gap   @stop   @read"
           for (i = 1; i <= n; i++) if (stop[i] != "")
-            printf "UPGRADE-PHASES %4d %s %s %s %s %s %s %s %s\n", i, d(up[i], hs[i]), d(hs[i], sb[i]), d(sb[i], stop[i]),
-                   d(stop[i], sent[i]), d(sent[i], recv[i]), d(recv[i], serve[i]), d(serve[i], first[i]), d(stop[i], serve[i]) }' "$VT_SUPERVISOR_LOG"
+            printf "UPGRADE-PHASES %4d %s %s %s %s %s %s %s %s %s %s\n", i, d(up[i], hs[i]), d(hs[i], sb[i]), d(sb[i], stop[i]),
+                   d(stop[i], sent[i]), d(sent[i], recv[i]), d(recv[i], serve[i]), d(serve[i], first[i]), d(stop[i], serve[i]),
+                   d(up[i], stop[i]), d(up[i], serve[i]) }' "$VT_SUPERVISOR_LOG"
 grep -E "upgrade done|handed over|received .* objects" "$VT_SUPERVISOR_LOG" | head -n 4 | sed 's/^/log| /'
 vt_check_replies
 vt_stop_supervisor
