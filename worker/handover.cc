@@ -42,6 +42,7 @@ void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
   });
   peer_watch_->async_wait(asio::posix::stream_descriptor::wait_read, [this, drain](boost::system::error_code ec) {
     if (ec || !greeting_) return;
+    if (stopping_) return call_off_handover("stopping");  // asked to stop while greeting
     try {
       auto hello = receive_message(handover_peer_.get(), PEER_TIMEOUT);
       negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "successor");
