@@ -103,7 +103,8 @@ awk -v l="$longest" -v a="$p99_outside" -v b="$p99_run" 'BEGIN {
 # lock (received -> reading), first (reading -> first request done);
 # nobody reads the device from stop to reading ("gap"); "@stop" and
 # "@read" are when that gap began and ended, from the supervisor's
-# "upgrade:" line (compare with when the longest stall ended, above).
+# "upgrade:" line (compare with when the longest stall ended, above);
+# "@spare" is when the supervisor spawned the next spare worker.
 awk 'function t(line,  a, h) { split(line, a, " "); split(a[1], h, "T"); split(h[2], h, ":"); return (h[1] * 3600 + h[2] * 60 + h[3]) * 1000 }
     function pid(line,  a) { split(line, a, " "); sub(/^[a-z]*\[/, "", a[3]); sub(/\]$/, "", a[3]); return a[3] }
     function d(a, b) { return (a != "" && b != "") ? sprintf("%7.0f", b - a) : "      -" }
@@ -114,12 +115,13 @@ awk 'function t(line,  a, h) { split(line, a, " "); split(a[1], h, "T"); split(h
     / handover: sent / { if (pid($0) == out[n]) sent[n] = t($0); next }
     / handover: received / { if (pid($0) == inc[n]) recv[n] = t($0); next }
     / serving with backend / { if (pid($0) == inc[n] && serve[n] == "") serve[n] = t($0); next }
+    / spawned worker pid=[0-9]* .*\(spare\)/ { if (n && spare[n] == "") spare[n] = t($0); next }
     / first request done / { if (pid($0) == inc[n] && first[n] == "") first[n] = t($0); next }
-    END { print "UPGRADE-PHASES    n spawn>hs  hs>stby stop-sb drain+sd  import    lock   first     gap   @stop   @read"
+    END { print "UPGRADE-PHASES    n spawn>hs  hs>stby stop-sb drain+sd  import    lock   first     gap   @stop   @read  @spare"
           for (i = 1; i <= n; i++) if (stop[i] != "")
-            printf "UPGRADE-PHASES %4d %s %s %s %s %s %s %s %s %s %s\n", i, d(up[i], hs[i]), d(hs[i], sb[i]), d(sb[i], stop[i]),
+            printf "UPGRADE-PHASES %4d %s %s %s %s %s %s %s %s %s %s %s\n", i, d(up[i], hs[i]), d(hs[i], sb[i]), d(sb[i], stop[i]),
                    d(stop[i], sent[i]), d(sent[i], recv[i]), d(recv[i], serve[i]), d(serve[i], first[i]), d(stop[i], serve[i]),
-                   d(up[i], stop[i]), d(up[i], serve[i]) }' "$VT_SUPERVISOR_LOG"
+                   d(up[i], stop[i]), d(up[i], serve[i]), d(up[i], spare[i]) }' "$VT_SUPERVISOR_LOG"
 grep -E "upgrade done|handed over|received .* objects" "$VT_SUPERVISOR_LOG" | head -n 4 | sed 's/^/log| /'
 vt_check_replies
 vt_stop_supervisor
