@@ -32,9 +32,15 @@
 // socketpair and gives one end to each:
 //   S->B  HandoverPeer                   + B's end
 //   S->A  Handover{drain_ms}             + A's end
-//   A stops reading the device, finishes its in-flight requests (within
-//   drain_ms), then on the peer socket:
+//   on the peer socket:
 //   A->B  Hello    B->A  Hello
+//   A keeps reading until B's hello, which B sends from its event loop,
+//   once set up and sandboxed: the device goes unread only for the drain
+//   and the table, not for B's start (B answers within 5 s, or A calls the
+//   handover off and serves on). Then A stops reading, finishes its
+//   in-flight requests (within drain_ms) and sends its table, releasing the
+//   serving lock just before ObjectsDone (B reads as soon as it has the
+//   table, not once A has exited):
 //   A->B  Objects{[{object_id, blob_id}...]} + one anonymous fd per object,
 //         repeated: split_objects() cuts the table into batches of at most
 //         MAX_FDS_PER_MESSAGE fds and MAX_MESSAGE_BYTES encoded

@@ -29,7 +29,7 @@ void Worker::finish_adoption(UniqueFd conn, pid_t peer_pid) {
   try {
     // Busy rather than refused: our successor (or nobody, once we are gone)
     // answers the next attempt.
-    const char* busy = handing_over_ ? "handing over to an upgrade's successor" : stopping_ ? "stopping" : nullptr;
+    const char* busy = greeting_ || handing_over_ ? "handing over to an upgrade's successor" : stopping_ ? "stopping" : nullptr;
     if (!answer_adopter(conn.get(), peer_pid, busy, supervisor_gone_)) return;
     const int fds[] = {device_->fd()};
     send(conn.get(),

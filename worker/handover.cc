@@ -22,11 +22,46 @@ namespace asio = boost::asio;
 // ---- upgrade: outgoing side ----
 
 void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
-  if (handing_over_ || stopping_) return;
+  if (greeting_ || handing_over_ || stopping_) return;
+  // Greet the successor first and keep serving until it answers: it answers
+  // from its event loop, i.e. only once it is set up and sandboxed, and
+  // every millisecond of its start spent with nobody reading the device is
+  // a reader's stall. The wire order is unchanged (A's hello, then B's).
+  handover_peer_ = std::move(peer);
+  greeting_ = true;
+  try {
+    peer_watch_ = std::make_unique<asio::posix::stream_descriptor>(watch_fd(loop_, handover_peer_.get()));
+    send(handover_peer_.get(), proto::make_hello("worker", ::getpid()));
+  } catch (const std::exception& e) {  // ChannelError, or no fd left to watch with
+    return call_off_handover(fmt::format("greeting the successor failed: {}", e.what()));
+  }
+  spdlog::info("handover: greeted the successor; serving until it answers");
+  greeting_deadline_.expires_after(PEER_TIMEOUT);
+  greeting_deadline_.async_wait([this](boost::system::error_code ec) {
+    if (!ec && greeting_) call_off_handover("the successor did not answer our hello in time");
+  });
+  peer_watch_->async_wait(asio::posix::stream_descriptor::wait_read, [this, drain](boost::system::error_code ec) {
+    if (ec || !greeting_) return;
+    if (stopping_) return call_off_handover("stopping");  // asked to stop while greeting
+    try {
+      auto hello = receive_message(handover_peer_.get(), PEER_TIMEOUT);
+      negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "successor");
+    } catch (const ChannelError& e) {
+      return call_off_handover(fmt::format("the successor's hello: {}", e.what()));
+    }
+    greeting_ = false;
+    greeting_deadline_.cancel();
+    peer_watch_.reset();
+    stop_reading_for_handover(drain);
+  });
+}
+
+// The successor is ready: from here on nobody reads the device until it
+// does, so this stretch is what readers feel.
+void Worker::stop_reading_for_handover(std::chrono::milliseconds drain) {
   spdlog::info("handover: stopping reads, draining {} in-flight requests (bound {} ms)", frontend_->inflight(),
                drain.count());
   handing_over_ = true;
-  handover_peer_ = std::move(peer);
   frontend_->stop_reading();
   culler_->stop();
   // The listener stays: a new supervisor that connects now is told "busy"
@@ -36,14 +71,23 @@ void Worker::hand_over(UniqueFd peer, std::chrono::milliseconds drain) {
   if (frontend_->inflight() == 0) send_objects();
 }
 
+// The successor died or cannot take over before we stopped reading: serve
+// on. If it lives, the supervisor's drain bound decides (it kills us and
+// the successor restores); if it died, the supervisor's Resume finds us
+// reading already.
+void Worker::call_off_handover(const std::string& why) {
+  spdlog::error("handover called off, serving on: {}", why);
+  greeting_ = false;
+  greeting_deadline_.cancel();
+  peer_watch_.reset();
+  handover_peer_.reset();
+}
+
 void Worker::send_objects() {
   if (!handing_over_ || !handover_peer_) return;
   const int peer = handover_peer_.get();
   auto objects = frontend_->export_objects();
   try {
-    send(peer, proto::make_hello("worker", ::getpid()));
-    auto hello = receive_message(peer, PEER_TIMEOUT);
-    negotiate_or_throw(expect<proto::msg::Hello>(hello, "hello"), "successor");
     // Batches that fit one datagram each, by fd count and by size: a table
     // of long blob ids must never make a message the successor cannot read.
     std::vector<proto::msg::ObjectEntry> entries;
@@ -62,6 +106,10 @@ void Worker::send_objects() {
       send(peer, batch, fds);
       i += n;
     }
+    // We stopped reading for good (no Resume is heeded from here on): let
+    // the successor take the serving lock the moment it has the table,
+    // not once we have exited.
+    serving_lock_.reset();
     send(peer, proto::msg::ObjectsDone{objects.size()});
     spdlog::info("handover: sent {} objects to the successor in {} messages", objects.size(), batches->size());
     send(channel_.get(), proto::msg::HandedOver{objects.size()});
@@ -83,7 +131,9 @@ void Worker::receive_objects(UniqueFd peer_fd) {
     return;
   }
   // Blocking but bounded: in standby nothing else needs this thread, and the
-  // outgoing worker's drain is bounded by the supervisor's kill.
+  // outgoing worker's drain (between our hello and its table) is bounded by
+  // the supervisor's kill. We answer its hello only from here, i.e. once we
+  // are set up and sandboxed: that is when it stops reading.
   auto peer = std::make_shared<UniqueFd>(std::move(peer_fd));
   auto watch = std::make_shared<asio::posix::stream_descriptor>(watch_fd(loop_, peer->get()));
   watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, peer, watch](boost::system::error_code ec) {

@@ -199,7 +199,8 @@ void Worker::start_reading(bool restore) {
                generation_, backend_->describe(), restore, frontend_->objects(), config_.max_inflight,
                config_.io_threads, config_.fill_window, config_.fill_window_min);
   reading_ = true;
-  state_->heartbeat_ns.store(sys::monotonic_ns(), std::memory_order_relaxed);
+  reading_since_ns_ = sys::monotonic_ns();
+  state_->heartbeat_ns.store(reading_since_ns_, std::memory_order_relaxed);
   // The field is per worker: a dead predecessor's stuck request must not
   // count against us. Written before "serving", because the supervisor
   // checks it from then on and our first heartbeat may come 100 ms later.
@@ -267,6 +268,13 @@ void Worker::stop(std::string_view why) {
 }
 
 void Worker::on_request_done() {
+  if (reading_ && !first_reply_logged_) {
+    // How long the kernel's queue waited for a new server to answer: the
+    // end of an upgrade's or a failover's gap, as the readers feel it.
+    first_reply_logged_ = true;
+    spdlog::info("first request done {:.1f} ms after reading started",
+                 static_cast<double>(sys::monotonic_ns() - reading_since_ns_) / 1e6);
+  }
   if (!stopping_ && !handing_over_) device_->on_capacity();
   if (frontend_->inflight() != 0) return;
   if (handing_over_) return send_objects();
@@ -333,6 +341,7 @@ void Worker::on_channel_message(const proto::Message& m, std::vector<UniqueFd> f
     return start_reading(/*restore=*/true);
   }
   if (std::holds_alternative<msg::Resume>(m)) {
+    if (greeting_) return call_off_handover("the supervisor called the upgrade off");
     if (!handing_over_) return;
     spdlog::info("upgrade called off: reading the device again");
     handing_over_ = false;

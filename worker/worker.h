@@ -71,6 +71,8 @@ class Worker {
 
   // Upgrade, as the outgoing worker (A).
   void hand_over(UniqueFd peer, std::chrono::milliseconds drain);
+  void stop_reading_for_handover(std::chrono::milliseconds drain);
+  void call_off_handover(const std::string& why);
   void send_objects();
   // Upgrade, as the incoming worker (B).
   void receive_objects(UniqueFd peer);
@@ -102,14 +104,21 @@ class Worker {
   std::uint64_t generation_ = 0;
   std::uint64_t rdev_ = 0;
   bool reading_ = false;
+  std::uint64_t reading_since_ns_ = 0;  // CLOCK_MONOTONIC of start_reading()
+  bool first_reply_logged_ = false;
   UniqueFd serving_lock_;  // common/serving_lock.h: held from the first read() to exit
   boost::asio::steady_timer serving_lock_retry_{loop_};
   unsigned serving_lock_tries_ = 0;
   bool stopping_ = false;
   bool supervisor_gone_ = false;
   bool spare_ = false;  // standby kept for failover (not an upgrade's successor)
-  // Set while handing over: the peer socket, waiting for in-flight == 0.
+  // Set while handing over: the peer socket, waiting for the successor's
+  // hello (greeting_, still reading), then for in-flight == 0
+  // (handing_over_, not reading).
   UniqueFd handover_peer_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> peer_watch_;  // watches handover_peer_
+  boost::asio::steady_timer greeting_deadline_{loop_};
+  bool greeting_ = false;
   bool handing_over_ = false;
 };
 

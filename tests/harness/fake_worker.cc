@@ -4,6 +4,11 @@
 // one step per line:
 //   send <bytes>   one datagram with the rest of the line, sent as is
 //   recv           wait (10 s at most) for one datagram; log it to stderr
+//   recv keep      the same, keeping the fds it carried open (e.g. an
+//                  upgrade's handover-peer socket) until exit
+//   peer-recv      wait (10 s at most) for one datagram on the last kept
+//                  fd; log it, never answer it
+//   mark <name>    create <script>.<name>, for the test to wait on
 //   sleep <ms>
 //   hold           wait until the supervisor closes the channel or says
 //                  "stop", then exit 0
@@ -17,20 +22,26 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/fd_passing.h"
+#include "common/unique_fd.h"
 #include "proto/channel.h"
 
 namespace {
 constexpr int CHANNEL = ondemand::proto::WORKER_CHANNEL_FD;
 
-bool receive_one(int timeout_ms) {
-  pollfd p{CHANNEL, POLLIN, 0};
+std::vector<ondemand::UniqueFd> kept;  // "recv keep"
+
+bool receive_one(int timeout_ms, int sock = CHANNEL, bool keep = false) {
+  pollfd p{sock, POLLIN, 0};
   if (::poll(&p, 1, timeout_ms) <= 0) return false;
-  auto r = ondemand::recv_message(CHANNEL, ondemand::proto::MAX_MESSAGE_BYTES, ondemand::proto::MAX_FDS_PER_MESSAGE);
+  auto r = ondemand::recv_message(sock, ondemand::proto::MAX_MESSAGE_BYTES, ondemand::proto::MAX_FDS_PER_MESSAGE);
   if (r.peer_closed() || r.err) return false;
   std::fprintf(stderr, "fake-worker pid=%d: received %zu bytes, %zu fds: %.200s\n", ::getpid(), r.bytes.size(),
                r.fds.size(), r.bytes.c_str());
+  if (keep)
+    for (auto& fd : r.fds) kept.push_back(std::move(fd));
   return true;
 }
 
@@ -72,8 +83,13 @@ int main() {
         std::fprintf(stderr, "fake-worker: send failed: %d\n", err);
         return 0;
       }
-    } else if (line == "recv") {
-      if (!receive_one(10'000)) std::fprintf(stderr, "fake-worker: nothing received\n");
+    } else if (line == "recv" || line == "recv keep") {
+      if (!receive_one(10'000, CHANNEL, line == "recv keep")) std::fprintf(stderr, "fake-worker: nothing received\n");
+    } else if (line == "peer-recv") {
+      if (kept.empty() || !receive_one(10'000, kept.back().get()))
+        std::fprintf(stderr, "fake-worker: nothing received on the kept fd\n");
+    } else if (line.starts_with("mark ")) {
+      std::ofstream(std::string(path) + "." + line.substr(5)) << "reached\n";
     } else if (line.starts_with("sleep ")) {
       std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(line.c_str() + 6)));
     } else if (line == "hold") {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -52,4 +53,48 @@ TEST_CASE("an upgrade slower than 5 s is reported done, and a crash afterwards r
   REQUIRE(status);
   CHECK((*status)["worker"].value("binary", "") == new_binary.string());
   CHECK(sv.device().open_missing(1) == -2);
+}
+
+// Property: the outgoing worker of an upgrade keeps reading the device until
+// its successor answers its hello on the peer socket, which a real successor
+// does only once it is set up and sandboxed: a successor slow to get ready
+// costs readers nothing (issue 12 point 6, the stall a reader sees during a
+// rolling upgrade: before, the outgoing worker stopped reading as soon as
+// the successor's handshake with the supervisor was done). Here the
+// successor is a fake that reads the outgoing worker's hello and never
+// answers; an OPEN injected meanwhile must still be answered, and once the
+// fake dies the upgrade is reported failed and the old worker serves on.
+TEST_CASE("the outgoing worker serves until its successor answers on the peer socket", "[harness][upgrade]") {
+  TempDir scripts;
+  // The fake worker runs as worker_user (not root) and marks its progress here.
+  std::filesystem::permissions(scripts.path(), std::filesystem::perms::all | std::filesystem::perms::sticky_bit);
+  const auto script = scripts.path() / "script";
+  std::ofstream(script)
+      << R"(send {"type":"hello","role":"worker","proto_min":1,"proto_max":1,"version":"fake","pid":1})" "\n"
+      << "recv\nrecv\nrecv keep\npeer-recv\nmark greeted\nhold\n";  // hello, device, handover-peer
+  SupervisorProcess sv({.config = {{"spare_worker", false}},
+                        .extra_env = {"ONDEMAND_FAKE_WORKER_SCRIPT=" + script.string()}});
+  auto old_worker = sv.wait_serving();
+  REQUIRE(old_worker);
+
+  SupervisorProcess::CtlResult upgrade;
+  std::thread ctl([&] { upgrade = sv.ctl({"upgrade", "--binary", fake_worker_binary().string()}, 30s); });
+  const auto greeted = script.string() + ".greeted";
+  for (auto deadline = Clock::now() + 10s; !std::filesystem::exists(greeted) && Clock::now() < deadline;)
+    std::this_thread::sleep_for(10ms);
+  const bool got_hello = std::filesystem::exists(greeted);
+  CHECK(got_hello);
+  // Well within the outgoing worker's 5 s wait for the answer.
+  if (got_hello) CHECK(sv.device().open_missing(1, 2s) == -2);
+
+  pid_t incoming = -1;
+  if (auto s = sv.status(); s && (*s)["incoming_worker"].is_object()) incoming = (*s)["incoming_worker"].value("pid", -1);
+  REQUIRE(incoming > 0);
+  REQUIRE(::kill(incoming, SIGKILL) == 0);
+  ctl.join();
+  CHECK(upgrade.rc != 0);  // reported failed
+  auto still = sv.wait_serving(10s);
+  REQUIRE(still);
+  CHECK(*still == *old_worker);
+  CHECK(sv.device().open_missing(2) == -2);
 }
