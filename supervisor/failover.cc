@@ -101,11 +101,31 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   } else {
     spdlog::info("restarting worker now");
   }
-  if (!decision.parked && decision.delay.count() == 0 && promote_spare()) return;
+  if (!decision.parked && decision.delay.count() == 0) {
+    count_spare_at_failover();
+    if (promote_spare()) {
+      state.failover.promoted.fetch_add(1);
+      return;
+    }
+    state.failover.fresh_starts.fetch_add(1);
+  }
   restart_timer_.expires_after(decision.delay);
   restart_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) start_worker();
   });
+}
+
+// What the spare was at this failover, for ondemand-chaos to split its
+// timings by (proto/shm_layout.h FailoverCounters): one counter per
+// failover.
+void Supervisor::count_spare_at_failover() {
+  auto& failover = shm_->state().failover;
+  if (!spare_ || spare_->killed_by_us)
+    failover.no_spare.fetch_add(1);
+  else if (spare_->handshake_ok)
+    failover.spare_ready.fetch_add(1);
+  else
+    failover.spare_starting.fetch_add(1);
 }
 
 // The serving worker is dead: name the request it was stuck on, from the

@@ -238,10 +238,13 @@ void Supervisor::complete_handshake(WorkerHandle& w, const proto::msg::Hello& h)
     return w.kill("handshake failed");  // its death is handled like any other
   }
   w.handshake_done();
-  spdlog::info("handed {} to worker pid={} (version {}, handoff protocol {})",
+  // "ms after its spawn" is the process start (exec, sandbox setup, hello)
+  // a failover without a ready spare waits for: tests/vm's chaos scenario
+  // reports it.
+  spdlog::info("handed {} to worker pid={} (version {}, handoff protocol {}) {:.1f} ms after its spawn",
                fanotify_ ? fmt::format("the fanotify group and {} cache files", fanotify_->files().size())
                          : std::string("/dev/cachefiles"),
-               w.pid, w.version, *version);
+               w.pid, w.version, *version, ms_since(w.started));
   if (w.on_ready) std::exchange(w.on_ready, nullptr)();
 }
 

@@ -93,6 +93,7 @@ class Supervisor {
   // failover.cc: the serving worker died; the restart policy, the spare pool.
   void on_current_exit(const ExitStatus& status);
   void name_death_request(pid_t pid, bool own_death);
+  void count_spare_at_failover();
   void on_spare_exit();
   void report_seccomp_call_later(pid_t pid);
   void maybe_spawn_spare();
