@@ -64,7 +64,8 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, BoundCa
       health_timer_(loop_),
       shutdown_timer_(loop_),
       upgrade_timer_(loop_),
-      spare_timer_(loop_) {
+      spare_timer_(loop_),
+      spare_wait_timer_(loop_) {
   init_shared_state();
 }
 
@@ -250,6 +251,11 @@ void Supervisor::complete_handshake(WorkerHandle& w, const proto::msg::Hello& h)
 
 void Supervisor::start_worker() {
   if (shutting_down_) return;
+  if (awaiting_spare_) {  // ondemandctl restart-worker during a failover's wait: this start replaces it
+    awaiting_spare_ = false;
+    spare_wait_timer_.cancel();
+    if (spare_) spare_->on_ready = nullptr;
+  }
   auto& state = shm_->state();
   set_state(proto::WorkerState::STARTING);
   std::string why;
@@ -453,6 +459,8 @@ void Supervisor::shutdown() {
   health_timer_.cancel();
   upgrade_timer_.cancel();
   spare_timer_.cancel();
+  spare_wait_timer_.cancel();
+  awaiting_spare_ = false;
   if (upgrade_reply_) finish_upgrade(false, "supervisor stopping");
   if (incoming_) incoming_->kill("supervisor stopping");
   if (spare_) retire(std::move(spare_), "supervisor stopping");
