@@ -7,7 +7,9 @@
 # the worker writes fill-ahead that no READ waits for (READs are answered
 # once their own pages are in; the windows such a kill leaves half written
 # are asked for again).
-# Env (from run-vm.sh --env): CHAOS_ROUNDS, CHAOS_MIN_KILLS.
+# Env (from run-vm.sh --env): CHAOS_ROUNDS, CHAOS_MIN_KILLS, CHAOS_KILL_MS
+# (the kill interval, default 5-200; one longer than a worker's start
+# measures failovers that find the spare ready).
 . /lib/vmtest.sh
 
 vt_start_supervisor || exit 0
@@ -25,7 +27,7 @@ done
 # shellcheck disable=SC2086
 /bin/ondemand-chaos --config "$VT_CONFIG" $images \
     --rounds "${CHAOS_ROUNDS:-20}" --min-kills "${CHAOS_MIN_KILLS:-300}" \
-    --readers 4 --kill-interval-ms 5-200 --missing-blob --max-seconds 1500 --summary \
+    --readers 4 --kill-interval-ms "${CHAOS_KILL_MS:-5-200}" --missing-blob --max-seconds 1500 --summary \
     > /tmp/chaos.out 2> /tmp/chaos.log
 rc=$?
 report=$(tail -n 1 /tmp/chaos.out)
