@@ -33,7 +33,9 @@
 //      appended structs: grow it no further; append new structs instead.
 //      Then oldest_request (RequestNote). Then fill (FillCounters: answer
 //      first, fill ahead after). Then budget (BudgetCounters: the fd budget,
-//      max_open_objects).
+//      max_open_objects). Then failover (FailoverCounters: what the
+//      supervisor found of its spare at each failover, and when the worker
+//      that took over started serving).
 #pragma once
 
 #include <array>
@@ -140,6 +142,21 @@ struct BudgetCounters {
   Counter objects_closed;  // idle objects whose anonymous fd was closed (the kernel reopens them at their next READ)
 };
 
+// Appended for recovery time (issue 12): how each failover went, so
+// ondemand-chaos can split its timings by it. A failover is one death of
+// the serving worker that the restart policy answered with an immediate
+// restart; exactly one of the three spare_* counters grows per failover,
+// and exactly one of promoted / fresh_starts once a worker is chosen.
+struct FailoverCounters {
+  Counter spare_ready;     // supervisor: a spare had its handshake done at the death
+  Counter spare_starting;  // supervisor: a spare existed but was still starting (before its handshake)
+  Counter no_spare;        // supervisor: no spare at all (none yet, or spare_worker off)
+  Counter promoted;        // supervisor: a spare took over
+  Counter fresh_starts;    // supervisor: a new worker process was started instead
+  Counter serving_ns;      // worker: CLOCK_MONOTONIC when the worker that serves now started reading (before
+                           // its `restore`); written just before serving_generation
+};
+
 struct SharedState {
   // Header: written once by the supervisor before any worker attaches.
   std::uint64_t magic;
@@ -165,6 +182,7 @@ struct SharedState {
   RequestNote oldest_request;            // worker-written (the serving worker's heartbeat)
   FillCounters fill;                     // worker-written (the serving worker's engine)
   BudgetCounters budget;                 // worker-written (the serving worker's front end)
+  FailoverCounters failover;             // supervisor-written but for serving_ns (the serving worker)
 };
 
 enum class WorkerState : std::uint64_t { STARTING = 0, RUNNING = 1, UPGRADING = 2, PARKED = 3, STOPPED = 4 };

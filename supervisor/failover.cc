@@ -17,6 +17,7 @@
 #include "proto/log_events.h"
 #include "supervisor/seccomp_report.h"
 #include "supervisor/supervisor.h"
+#include "supervisor/supervisor_internal.h"
 
 namespace ondemand::supervisor {
 namespace asio = boost::asio;
@@ -27,6 +28,11 @@ namespace {
 constexpr auto SECCOMP_RECORD_DELAY = 250ms;  // then kauditd has printed the record
 constexpr auto SPARE_RETRY = 5s;
 constexpr unsigned SPARE_FAILURES_BEFORE_SLOW_RETRY = 3;
+// How long a failover waits for a spare still in its handshake before it
+// presumes it stuck and starts a fresh worker. Well above a worker's
+// spawn-to-handshake time (vm_chaos logs it: hundreds of ms under qemu
+// TCG on a loaded host), well below the handshake's own 10 s bound.
+constexpr auto SPARE_AWAIT = 2s;
 }  // namespace
 
 void Supervisor::on_current_exit(const ExitStatus& status) {
@@ -101,11 +107,28 @@ void Supervisor::on_current_exit(const ExitStatus& status) {
   } else {
     spdlog::info("restarting worker now");
   }
-  if (!decision.parked && decision.delay.count() == 0 && promote_spare()) return;
+  if (!decision.parked && decision.delay.count() == 0) {
+    count_spare_at_failover();
+    if (promote_spare() || await_spare()) return;
+    state.failover.fresh_starts.fetch_add(1);
+  }
   restart_timer_.expires_after(decision.delay);
   restart_timer_.async_wait([this](boost::system::error_code ec) {
     if (!ec) start_worker();
   });
+}
+
+// What the spare was at this failover, for ondemand-chaos to split its
+// timings by (proto/shm_layout.h FailoverCounters): one counter per
+// failover.
+void Supervisor::count_spare_at_failover() {
+  auto& failover = shm_->state().failover;
+  if (!spare_ || spare_->killed_by_us)
+    failover.no_spare.fetch_add(1);
+  else if (spare_->handshake_ok)
+    failover.spare_ready.fetch_add(1);
+  else
+    failover.spare_starting.fetch_add(1);
 }
 
 // The serving worker is dead: name the request it was stuck on, from the
@@ -184,6 +207,10 @@ void Supervisor::maybe_spawn_spare() {
 void Supervisor::on_spare_exit() {
   spare_.reset();
   if (shutting_down_) return;
+  if (awaiting_spare_) {
+    spdlog::warn("the spare a failover was waiting for died: starting a fresh worker");
+    end_spare_wait(/*ready=*/false);
+  }
   // A spare that cannot start must not spin: retry slowly, and at the park
   // cadence once it keeps failing.
   const auto delay = ++spare_failures_ >= SPARE_FAILURES_BEFORE_SLOW_RETRY
@@ -195,20 +222,60 @@ void Supervisor::on_spare_exit() {
   });
 }
 
+// Liveness before promotion: a spare that cannot run (stopped by a signal
+// or a debugger, a zombie) would only cost serve_timeout_ms, or SPARE_AWAIT
+// if it is still starting. Such a spare is killed.
+bool Supervisor::spare_runnable() {
+  const char state = sys::process_state(spare_->pid);
+  if (state != 'T' && state != 't' && state != 'Z' && state != 0) return true;
+  spdlog::warn("spare worker pid={} is not runnable (state {}); starting a fresh worker", spare_->pid,
+               state ? std::string(1, state) : std::string("unknown"));
+  spare_->kill("spare not runnable at failover");
+  retired_.push_back(std::move(spare_));
+  return false;
+}
+
+// Failover while the spare is still starting (spawned, no handshake yet):
+// it is part-way through the process start a fresh worker would begin from
+// nothing, and a second start beside it would only share the CPU with it.
+// So the failover waits for its handshake and promotes it then, for at most
+// SPARE_AWAIT; if it dies first, or takes longer, a fresh worker starts.
+// Called once the previous worker is reaped, like promote_spare.
+bool Supervisor::await_spare() {
+  if (!spare_ || spare_->handshake_ok || spare_->killed_by_us || !spare_runnable()) return false;
+  set_state(proto::WorkerState::STARTING);
+  awaiting_spare_ = true;
+  spdlog::info("spare worker pid={} is still starting ({:.0f} ms after its spawn): promoting it once its "
+               "handshake completes",
+               spare_->pid, ms_since(spare_->started));
+  spare_->on_ready = [this] {
+    if (awaiting_spare_) end_spare_wait(/*ready=*/true);
+  };
+  spare_wait_timer_.expires_after(SPARE_AWAIT);
+  spare_wait_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || !awaiting_spare_) return;
+    spdlog::warn("the spare a failover was waiting for has no handshake after {} ms: starting a fresh worker",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(SPARE_AWAIT).count());
+    end_spare_wait(/*ready=*/false);
+  });
+  return true;
+}
+
+// The wait of await_spare is over: promote the spare, or start afresh.
+void Supervisor::end_spare_wait(bool ready) {
+  awaiting_spare_ = false;
+  spare_wait_timer_.cancel();
+  if (spare_) spare_->on_ready = nullptr;
+  if (ready && promote_spare()) return;
+  shm_->state().failover.fresh_starts.fetch_add(1);
+  start_worker();
+}
+
 // Failover without a process start: the spare already holds the device and
 // only waits for "takeover" to restore and read. Called once the previous
 // worker is reaped.
 bool Supervisor::promote_spare() {
-  if (!spare_ || !spare_->handshake_ok || spare_->killed_by_us) return false;
-  // Liveness before promotion: a spare that cannot run (stopped by a signal
-  // or a debugger, a zombie) would only cost serve_timeout_ms.
-  if (const char state = sys::process_state(spare_->pid); state == 'T' || state == 't' || state == 'Z' || state == 0) {
-    spdlog::warn("spare worker pid={} is not runnable (state {}); starting a fresh worker", spare_->pid,
-                 state ? std::string(1, state) : std::string("unknown"));
-    spare_->kill("spare not runnable at failover");
-    retired_.push_back(std::move(spare_));
-    return false;
-  }
+  if (!spare_ || !spare_->handshake_ok || spare_->killed_by_us || !spare_runnable()) return false;
   // Record who serves before it can serve: observers (pid file, status,
   // ondemand-chaos) must never see the new generation with the old pid.
   auto& state = shm_->state();
@@ -228,6 +295,7 @@ bool Supervisor::promote_spare() {
   }
   worker_ = std::move(spare_);
   worker_->started = Clock::now();
+  state.failover.promoted.fetch_add(1);
   spdlog::info("promoted spare worker pid={} generation={}: restoring and serving", worker_->pid,
                worker_->generation);
   return true;

@@ -64,7 +64,8 @@ Supervisor::Supervisor(Config config, std::filesystem::path config_path, BoundCa
       health_timer_(loop_),
       shutdown_timer_(loop_),
       upgrade_timer_(loop_),
-      spare_timer_(loop_) {
+      spare_timer_(loop_),
+      spare_wait_timer_(loop_) {
   init_shared_state();
 }
 
@@ -238,15 +239,23 @@ void Supervisor::complete_handshake(WorkerHandle& w, const proto::msg::Hello& h)
     return w.kill("handshake failed");  // its death is handled like any other
   }
   w.handshake_done();
-  spdlog::info("handed {} to worker pid={} (version {}, handoff protocol {})",
+  // "ms after its spawn" is the process start (exec, sandbox setup, hello)
+  // a failover without a ready spare waits for: tests/vm's chaos scenario
+  // reports it.
+  spdlog::info("handed {} to worker pid={} (version {}, handoff protocol {}) {:.1f} ms after its spawn",
                fanotify_ ? fmt::format("the fanotify group and {} cache files", fanotify_->files().size())
                          : std::string("/dev/cachefiles"),
-               w.pid, w.version, *version);
+               w.pid, w.version, *version, ms_since(w.started));
   if (w.on_ready) std::exchange(w.on_ready, nullptr)();
 }
 
 void Supervisor::start_worker() {
   if (shutting_down_) return;
+  if (awaiting_spare_) {  // ondemandctl restart-worker during a failover's wait: this start replaces it
+    awaiting_spare_ = false;
+    spare_wait_timer_.cancel();
+    if (spare_) spare_->on_ready = nullptr;
+  }
   auto& state = shm_->state();
   set_state(proto::WorkerState::STARTING);
   std::string why;
@@ -450,6 +459,8 @@ void Supervisor::shutdown() {
   health_timer_.cancel();
   upgrade_timer_.cancel();
   spare_timer_.cancel();
+  spare_wait_timer_.cancel();
+  awaiting_spare_ = false;
   if (upgrade_reply_) finish_upgrade(false, "supervisor stopping");
   if (incoming_) incoming_->kill("supervisor stopping");
   if (spare_) retire(std::move(spare_), "supervisor stopping");

@@ -93,10 +93,14 @@ class Supervisor {
   // failover.cc: the serving worker died; the restart policy, the spare pool.
   void on_current_exit(const ExitStatus& status);
   void name_death_request(pid_t pid, bool own_death);
+  void count_spare_at_failover();
   void on_spare_exit();
   void report_seccomp_call_later(pid_t pid);
   void maybe_spawn_spare();
   bool promote_spare();
+  bool spare_runnable();
+  bool await_spare();
+  void end_spare_wait(bool ready);
 
   // upgrade.cc: a rolling upgrade (ondemandctl upgrade).
   void start_upgrade(const std::filesystem::path& binary, ControlServer::Reply reply);
@@ -139,6 +143,7 @@ class Supervisor {
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::steady_timer upgrade_timer_;
   boost::asio::steady_timer spare_timer_;
+  boost::asio::steady_timer spare_wait_timer_;  // bounds a failover's wait for a starting spare
   std::optional<SharedStateMapping> shm_;
   WorkerLaunch worker_launch_;  // identity and shared memory every spawn gets (common/sandbox.h)
   std::optional<StateDir> state_dir_;        // config snapshot, worker.pid
@@ -148,6 +153,7 @@ class Supervisor {
   Handle spare_;     // warm standby for the next failover
   std::vector<Handle> retired_;  // told to stop, not yet reaped
   unsigned spare_failures_ = 0;
+  bool awaiting_spare_ = false;  // a failover waits for the spare's handshake (failover.cc await_spare)
   std::unique_ptr<ControlServer> control_;
   unsigned health_ticks_ = 0;
   std::unique_ptr<MetricsServer> metrics_;

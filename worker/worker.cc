@@ -179,6 +179,10 @@ void Worker::start_reading(bool restore) {
   // Likewise the fill-ahead gauge: a killed predecessor's fills died with
   // it (ondemand-chaos reads this gauge to tell kills during fill-ahead).
   state_->fill.fill_ahead_running.store(0);
+  // Before `restore`, so ondemand-chaos can split a failover's time into
+  // getting a worker to this point and what it takes from here to the first
+  // reply (the kernel re-sending, re-OPENs, fills).
+  state_->failover.serving_ns.store(sys::monotonic_ns());
   if (restore) {
     if (int err = device_->restore()) {
       spdlog::critical("writing restore failed: {}", sys::errno_name(err));

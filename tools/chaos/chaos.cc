@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstdio>
 #include <atomic>
@@ -125,8 +126,18 @@ struct Shared {
   fs::path state_dir;
 };
 
+// The timings of the kills that found the spare in one state.
+struct SplitStats {
+  unsigned kills = 0, promoted = 0;
+  std::vector<double> serving_ms;      // kill -> new worker serving
+  std::vector<double> recovery_ms;     // kill -> first request completed
+  std::vector<double> reading_ms;      // kill -> new worker starts reading (before its restore)
+  std::vector<double> first_reply_ms;  // that -> first request completed
+};
+
 struct KillStats {
   unsigned kills = 0, proven = 0, recovery_unobserved = 0;
+  std::array<SplitStats, 4> by_spare;  // indexed by SpareAtKill
   // Kills that came while the worker was writing fill-ahead no READ waited
   // for (the shared memory's gauge, read just before the kill): the windows
   // it leaves half written must cost readers nothing.
@@ -135,6 +146,11 @@ struct KillStats {
   std::vector<double> serving_ms;   // kill -> new worker serving
   std::string first_unproven;
 };
+
+FailoverSnapshot failover_snapshot(const proto::SharedState& st) {
+  return {st.failover.spare_ready.load(), st.failover.spare_starting.load(), st.failover.no_spare.load(),
+          st.failover.promoted.load()};
+}
 
 bool wait_until(std::chrono::milliseconds limit, const std::function<bool()>& cond) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -172,6 +188,7 @@ void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats
     const auto restores = st.counters.restores.load();
     if (!serving() || st.serving_generation.load() != gen) continue;
     const bool filling_ahead = st.fill.fill_ahead_running.load() > 0;
+    const auto failovers_before = failover_snapshot(st);
     const auto t_kill = sys::monotonic_ns();
     if (::kill(pid, SIGKILL) < 0) continue;
     ++stats.kills;
@@ -179,6 +196,16 @@ void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats
     last_killed = gen;
     const bool up = wait_until(30s, [&] { return st.serving_generation.load() > gen; });
     const auto t_serving = sys::monotonic_ns();
+    const auto failovers_after = failover_snapshot(st);
+    const auto spare = classify_failover(failovers_before, failovers_after);
+    auto& split = stats.by_spare[static_cast<std::size_t>(spare)];
+    ++split.kills;
+    if (spare != SpareAtKill::UNKNOWN && failovers_after.promoted == failovers_before.promoted + 1) ++split.promoted;
+    // The worker's own note of when it started reading; a worker that does
+    // not write it (an older one, the fanotify front end) leaves it older
+    // than the kill.
+    const auto t_reading = st.failover.serving_ns.load();
+    const bool reading_known = up && t_reading > t_kill && t_reading <= t_serving;
     const auto new_pid = static_cast<pid_t>(st.worker_pid.load());
     const auto restores_after = st.counters.restores.load();
     std::string file_pid;
@@ -190,15 +217,20 @@ void killer(const Options& o, Shared& shared, std::atomic<bool>& done, KillStats
     if (up && pid_changed && restores_after == restores + 1) {
       ++stats.proven;
       stats.serving_ms.push_back(ns_to_ms(t_serving - t_kill));
+      split.serving_ms.push_back(ns_to_ms(t_serving - t_kill));
     } else if (stats.first_unproven.empty()) {
       stats.first_unproven = fmt::format(
           "kill #{} of pid {} (generation {}): serving again={} pid changed={} (now {}) restores {} -> {}",
           stats.kills, pid, gen, up, pid_changed, new_pid, restores, restores_after);
     }
     const bool replied = wait_until(5s, [&] { return st.counters.first_reply_ns.load() > t_kill; });
-    if (replied)
-      stats.recovery_ms.push_back(ns_to_ms(st.counters.first_reply_ns.load() - t_kill));
-    else
+    if (reading_known) split.reading_ms.push_back(ns_to_ms(t_reading - t_kill));
+    if (replied) {
+      const auto t_reply = st.counters.first_reply_ns.load();
+      stats.recovery_ms.push_back(ns_to_ms(t_reply - t_kill));
+      split.recovery_ms.push_back(ns_to_ms(t_reply - t_kill));
+      if (reading_known && t_reply >= t_reading) split.first_reply_ms.push_back(ns_to_ms(t_reply - t_reading));
+    } else
       ++stats.recovery_unobserved;  // readers idle (between rounds): nothing to complete
   }
 }
@@ -208,6 +240,35 @@ double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   const auto idx = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
   return v[std::min(idx, v.size() - 1)];
+}
+
+// p50/p99/max and the sample count; null figures without samples (a 0
+// would read as a measurement).
+nlohmann::json summary(const std::vector<double>& v) {
+  if (v.empty()) return {{"p50", nullptr}, {"p99", nullptr}, {"max", nullptr}, {"samples", 0}};
+  return {{"p50", percentile(v, 0.50)}, {"p99", percentile(v, 0.99)}, {"max", percentile(v, 1.0)},
+          {"samples", v.size()}};
+}
+
+nlohmann::json split_report(const KillStats& kills) {
+  nlohmann::json out = nlohmann::json::object();
+  std::vector<double> reading, first_reply;
+  for (auto s : {SpareAtKill::READY, SpareAtKill::STARTING, SpareAtKill::NONE, SpareAtKill::UNKNOWN}) {
+    const auto& split = kills.by_spare[static_cast<std::size_t>(s)];
+    out[to_string(s)] = {{"kills", split.kills},
+                         {"promoted", split.promoted},
+                         {"kill_to_serving_ms", summary(split.serving_ms)},
+                         {"recovery_ms", summary(split.recovery_ms)},
+                         {"kill_to_reading_ms", summary(split.reading_ms)},
+                         {"reading_to_first_reply_ms", summary(split.first_reply_ms)}};
+  }
+  return out;
+}
+
+nlohmann::json phase_report(const KillStats& kills, std::vector<double> SplitStats::*field) {
+  std::vector<double> all;
+  for (const auto& split : kills.by_spare) all.insert(all.end(), (split.*field).begin(), (split.*field).end());
+  return summary(all);
 }
 
 // A registry image's fresh id: bound through the control socket, as an
@@ -324,6 +385,25 @@ nlohmann::json read_gap_summary(Tally& tally) {
 }
 
 }  // namespace
+
+SpareAtKill classify_failover(const FailoverSnapshot& before, const FailoverSnapshot& after) {
+  const auto grew = [](std::uint64_t a, std::uint64_t b) { return b == a + 1 ? 1 : b == a ? 0 : 2; };
+  const int ready = grew(before.spare_ready, after.spare_ready);
+  const int starting = grew(before.spare_starting, after.spare_starting);
+  const int none = grew(before.no_spare, after.no_spare);
+  if (ready + starting + none != 1) return SpareAtKill::UNKNOWN;
+  return ready ? SpareAtKill::READY : starting ? SpareAtKill::STARTING : SpareAtKill::NONE;
+}
+
+const char* to_string(SpareAtKill s) {
+  switch (s) {
+    case SpareAtKill::READY: return "ready";
+    case SpareAtKill::STARTING: return "starting";
+    case SpareAtKill::NONE: return "none";
+    case SpareAtKill::UNKNOWN: break;
+  }
+  return "unknown";
+}
 
 Image parse_registry_image(const std::string& spec) {
   const auto why = [&] { return "--registry-image wants NAME=MANIFEST,REGISTRY,REPOSITORY,DIGEST, got " + spec; };
@@ -508,6 +588,11 @@ nlohmann::json run(const Options& o) {
        {{"p50", percentile(kills.serving_ms, 0.50)},
         {"p99", percentile(kills.serving_ms, 0.99)},
         {"max", percentile(kills.serving_ms, 1.0)}}},
+      // Where recovery_ms goes: reaching a worker that reads the device,
+      // then its first reply; and every timing by the spare's state.
+      {"kill_to_reading_ms", phase_report(kills, &SplitStats::reading_ms)},
+      {"reading_to_first_reply_ms", phase_report(kills, &SplitStats::first_reply_ms)},
+      {"by_spare", split_report(kills)},
       {"restarts", st.restarts.load() - restarts0},
       {"restores", st.counters.restores.load() - restores0},
       {"hangs_detected", st.hangs_detected.load() - hangs0},
@@ -565,6 +650,21 @@ std::string format_report(const nlohmann::json& r) {
                      field(r, {"recovery_ms", "p99"}, "{:.1f}"), field(r, {"recovery_ms", "max"}, "{:.1f}"));
   out += fmt::format("  {:<40} {:>8} {:>8} {:>8} {:>8}\n", "longest wait of one reader's read()", "", "", "",
                      field(r, {"longest_reader_stall_ms"}, "{:.1f}"));
+  const auto row = [&](const char* what, const char* cls, const char* key) {
+    return fmt::format("  {:<40} {:>8} {:>8} {:>8} {:>8}\n", what, field(r, {"by_spare", cls, key, "samples"}, "{:.0f}"),
+                       field(r, {"by_spare", cls, key, "p50"}, "{:.1f}"), field(r, {"by_spare", cls, key, "p99"}, "{:.1f}"),
+                       field(r, {"by_spare", cls, key, "max"}, "{:.1f}"));
+  };
+  for (const char* cls : {"ready", "starting", "none", "unknown"}) {
+    const std::string kills = field(r, {"by_spare", cls, "kills"}, "{:.0f}");
+    if (kills == "-" || kills == "0") continue;
+    out += fmt::format("  spare {} at the kill: {} kills, {} promoted\n", cls, kills,
+                       field(r, {"by_spare", cls, "promoted"}, "{:.0f}"));
+    out += row("    a new worker serves", cls, "kill_to_serving_ms");
+    out += row("    it starts reading (before restore)", cls, "kill_to_reading_ms");
+    out += row("    from there to its first answer", cls, "reading_to_first_reply_ms");
+    out += row("    a reader's request is answered", cls, "recovery_ms");
+  }
   out += "\n";
   out += "\"serves\": the supervisor sees the next worker (usually the warm spare) reading the\n"
          "device. \"answered\": the first request completes after that, which includes the kernel\n"
@@ -573,7 +673,9 @@ std::string format_report(const nlohmann::json& r) {
   const std::string unobserved = field(r, {"recovery_ms", "unobserved"}, "{:.0f}");
   if (unobserved != "-" && unobserved != "0")
     out += fmt::format(" {} kill(s) came while no reader had a request\nto answer (between rounds) and have no \"answered\" sample.", unobserved);
-  out += "\nEach failover also starts a new spare, so the worker generation grows by about two per kill.\n";
+  out += "\nEach failover also starts a new spare, so the worker generation grows by about two per kill.\n"
+         "\"spare ready\": the spare had finished its handshake at the kill; \"starting\": it was still\n"
+         "starting; \"none\": there was none yet (one is started once a worker serves).\n";
   return out;
 }
 

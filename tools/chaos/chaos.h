@@ -9,7 +9,12 @@
 // and kill -9s it, then proves the failover happened: a new pid, a new
 // generation, and exactly one more start-time `restore` in the shared state.
 // Recovery time is measured from the kill to the first request the new
-// worker completed (shared state first_reply_ns).
+// worker completed (shared state first_reply_ns), and split in two at the
+// moment the new worker started reading the device (failover.serving_ns):
+// getting a worker there (a spare's takeover, or a process start), then
+// what it takes to the first reply (`restore`, the kernel re-sending, the
+// re-OPENs of objects whose fds died with the worker, fills). Every timing
+// is also reported by what the supervisor found of its spare at the kill.
 //
 // The last line printed is the JSON report.
 #pragma once
@@ -79,6 +84,19 @@ struct Options {
   std::filesystem::path stall_log;
   unsigned stall_log_ms = 20;
 };
+
+// What the supervisor found of its spare at one failover, told by which of
+// the shared state's failover counters (proto/shm_layout.h
+// FailoverCounters) grew between just before the kill and the next worker
+// serving: exactly one grows by one per failover. UNKNOWN otherwise (a
+// supervisor without these counters, or more than one failover).
+enum class SpareAtKill { READY, STARTING, NONE, UNKNOWN };
+struct FailoverSnapshot {
+  std::uint64_t spare_ready = 0, spare_starting = 0, no_spare = 0, promoted = 0;
+};
+SpareAtKill classify_failover(const FailoverSnapshot& before, const FailoverSnapshot& after);
+// "ready", "starting", "none", "unknown": the report's keys.
+const char* to_string(SpareAtKill s);
 
 // Runs the whole thing; returns the report. Throws on setup errors.
 nlohmann::json run(const Options& options);

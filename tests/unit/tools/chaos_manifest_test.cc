@@ -67,6 +67,37 @@ TEST_CASE("chaos report for a person: units, both timings explained, missing fie
   CHECK_THAT(partial, Catch::Contains("kills -,"));
 }
 
+// Property: a kill is put in the class of the one failover counter that
+// grew by one; a supervisor without the counters (none grew) or two
+// failovers in one kill are "unknown", never a guess.
+TEST_CASE("chaos tells each kill's failover by the spare the supervisor found", "[tools][chaos]") {
+  const FailoverSnapshot before{5, 7, 2, 9};
+  CHECK(classify_failover(before, {6, 7, 2, 10}) == SpareAtKill::READY);
+  CHECK(classify_failover(before, {5, 8, 2, 10}) == SpareAtKill::STARTING);
+  CHECK(classify_failover(before, {5, 7, 3, 9}) == SpareAtKill::NONE);
+  CHECK(classify_failover(before, before) == SpareAtKill::UNKNOWN);
+  CHECK(classify_failover(before, {6, 8, 2, 11}) == SpareAtKill::UNKNOWN);
+  CHECK(classify_failover(before, {7, 7, 2, 11}) == SpareAtKill::UNKNOWN);
+  CHECK(std::string(to_string(SpareAtKill::STARTING)) == "starting");
+}
+
+TEST_CASE("chaos report for a person: the timings by the spare's state, empty classes left out", "[tools][chaos]") {
+  const auto report = nlohmann::json::parse(R"({"kills":3,"failover_proven":3,"by_spare":{
+    "ready":{"kills":2,"promoted":2,"kill_to_serving_ms":{"p50":8.25,"p99":9.5,"max":9.5,"samples":2},
+             "recovery_ms":{"p50":30.0,"p99":41.0,"max":41.0,"samples":2},
+             "kill_to_reading_ms":{"p50":7.0,"p99":8.0,"max":8.0,"samples":2},
+             "reading_to_first_reply_ms":{"p50":22.0,"p99":33.0,"max":33.0,"samples":2}},
+    "starting":{"kills":1,"promoted":0,"kill_to_serving_ms":{"p50":612.0,"p99":612.0,"max":612.0,"samples":1},
+                "recovery_ms":{"p50":null,"p99":null,"max":null,"samples":0}},
+    "none":{"kills":0,"promoted":0}}})");
+  const std::string text = format_report(report);
+  CHECK_THAT(text, Catch::Contains("spare ready at the kill: 2 kills, 2 promoted"));
+  CHECK_THAT(text, Catch::Contains("spare starting at the kill: 1 kills, 0 promoted"));
+  CHECK(text.find("spare none") == std::string::npos);
+  CHECK_THAT(text, Catch::Contains("33.0"));
+  CHECK_THAT(text, Catch::Contains("612.0"));
+}
+
 TEST_CASE("--registry-image: all four parts, or an error quoting the spec", "[tools][chaos]") {
   const auto image = parse_registry_image("small=/m/small.manifest,127.0.0.1:5000,vm/small,sha256:ab");
   CHECK(image.name == "small");

@@ -7,7 +7,9 @@
 # the worker writes fill-ahead that no READ waits for (READs are answered
 # once their own pages are in; the windows such a kill leaves half written
 # are asked for again).
-# Env (from run-vm.sh --env): CHAOS_ROUNDS, CHAOS_MIN_KILLS.
+# Env (from run-vm.sh --env): CHAOS_ROUNDS, CHAOS_MIN_KILLS, CHAOS_KILL_MS
+# (the kill interval, default 5-200; one longer than a worker's start
+# measures failovers that find the spare ready).
 . /lib/vmtest.sh
 
 vt_start_supervisor || exit 0
@@ -25,11 +27,18 @@ done
 # shellcheck disable=SC2086
 /bin/ondemand-chaos --config "$VT_CONFIG" $images \
     --rounds "${CHAOS_ROUNDS:-20}" --min-kills "${CHAOS_MIN_KILLS:-300}" \
-    --readers 4 --kill-interval-ms 5-200 --missing-blob --max-seconds 1500 \
+    --readers 4 --kill-interval-ms "${CHAOS_KILL_MS:-5-200}" --missing-blob --max-seconds 1500 --summary \
     > /tmp/chaos.out 2> /tmp/chaos.log
 rc=$?
 report=$(tail -n 1 /tmp/chaos.out)
 echo "CHAOS-REPORT $report"
+# The summary's table of timings by the spare's state at the kill.
+sed -n '/^  after a kill/,/^$/p' /tmp/chaos.out | sed 's/^/chaos-summary| /'
+# What a failover without a ready spare waits for: a worker's process
+# start to its handshake (supervisor log, "ms after its spawn").
+starts=$(sed -n 's/.* \([0-9][0-9.]*\) ms after its spawn.*/\1/p' "$VT_SUPERVISOR_LOG" | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "%d starts, p50 %s p99 %s max %s", NR, v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1 > NR ? NR : int(NR * 0.99) + 1], v[NR] }')
+vt_info "worker spawn to handshake ms: ${starts:-none logged}"
 tail -n 5 /tmp/chaos.log | sed 's/^/chaos| /'
 if [ "$rc" -eq 0 ]; then
     vt_pass chaos "$report"
