@@ -113,17 +113,22 @@ readbench() {
     echo "${_out%\}}"
 }
 
-run_direct() { # CASE CONFIG REP
+# The image loop-mounted directly; MODE mount-direct (the lz4 case) adds
+# the mount(2) call's seconds (timed_mount).
+run_direct() { # CASE CONFIG REP [MODE]
+    mode=${4:-direct}
     drop_caches
-    dev=$(losetup -f) || { vt_fail bench-direct "no free loop device"; return 1; }
-    losetup -r "$dev" "$VT_BLOB_DIR/$(case_image "$1")" || { vt_fail bench-direct "losetup $dev $1 failed"; return 1; }
-    if ! err=$(vt_with_timeout 60 mount -t erofs -o ro "$dev" /mnt/bench-direct 2>&1); then
-        vt_fail bench-direct "mount $dev failed: $err"
+    dev=$(losetup -f) || { vt_fail "bench-$mode" "no free loop device"; return 1; }
+    losetup -r "$dev" "$VT_BLOB_DIR/$(case_image "$1")" || { vt_fail "bench-$mode" "losetup $dev $1 failed"; return 1; }
+    if ! secs=$(timed_mount "$dev" /mnt/bench-direct ro); then
+        vt_fail "bench-$mode" "mount $dev failed: $secs"
         losetup -d "$dev"
         return 1
     fi
+    timed=
+    [ "$mode" = direct ] || timed="\"mount_s\":$secs,"
     if r=$(readbench "$1" /mnt/bench-direct); then
-        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"direct\",\"config\":\"$2\",\"rep\":$3,${r#\{}}"
+        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"$mode\",\"config\":\"$2\",\"rep\":$3,$timed${r#\{}}"
     fi
     umount /mnt/bench-direct
     losetup -d "$dev"
@@ -179,22 +184,6 @@ timed_mount() {
 }
 
 # The lz4 case: mount time first, then every file read once.
-run_mount_direct() { # CASE CONFIG REP
-    drop_caches
-    dev=$(losetup -f) || { vt_fail bench-mount-direct "no free loop device"; return 1; }
-    losetup -r "$dev" "$VT_BLOB_DIR/$1" || { vt_fail bench-mount-direct "losetup $dev $1 failed"; return 1; }
-    if ! secs=$(timed_mount "$dev" /mnt/bench-direct ro); then
-        vt_fail bench-mount-direct "mount $dev failed: $secs"
-        losetup -d "$dev"
-        return 1
-    fi
-    if r=$(readbench "$1" /mnt/bench-direct); then
-        echo "BENCH-RESULT {\"case\":\"$1\",\"mode\":\"mount-direct\",\"config\":\"$2\",\"rep\":$3,\"mount_s\":$secs,${r#\{}}"
-    fi
-    umount /mnt/bench-direct
-    losetup -d "$dev"
-}
-
 run_mount_daemon() { # CASE CONFIG REP
     fsid=bench-$1-$2-$3
     ln "$VT_BLOB_DIR/$1" "$VT_BLOB_DIR/$fsid" || { vt_fail bench-mount-daemon "ln $fsid failed"; return 1; }
@@ -378,7 +367,7 @@ for spec in $BENCH_CONFIGS; do
         rep=1
         while [ "$rep" -le "$BENCH_REPS" ]; do
             if [ "$c" = lz4 ]; then
-                run_mount_direct "$c" "$label" "$rep"
+                run_direct "$c" "$label" "$rep" mount-direct
                 run_mount_daemon "$c" "$label" "$rep"
                 rep=$((rep + 1))
                 continue
