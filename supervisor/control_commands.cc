@@ -146,8 +146,17 @@ proto::ControlReply Supervisor::reload() {
   // A spare started from the old config would be the next worker: replace it.
   if (spare_) {
     spare_timer_.cancel();
+    spare_->on_ready = nullptr;
     retire(std::move(spare_), "config reloaded");
-    asio::post(loop_, [this] { maybe_spawn_spare(); });
+    if (awaiting_spare_) {
+      // A failover was waiting for that spare (failover.cc await_spare):
+      // nothing is left to wait for, so the fresh worker starts now, not
+      // when SPARE_AWAIT runs out.
+      spdlog::info("the spare a failover was waiting for was started from the old config: starting a fresh worker");
+      end_spare_wait(/*ready=*/false);
+    } else {
+      asio::post(loop_, [this] { maybe_spawn_spare(); });
+    }
   }
   return proto::control::Done{fmt::format(
       "reloaded {}: takes effect for the next worker (the running one keeps the config it started with)",

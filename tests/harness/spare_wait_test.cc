@@ -126,3 +126,29 @@ TEST_CASE("a failover whose awaited spare dies starts a fresh worker", "[harness
   CHECK(*next != starting);
   CHECK(sv.device().wait_restores(3, 5s));
 }
+
+// Property: `ondemandctl reload` while a failover waits for a starting
+// spare retires that spare (it was started from the old config) and ends
+// the wait: a fresh worker starts at once and serves. Before: the wait stayed
+// armed with nothing to wait for, and the fresh worker started only when
+// SPARE_AWAIT ran out (readers waited those 2 s).
+TEST_CASE("a reload during a failover's wait for its spare starts a fresh worker at once",
+          "[harness][spare-wait][reload]") {
+  HeldWorker held;
+  SupervisorProcess sv({.config = {{"worker_binary", held.script.string()}}});
+  const auto [serving, starting] = serving_with_held_spare(sv, held);
+  REQUIRE(::kill(serving, SIGKILL) == 0);
+  INFO(sv.log());
+  REQUIRE(log_has(sv, fmt::format("spare worker pid={} is still starting", starting), 10s));
+  const auto r = sv.ctl({"reload"});
+  REQUIRE(r.rc == 0);
+  REQUIRE(log_has(sv, "was started from the old config: starting a fresh worker", 10s));
+  held.release_starts();
+  auto next = sv.wait_serving(10s, serving);
+  INFO(sv.log());
+  REQUIRE(next);
+  CHECK(*next != starting);
+  CHECK(sv.device().wait_restores(3, 5s));  // first start, the promotion, the fresh worker
+  // The wait ended with the reload, so its timer never fired.
+  CHECK(sv.log().find("has no handshake after") == std::string::npos);
+}
