@@ -53,6 +53,7 @@ TEST_CASE("parse_config accepts the minimal config and fills defaults", "[common
   CHECK(c.max_inflight == 64);
   CHECK(c.io_threads == 4);
   CHECK(c.fill_window == 4u << 20);  // the benchmark sweep's pick
+  CHECK(c.fill_ahead_windows == 2);  // the fill-ahead bench's pick
   CHECK_FALSE(c.prefetch);
   CHECK(c.watchdog_timeout_ms == 5000);
   CHECK(c.request_timeout_ms == 60000);
