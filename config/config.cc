@@ -154,6 +154,8 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
          if (c.fill_window_min % 4096 != 0)
            throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
        }}},
+      {"fill_ahead_windows", {false, [](Config& c, auto k, auto& v) {
+         c.fill_ahead_windows = static_cast<std::uint32_t>(as_count(k, v, 0, 16)); }}},
       {"prefetch", {false, [](Config& c, auto k, auto& v) { c.prefetch = as_bool(k, v); }}},
       {"max_open_objects", {false, [](Config& c, auto k, auto& v) {
          c.max_open_objects = static_cast<std::uint32_t>(as_count(k, v, 0, 1'000'000)); }}},

@@ -73,6 +73,12 @@ struct Config {
   // stream goes on, up to fill_window). 0 (the default) or fill_window:
   // fixed windows; see the README for what the bench measured.
   std::uint64_t fill_window_min = 0;
+  // Fill-ahead for sequential readers (cachefiles): a READ that continues
+  // a stream of its object also starts fills, nobody waiting on them, of
+  // up to this many fill_window-long windows after its own, so they run
+  // beside the fill the reader waits on. 0: only the READ's own window.
+  // 2 measured best of 0, 1, 2 in tests/bench (README, Benchmark).
+  std::uint32_t fill_ahead_windows = 2;
   bool prefetch = false;                // fetch whole blob in the background after OPEN
   // The fd budget (cachefiles): at most this many objects (anonymous fd +
   // blob fd each) held open; the least recently used idle ones beyond it

@@ -136,6 +136,48 @@ FillRange ReadAhead::plan(std::uint64_t off, std::uint64_t len, std::uint64_t bl
   return range;
 }
 
+FillRange FillAheadStreams::plan(std::uint64_t off, FillRange fill, std::uint64_t blob_size, std::uint64_t window,
+                                 std::uint32_t windows) {
+  if (fill.start >= fill.end) return {};
+  ++clock_;
+  const auto page = align_down(off, PAGE);
+  Stream* stream = nullptr;
+  bool sequential = false;
+  for (auto& s : streams_) {
+    if (s.used == 0) continue;
+    if (page >= s.last.end && page <= s.ahead) {  // where it went on to
+      stream = &s;
+      sequential = true;
+      break;
+    }
+    if (page >= s.last.start && page < s.last.end) {  // inside its last fill
+      stream = &s;
+      // Once the stream has gone on (the reader catching that fill up), or
+      // when the READ reaches past it (the kernel's read crossing into the
+      // next window; a 4 KiB random read seldom does).
+      sequential = s.runs > 0 || fill.end > s.last.end;
+      break;
+    }
+  }
+  if (!stream) {
+    stream = &streams_[0];
+    for (auto& s : streams_)
+      if (s.used < stream->used) stream = &s;
+    *stream = Stream{};
+  }
+  stream->used = clock_;
+  if (fill.end >= stream->last.end) stream->last = fill;
+  stream->ahead = std::max(stream->ahead, fill.end);
+  if (!sequential) return {};
+  ++stream->runs;
+  const auto limit = align_up(blob_size, PAGE);
+  const auto step = std::max<std::uint64_t>(align_up(window, PAGE), PAGE);
+  FillRange ahead{stream->ahead, std::min(limit, fill.end + step * windows)};
+  if (ahead.start >= ahead.end) return {};
+  stream->ahead = ahead.end;
+  return ahead;
+}
+
 namespace {
 
 // The piece a fill reads from its blob at once: Blob::read_unit(), in pages,
@@ -464,23 +506,9 @@ void Engine::fill_demand(FillRequest request, FillDone on_done) {
     }
     const auto missing = gaps(request.need, others);
     if (!missing.empty()) {
-      own = std::make_shared<ActiveFill>();
-      own->target = target;
-      own->need = {missing.front().start, missing.back().end};
-      FillRange r{std::min(request.plan.range.start, own->need.start),
-                  std::max(request.plan.range.end, own->need.end)};
-      for (const auto& o : others) {
-        if (o.end <= own->need.start)
-          r.start = std::max(r.start, o.end);
-        else if (o.start >= own->need.end)
-          r.end = std::min(r.end, o.start);
-      }
-      own->range = r;
-      own->deadline = request.deadline;
-      active_.push_back(own);
-      ++ahead_;  // until add_waiter below
+      own = add_active(target, {missing.front().start, missing.back().end}, request.plan.range, others,
+                       request.deadline);
       waiter->fills.push_back(own);
-      fills_running_.fetch_add(1, std::memory_order_relaxed);
     }
     waiter->joined = !own;
     for (auto& f : waiter->fills) {
@@ -492,6 +520,52 @@ void Engine::fill_demand(FillRequest request, FillDone on_done) {
   answer(now);
   if (own)
     asio::post(pool_, [this, own, request = std::move(request)]() mutable { run_active(own, request); });
+}
+
+// Under fills_mu_: a fill of `need` (written first) widened to `range`, cut
+// where it meets `others` (the ranges in flight on its target), registered
+// and counted as fill-ahead until a request waits on it (add_waiter).
+std::shared_ptr<Engine::ActiveFill> Engine::add_active(const Target* target, FillRange need, FillRange range,
+                                                       const Spans& others, Deadline deadline) {
+  auto fill = std::make_shared<ActiveFill>();
+  fill->target = target;
+  fill->need = need;
+  FillRange r{std::min(range.start, need.start), std::max(range.end, need.end)};
+  for (const auto& o : others) {
+    if (o.end <= need.start)
+      r.start = std::max(r.start, o.end);
+    else if (o.start >= need.end)
+      r.end = std::min(r.end, o.start);
+  }
+  fill->range = r;
+  fill->deadline = deadline;
+  active_.push_back(fill);
+  ++ahead_;  // the caller publishes, or a waiter joins at once
+  fills_running_.fetch_add(1, std::memory_order_relaxed);
+  return fill;
+}
+
+// On the loop. The background remainder of an answer-first fill without
+// the answered head: each stretch of the range that no fill in flight on
+// the target writes becomes a fill of its own that nobody waits on, so
+// stretches run side by side on the pool. A later demand joins them like
+// any fill in flight.
+void Engine::fill_ahead(FillRequest request) {
+  std::vector<std::shared_ptr<ActiveFill>> started;
+  {
+    std::lock_guard lock(fills_mu_);
+    const Target* target = request.target.get();
+    Spans others;
+    for (const auto& f : active_)
+      if (f->target == target && !f->ending) others.push_back(f->range);
+    for (const auto& gap : gaps(request.plan.range, others))
+      started.push_back(add_active(target, gap, gap, others, request.deadline));
+    if (!started.empty()) publish_ahead();
+  }
+  request.plan.answer_early = true;  // joining demands are answered as its bytes land
+  request.need = {};
+  for (auto& fill : started)
+    asio::post(pool_, [this, fill, request]() mutable { run_active(fill, request); });
 }
 
 // On the pool: decide, write the need first (an early plan), answer the

@@ -23,6 +23,14 @@
 //                   answered without a copy of its own (its bytes there
 //                   already, or withdraw()) gets on_done on the calling
 //                   thread, the loop.
+//   fill_ahead(req) -> req.plan.range filled in the background with no
+//                   request waiting on it (a sequential reader's next
+//                   windows, issue 12): what fills in flight on the target
+//                   already write is left out, each other stretch is a fill
+//                   of its own, and a later demand joins it like any fill in
+//                   flight. It is fill-ahead, not a request: not in
+//                   flight, stopped by abandon_fill_ahead() and
+//                   withdraw(), counted by fills_running().
 //   prefetch(t)  -> the whole blob of t in the background, one window at a
 //                   time, only while demand is light. cancel_prefetch(t)
 //                   drops t from the queue at once (a CLOSEd object's fds
@@ -126,6 +134,38 @@ class ReadAhead {
   std::uint64_t jumps_ = 0;
 };
 
+// Fill-ahead for sequential readers (issue 12), per object: which bytes
+// beyond a READ's own fill to fill before the reader asks, so that a
+// second fill runs beside the one the reader waits on. Up to STREAMS
+// streams, each its last READ's fill and the end of what it filled ahead. A
+// READ is sequential when its page is where the stream's fill or fill-ahead
+// ended or inside the fill-ahead, or when it is inside the stream's last
+// fill and either the stream has gone on (the reader catching that fill up)
+// or its own fill reaches past that one (a read crossing a window). Any
+// other READ is a jump: it starts a stream (replacing the least recently
+// used) and fills nothing ahead, so a random reader fetches no more than
+// without it. Not thread-safe (the front end's loop owns it); unit-tested.
+class FillAheadStreams {
+ public:
+  static constexpr std::size_t STREAMS = 4;
+  // For a READ at `off` whose own fill is `fill`: up to `windows` windows
+  // of `window` bytes after `fill`, clipped to the blob rounded up to a
+  // page, less what the stream filled ahead already; empty for a jump (and
+  // always for `windows` 0, which still follows the streams).
+  FillRange plan(std::uint64_t off, FillRange fill, std::uint64_t blob_size, std::uint64_t window,
+                 std::uint32_t windows);
+
+ private:
+  struct Stream {
+    FillRange last;           // its last READ's fill
+    std::uint64_t ahead = 0;  // end of what it filled ahead, at least last.end
+    std::uint64_t runs = 0;   // sequential READs since it started
+    std::uint64_t used = 0;   // clock of its last READ; 0: unused
+  };
+  std::array<Stream, STREAMS> streams_{};
+  std::uint64_t clock_ = 0;
+};
+
 struct FillPlan {
   FillRange range;
   // Skip what the target already holds (lseek SEEK_DATA/SEEK_HOLE; both the
@@ -200,6 +240,9 @@ class Engine {
   // its predecessor's objects before it serves anything).
   OpenResult open_now(const proto::BlobRef& ref, Deadline deadline);
   void fill(FillRequest request, FillDone on_done);
+  // Set plan.resume, so what the target holds is skipped; `need` and
+  // plan.answer_early are ignored.
+  void fill_ahead(FillRequest request);
 
   void prefetch(std::shared_ptr<Target> target);
   void cancel_prefetch(const Target* target);
@@ -252,6 +295,8 @@ class Engine {
   void fill_demand(FillRequest request, FillDone on_done);
   void run_active(const std::shared_ptr<ActiveFill>& fill, FillRequest& request);
   // Under fills_mu_:
+  std::shared_ptr<ActiveFill> add_active(const Target* target, FillRange need, FillRange range,
+                                         const std::vector<FillRange>& others, Deadline deadline);
   void settle(const ActiveFill& fill, std::vector<Answer>& out);
   bool settle_one(Waiter& waiter, std::vector<Answer>& out, bool withdrawn = false);
   void add_waiter(ActiveFill& fill);

@@ -112,6 +112,7 @@ proto::ExitCode Worker::run() {
                         .fill_window = config_.fill_window,
                         .fill_window_min = config_.fill_window_min ? config_.fill_window_min
                                                                    : config_.fill_window,
+                        .fill_ahead_windows = config_.fill_ahead_windows,
                         .prefetch = config_.prefetch,
                         .request_deadline = request_deadline_for(config_.request_timeout_ms),
                         .max_open_objects = config_.max_open_objects,
@@ -199,9 +200,9 @@ void Worker::start_reading(bool restore) {
     counters.restores.fetch_add(1, std::memory_order_relaxed);
   }
   counters.cache_dead.store(0);  // the device took our commands: the cache lives
-  spdlog::info("generation {} serving with backend {} (restore={}, objects={}, max_inflight={}, io_threads={}, fill_window={}, fill_window_min={})",
+  spdlog::info("generation {} serving with backend {} (restore={}, objects={}, max_inflight={}, io_threads={}, fill_window={}, fill_window_min={}, fill_ahead_windows={})",
                generation_, backend_->describe(), restore, frontend_->objects(), config_.max_inflight,
-               config_.io_threads, config_.fill_window, config_.fill_window_min);
+               config_.io_threads, config_.fill_window, config_.fill_window_min, config_.fill_ahead_windows);
   reading_ = true;
   reading_since_ns_ = sys::monotonic_ns();
   state_->heartbeat_ns.store(reading_since_ns_, std::memory_order_relaxed);

@@ -266,9 +266,33 @@ void CachefilesFrontend::handle_read(const proto::ReadRequest& request) {
       return FillPlan{whole, /*resume=*/true, stall, /*answer_early=*/false};
     return plan;
   };
+  const auto deadline = fill.deadline;
   engine_.fill(std::move(fill), [this, request, object, received_ns](const FillResult& result) {
     finish_read(request, *object, result, received_ns);
   });
+  // After the READ's own fill, which the fill-ahead must not overlap.
+  fill_ahead(object, request, range, deadline);
+}
+
+// A READ that continues a sequential stream also starts fills of the next
+// windows, nobody waiting on them, one fill per window so that they run
+// beside the one the reader waits on (issue 12). Only once the first READ's
+// probe has found the blob not compressed: a compressed image is filled
+// whole, never a window of it (fill_whole_blob).
+void CachefilesFrontend::fill_ahead(const std::shared_ptr<Object>& object, const proto::ReadRequest& request,
+                                    FillRange range, Deadline deadline) {
+  if (options_.fill_ahead_windows == 0) return;
+  const bool plain = object->fill_whole.load(std::memory_order_relaxed) == 0;
+  const auto ahead = object->fill_ahead.plan(request.offset, range, object->blob->size(), options_.fill_window,
+                                             plain ? options_.fill_ahead_windows : 0);
+  for (auto pos = ahead.start; pos < ahead.end; pos += options_.fill_window) {
+    FillRequest window;
+    window.target = object;
+    window.deadline = deadline;
+    window.plan = FillPlan{{pos, std::min(ahead.end, pos + options_.fill_window)}, /*resume=*/true, {},
+                           /*answer_early=*/true};
+    engine_.fill_ahead(std::move(window));
+  }
 }
 
 // On the pool thread that did the fill.

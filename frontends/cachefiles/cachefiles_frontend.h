@@ -67,6 +67,9 @@ struct CachefilesOptions {
   // object (ReadAhead); fill_window_min == fill_window: fixed,
   // window-aligned fills.
   std::uint64_t fill_window_min = 4 << 20;
+  // Windows of fill_window bytes filled ahead of a sequential reader
+  // (FillAheadStreams), beyond its READ's own fill; 0: none.
+  std::uint32_t fill_ahead_windows = 0;
   bool prefetch = false;
   // Minimum spacing of restores asked for by unknown-object READs, so an
   // object that stays open elsewhere cannot make us spin.
@@ -128,6 +131,8 @@ class CachefilesFrontend final : public Frontend, public RequestSink {
   void handle_read(const proto::ReadRequest& request);
   void handle_close(const proto::CloseRequest& request);
   void finish_open(const proto::OpenRequest& request, proto::BlobRef ref, UniqueFd anon_fd, OpenResult opened);
+  void fill_ahead(const std::shared_ptr<Object>& object, const proto::ReadRequest& request, FillRange range,
+                  Deadline deadline);
   void finish_read(const proto::ReadRequest& request, const Object& object, const FillResult& result,
                    std::uint64_t received_ns);
   int reply_copen(std::uint32_t msg_id, std::uint32_t object_id, std::int64_t value);  // 0 or the errno

@@ -33,6 +33,7 @@ struct Object : Target {
   std::atomic<int> fill_whole{-1};
   // Loop thread only (handle_read): which fill a READ gets.
   ReadAhead read_ahead;
+  FillAheadStreams fill_ahead;
 };
 
 class ObjectTable {

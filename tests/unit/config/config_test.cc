@@ -53,6 +53,7 @@ TEST_CASE("parse_config accepts the minimal config and fills defaults", "[common
   CHECK(c.max_inflight == 64);
   CHECK(c.io_threads == 4);
   CHECK(c.fill_window == 4u << 20);  // the benchmark sweep's pick
+  CHECK(c.fill_ahead_windows == 2);  // the fill-ahead bench's pick
   CHECK_FALSE(c.prefetch);
   CHECK(c.watchdog_timeout_ms == 5000);
   CHECK(c.request_timeout_ms == 60000);
@@ -80,6 +81,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   doc["max_inflight"] = 7;
   doc["io_threads"] = 3;
   doc["fill_window"] = 8192;
+  doc["fill_ahead_windows"] = 2;
   doc["prefetch"] = true;
   doc["max_open_objects"] = 250;
   doc["watchdog_timeout_ms"] = 0;
@@ -97,6 +99,7 @@ TEST_CASE("parse_config reads every optional key", "[common][config]") {
   CHECK(c.max_inflight == 7);
   CHECK(c.io_threads == 3);
   CHECK(c.fill_window == 8192);
+  CHECK(c.fill_ahead_windows == 2);
   CHECK(c.prefetch);
   CHECK(c.max_open_objects == 250);
   CHECK(c.watchdog_timeout_ms == 0);
@@ -148,6 +151,9 @@ TEST_CASE("parse_config names the key whose value has the wrong type or range", 
       {"fill_window", std::uint64_t{1} << 40, "absurdly large"},
       {"fill_window_min", 6000, "not a multiple of 4096"},
       {"fill_window_min", 8u << 20, "above fill_window (4 MiB by default)"},
+      {"fill_ahead_windows", -1, "negative count"},
+      {"fill_ahead_windows", 17, "above the maximum"},
+      {"fill_ahead_windows", "1", "string for a number"},
       {"max_open_objects", -1, "negative count"},
       {"max_open_objects", 2'000'000, "above the maximum"},
       {"max_open_objects", "200", "string for a number"},

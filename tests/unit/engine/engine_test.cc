@@ -31,6 +31,8 @@ namespace asio = boost::asio;
 
 constexpr std::uint64_t MiB = 1 << 20;
 
+bool empty_range(FillRange r) { return r.start >= r.end; }
+
 // A blob in memory that records which offsets were read and can sleep per
 // read (a slow backend) or block until released.
 class SlowBlob final : public Blob {
@@ -289,6 +291,81 @@ TEST_CASE("ReadAhead: a READ inside a fill just planned keeps the stream's windo
   CHECK(r.start == 8 * MiB + 12288);
   CHECK(r.end - r.start == 16384);
   CHECK(ra.jumps() == 1);
+}
+
+// ---------------------------------------------------------------- FillAheadStreams
+
+namespace {
+FillRange window_of(std::uint64_t off, std::uint64_t window = 4 * MiB) {
+  return fill_range(off, 4096, 256 * MiB, window);
+}
+}  // namespace
+
+TEST_CASE("FillAheadStreams: a READ that goes on to the next window fills the windows after it ahead",
+          "[worker][engine][fill_ahead]") {
+  FillAheadStreams fa;
+  constexpr std::uint64_t BLOB = 256 * MiB, W = 4 * MiB;
+  // A jump into window 10, and the reader catching its fill up: nothing ahead.
+  CHECK(empty_range(fa.plan(10 * W, window_of(10 * W), BLOB, W, 2)));
+  CHECK(empty_range(fa.plan(10 * W + 2 * MiB, window_of(10 * W + 2 * MiB), BLOB, W, 2)));
+  // On to window 11: windows 12 and 13 ahead.
+  auto r = fa.plan(11 * W, window_of(11 * W), BLOB, W, 2);
+  CHECK(r.start == 12 * W);
+  CHECK(r.end == 14 * W);
+  // Catching window 11 up: nothing new, 12 and 13 are on their way.
+  CHECK(empty_range(fa.plan(11 * W + 2 * MiB, window_of(11 * W + 2 * MiB), BLOB, W, 2)));
+  // Into window 12 (filled ahead, the READ meets its hole): one more, 14.
+  r = fa.plan(12 * W + MiB, window_of(12 * W + MiB), BLOB, W, 2);
+  CHECK(r.start == 14 * W);
+  CHECK(r.end == 15 * W);
+  // Window 13 was whole before the reader came, so it asks first at 15:
+  // still the stream, 16 and 17 ahead.
+  r = fa.plan(15 * W, window_of(15 * W), BLOB, W, 2);
+  CHECK(r.start == 16 * W);
+  CHECK(r.end == 18 * W);
+  // A READ that crosses from its stream's window into the next goes on too.
+  FillAheadStreams cross;
+  cross.plan(10 * W, window_of(10 * W), BLOB, W, 1);
+  r = cross.plan(11 * W - 65536, fill_range(11 * W - 65536, 131072, BLOB, W), BLOB, W, 1);
+  CHECK(r.start == 12 * W);
+  CHECK(r.end == 13 * W);
+  // The tail stops at the blob rounded up to a page.
+  FillAheadStreams tail;
+  tail.plan(0, {0, W}, 2 * W + 100, W, 2);
+  r = tail.plan(W, {W, 2 * W}, 2 * W + 100, W, 2);
+  CHECK(r.start == 2 * W);
+  CHECK(r.end == 2 * W + 4096);
+}
+
+TEST_CASE("FillAheadStreams: random reads never fill ahead", "[worker][engine][fill_ahead]") {
+  FillAheadStreams fa;
+  std::mt19937_64 rng(12);
+  int ahead = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const auto off = rng() % (64 * MiB / 4096) * 4096 + rng() % 4096;
+    if (!empty_range(fa.plan(off, window_of(off), 256 * MiB, 4 * MiB, 2))) ++ahead;
+  }
+  // Only a READ at a window's very first page right after another's
+  // counts as going on: a few in 2,000, not a window's worth each time.
+  CHECK(ahead < 20);
+}
+
+TEST_CASE("FillAheadStreams: with 0 windows nothing is filled ahead, and interleaved readers keep their streams",
+          "[worker][engine][fill_ahead]") {
+  FillAheadStreams none;
+  constexpr std::uint64_t W = 4 * MiB;
+  for (std::uint64_t w = 0; w < 8; ++w) CHECK(empty_range(none.plan(w * W, {w * W, (w + 1) * W}, 64 * W, W, 0)));
+  FillAheadStreams fa;
+  fa.plan(3 * W, {3 * W, 4 * W}, 64 * W, W, 1);
+  fa.plan(40 * W, {40 * W, 41 * W}, 64 * W, W, 1);
+  for (std::uint64_t i = 1; i < 6; ++i) {
+    auto a = fa.plan((3 + i) * W, {(3 + i) * W, (4 + i) * W}, 64 * W, W, 1);
+    auto b = fa.plan((40 + i) * W, {(40 + i) * W, (41 + i) * W}, 64 * W, W, 1);
+    CHECK(a.start == (4 + i) * W);
+    CHECK(a.end == (5 + i) * W);
+    CHECK(b.start == (41 + i) * W);
+    CHECK(b.end == (42 + i) * W);
+  }
 }
 
 TEST_CASE("ReadAhead: the tail stops at the blob rounded up to a page; past it, nothing",
@@ -770,6 +847,105 @@ TEST_CASE("Engine: abandon_fill_ahead stops fills once no request waits on them,
   d.engine.fill(demand(d.target, {6 * MiB, 6 * MiB + 4096}, {4 * MiB, 8 * MiB}), later.callback());
   REQUIRE(d.l.run_until([&] { return later.count.load() == 1 && d.settled(); }));
   CHECK(pread_all(d.ours.get(), 4 * MiB, 4 * MiB) == d.content.substr(4 * MiB));
+}
+
+// ---------------------------------------------------------------- fill-ahead
+
+namespace {
+FillRequest ahead(std::shared_ptr<Target> target, FillRange range, Deadline deadline = NO_DEADLINE) {
+  FillRequest r;
+  r.target = std::move(target);
+  r.plan = FillPlan{range, /*resume=*/true, {}, /*answer_early=*/true};
+  r.deadline = deadline;
+  return r;
+}
+}  // namespace
+
+// Issue 12: a sequential reader's next window, filled with nobody waiting.
+TEST_CASE("Engine: fill_ahead writes its range with no request in flight, counted as fill-ahead",
+          "[worker][engine][fill_ahead]") {
+  Demands d(8, 41, 5 * MiB);
+  d.engine.fill_ahead(ahead(d.target, {4 * MiB, 8 * MiB}));
+  REQUIRE(test::eventually([&] { return d.blob->offsets().count(5 * MiB) == 1; }));
+  CHECK(d.engine.inflight() == 0);  // a drain does not wait for it
+  CHECK(d.engine.fills_running() == 1);
+  CHECK(d.fc.fill_ahead_running.load() == 1);
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  CHECK(pread_all(d.ours.get(), 4 * MiB, 4 * MiB) == d.content.substr(4 * MiB));
+  CHECK(d.l.counters.bytes_written.load() == 4 * MiB);
+  CHECK(d.fc.fill_ahead_running.load() == 0);
+  CHECK(d.fc.fill_ahead_stopped.load() == 0);
+}
+
+TEST_CASE("Engine: a demand inside a fill-ahead in flight joins it: every byte fetched once",
+          "[worker][engine][fill_ahead]") {
+  Demands d(8, 42, 5 * MiB);
+  d.engine.fill_ahead(ahead(d.target, {4 * MiB, 8 * MiB}));
+  REQUIRE(test::eventually([&] { return d.blob->offsets().count(5 * MiB) == 1; }));
+  Completions done;
+  d.engine.fill(demand(d.target, {6 * MiB, 6 * MiB + 4096}, {4 * MiB, 8 * MiB}), done.callback());
+  d.l.loop.run_for(50ms);
+  CHECK(done.count.load() == 0);  // not before the fill-ahead got there
+  CHECK(d.engine.inflight() == 1);
+  CHECK(d.engine.fills_running() == 1);  // no fill of its own
+  CHECK(d.fc.fill_ahead_running.load() == 0);  // someone waits on it now
+  d.release();
+  REQUIRE(d.l.run_until([&] { return done.count.load() == 1 && d.settled(); }));
+  CHECK(done.result().ok());
+  CHECK(d.blob->reads.load() == static_cast<int>(d.blob->offsets().size()));
+  CHECK(d.l.counters.bytes_written.load() == 4 * MiB);
+  CHECK(d.fc.reads_joined.load() == 1);
+  CHECK(pread_all(d.ours.get(), 4 * MiB, 4 * MiB) == d.content.substr(4 * MiB));
+}
+
+TEST_CASE("Engine: fill_ahead leaves out what fills in flight write and what the target holds",
+          "[worker][engine][fill_ahead]") {
+  Demands d(12, 43, MiB, 4);
+  Completions first;
+  d.engine.fill(demand(d.target, {0, 4096}, {0, 4 * MiB}), first.callback());
+  REQUIRE(d.l.run_until([&] { return first.count.load() == 1; }));
+  REQUIRE(::pwrite(d.ours.get(), d.content.data() + 9 * MiB, MiB, 9 * MiB) == static_cast<ssize_t>(MiB));
+  // [0, 4M) is in flight: two fills ahead, [4M, 8M) and [8M, 12M).
+  d.engine.fill_ahead(ahead(d.target, {0, 8 * MiB}));
+  d.engine.fill_ahead(ahead(d.target, {8 * MiB, 12 * MiB}));
+  CHECK(d.engine.fills_running() == 3);
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  CHECK(d.file() == d.content);
+  CHECK(d.blob->offsets().count(9 * MiB) == 0);
+  CHECK(d.blob->reads.load() == static_cast<int>(d.blob->offsets().size()));
+  CHECK(d.l.counters.bytes_written.load() == 11 * MiB);
+}
+
+TEST_CASE("Engine: withdraw stops a fill-ahead at its next chunk and releases its target",
+          "[worker][engine][fill_ahead]") {
+  Demands d(8, 44, 5 * MiB);
+  std::weak_ptr<Target> weak = d.target;
+  d.engine.fill_ahead(ahead(d.target, {4 * MiB, 8 * MiB}));
+  REQUIRE(test::eventually([&] { return d.blob->offsets().count(5 * MiB) == 1; }));
+  d.engine.withdraw(d.target.get());
+  d.target.reset();
+  CHECK_FALSE(weak.expired());  // the fill held in the backend still has it
+  const auto reads_before = d.blob->reads.load();
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled() && weak.expired(); }));
+  CHECK(d.blob->reads.load() == reads_before);
+  CHECK(d.fc.fill_ahead_stopped.load() == 1);
+  CHECK(d.fc.fill_ahead_running.load() == 0);
+}
+
+TEST_CASE("Engine: abandon_fill_ahead stops a fill-ahead at its next chunk", "[worker][engine][fill_ahead]") {
+  Demands d(8, 45, 5 * MiB);
+  d.engine.fill_ahead(ahead(d.target, {4 * MiB, 8 * MiB}));
+  REQUIRE(test::eventually([&] { return d.blob->offsets().count(5 * MiB) == 1; }));
+  d.engine.abandon_fill_ahead();
+  d.release();
+  REQUIRE(d.l.run_until([&] { return d.settled(); }));
+  CHECK(*d.blob->offsets().rbegin() == 5 * MiB);
+  CHECK(d.l.counters.bytes_written.load() == 2 * MiB);
+  CHECK(d.fc.fill_ahead_stopped.load() == 1);
+  CHECK(d.fc.fill_ahead_running.load() == 0);
 }
 
 TEST_CASE("Engine: a demand whose pages are already in the target is answered without a read",

@@ -119,6 +119,7 @@ struct Options {
   std::uint32_t io_threads = 4;
   std::uint64_t fill_window = 4 << 20;
   std::uint64_t fill_window_min = 0;  // 0: fill_window (fixed windows)
+  std::uint32_t fill_ahead_windows = 0;
   bool prefetch = false;
   std::chrono::milliseconds restore_spacing{200};
   std::chrono::milliseconds request_deadline{0};
@@ -150,6 +151,7 @@ struct Harness {
                           .fill_window = options.fill_window,
                           .fill_window_min = options.fill_window_min ? options.fill_window_min
                                                                      : options.fill_window,
+                          .fill_ahead_windows = options.fill_ahead_windows,
                           .prefetch = options.prefetch,
                           .restore_spacing = options.restore_spacing,
                           .request_deadline = options.request_deadline,
@@ -968,6 +970,140 @@ TEST_CASE("Cachefiles: stop_reading abandons fill-ahead: nothing to drain, and t
   CHECK(f.anon.engine_end_open());
   exported.clear();
   CHECK(h.run_until([&] { return !f.anon.engine_end_open(); }));
+}
+
+// ---------------------------------------------------------------- fill-ahead
+
+namespace {
+
+// A 32 MiB blob behind 4 MiB windows, filling one window ahead of a
+// sequential reader; reads from `gate_from` on wait for the test. Object 60.
+struct AheadFixture {
+  static constexpr std::uint64_t W = 4 * MiB;
+  FakeBackend backend;
+  std::string content = test::pattern_bytes(32 * MiB, 61);
+  std::shared_ptr<FakeBlob> blob = std::make_shared<FakeBlob>(content);
+  std::unique_ptr<Harness> h;
+  AnonMemfd anon{"ahead"};
+
+  explicit AheadFixture(std::uint64_t gate_from = UINT64_MAX, std::uint32_t windows = 1) {
+    blob->gate = std::make_shared<Gate>();
+    blob->gate_from = gate_from;
+    backend.blobs["b"] = blob;
+    auto options = Harness::fast_options();
+    options.io_threads = 4;
+    options.fill_window = W;
+    options.fill_ahead_windows = windows;
+    h = std::make_unique<Harness>(backend, options);
+    h->gates.push_back(blob->gate);
+    h->open(1, 60, std::move(anon.engine_end), "b");
+    REQUIRE(h->run_until([&] { return h->replies.copens().size() == 1; }));
+  }
+  // READ msg_id of [off, off+4096), waited for until answered and, with
+  // `idle`, until nothing runs.
+  void read(std::uint32_t msg_id, std::uint64_t off, bool idle = true) {
+    const auto before = h->replies.completes().size();
+    h->read(msg_id, 60, off, 4096);
+    REQUIRE(h->run_until([&] { return h->replies.completes().size() == before + 1 && (!idle || h->idle()); }));
+  }
+  bool fetched(std::uint64_t start, std::uint64_t end) const {
+    const auto offs = blob->fill_offsets();
+    return std::any_of(offs.begin(), offs.end(), [&](auto o) { return o >= start && o < end; });
+  }
+  bool offsets_unique() const {
+    auto offs = blob->fill_offsets();
+    std::sort(offs.begin(), offs.end());
+    return std::adjacent_find(offs.begin(), offs.end()) == offs.end();
+  }
+};
+
+}  // namespace
+
+// Issue 12: a second fill runs beside the one a sequential reader waits on.
+TEST_CASE("Cachefiles: a READ that goes on to the next window fills the window after it ahead, unasked",
+          "[worker][cachefiles][fill_ahead]") {
+  AheadFixture f;
+  auto& h = *f.h;
+  f.read(2, 0);      // a jump (the first READ): its window only
+  CHECK_FALSE(f.fetched(f.W, 32 * MiB));
+  f.read(3, f.W);    // goes on: window 2 too, with no READ for it
+  CHECK(pread_all(f.anon.ours.get(), 2 * f.W, f.W) == f.content.substr(2 * f.W, f.W));
+  CHECK_FALSE(f.fetched(3 * f.W, 32 * MiB));
+  CHECK(file_size(f.anon.ours.get()) == 3 * f.W);
+  CHECK(h.counters.bytes_written.load() == 3 * f.W);
+  CHECK(h.replies.completes().size() == 2);
+  CHECK(h.metrics.reads_ok.load() == 2);
+}
+
+TEST_CASE("Cachefiles: a READ that jumps fills nothing ahead; the stream it starts does once it goes on",
+          "[worker][cachefiles][fill_ahead]") {
+  AheadFixture f;
+  auto& h = *f.h;
+  f.read(2, 0);
+  f.read(3, 5 * f.W + 8192);  // a jump
+  f.read(4, f.W + 8192);      // the window after the first, but not where it ended: a jump too
+  CHECK_FALSE(f.fetched(2 * f.W, 5 * f.W));
+  CHECK_FALSE(f.fetched(6 * f.W, 32 * MiB));
+  CHECK(h.counters.bytes_written.load() == 3 * f.W);
+  f.read(5, 2 * f.W);  // where the last one's window ended: window 3 ahead
+  CHECK(f.fetched(3 * f.W, 4 * f.W));
+  CHECK_FALSE(f.fetched(4 * f.W, 5 * f.W));
+  CHECK(h.counters.bytes_written.load() == 5 * f.W);
+}
+
+TEST_CASE("Cachefiles: a READ in a window being filled ahead waits for that fill: answered once, copied once",
+          "[worker][cachefiles][fill_ahead]") {
+  AheadFixture f(2 * AheadFixture::W + MiB);  // the fill-ahead of window 2 holds after its first MiB
+  auto& h = *f.h;
+  f.read(2, 0);
+  f.read(3, f.W, /*idle=*/false);
+  REQUIRE(h.run_until([&] { return f.blob->gate->waiting() == 1 && h.core->fills_running() == 1; }));
+  CHECK(h.frontend->inflight() == 0);  // nobody waits on it
+  h.read(4, 60, 2 * f.W + 2 * MiB + 100, 4096);
+  h.settle(50ms);
+  CHECK(h.replies.completes().size() == 2);
+  CHECK(h.frontend->inflight() == 1);
+  // No second fill of window 2: the one in flight, and window 3's ahead
+  // (the READ went on into window 2).
+  CHECK(h.core->fills_running() == 2);
+  f.blob->gate->open();
+  REQUIRE(h.run_until([&] { return h.replies.completes().size() == 3 && h.idle(); }));
+  h.settle();
+  CHECK(f.offsets_unique());
+  CHECK(h.counters.bytes_written.load() == 4 * f.W);
+  CHECK(pread_all(f.anon.ours.get(), 0, 4 * f.W) == f.content.substr(0, 4 * f.W));
+  CHECK(h.metrics.reads_ok.load() == 3);
+  CHECK(h.counters.read_failed.load() == 0);
+}
+
+TEST_CASE("Cachefiles: CLOSE during a fill-ahead of the next window stops it and closes the fd",
+          "[worker][cachefiles][fill_ahead]") {
+  AheadFixture f(2 * AheadFixture::W + MiB);
+  auto& h = *f.h;
+  f.read(2, 0);
+  f.read(3, f.W, /*idle=*/false);
+  REQUIRE(h.run_until([&] { return f.blob->gate->waiting() == 1 && h.frontend->inflight() == 0; }));
+  h.close(4, 60);
+  h.settle(20ms);
+  CHECK(f.anon.engine_end_open());  // held by the fill, blocked in the backend
+  f.blob->gate->open();
+  REQUIRE(h.run_until([&] { return h.idle() && !f.anon.engine_end_open(); }));
+  h.settle();
+  CHECK(h.replies.completes().size() == 2);
+  CHECK_FALSE(f.fetched(2 * f.W + 2 * MiB, 32 * MiB));  // the held piece landed, nothing after it
+}
+
+TEST_CASE("Cachefiles: stop_reading abandons a fill-ahead of the next window", "[worker][cachefiles][fill_ahead]") {
+  AheadFixture f(2 * AheadFixture::W + MiB);
+  auto& h = *f.h;
+  f.read(2, 0);
+  f.read(3, f.W, /*idle=*/false);
+  REQUIRE(h.run_until([&] { return f.blob->gate->waiting() == 1 && h.frontend->inflight() == 0; }));
+  h.frontend->stop_reading();
+  f.blob->gate->open();
+  REQUIRE(h.run_until([&] { return h.core->fills_running() == 0; }));
+  CHECK_FALSE(f.fetched(2 * f.W + 2 * MiB, 32 * MiB));
+  CHECK(h.replies.completes().size() == 2);
 }
 
 // ---------------------------------------------------------------- CLOSE
