@@ -74,6 +74,27 @@ std::pair<pid_t, pid_t> serving_with_held_spare(SupervisorProcess& sv, HeldWorke
   return {*promoted, *starting};
 }
 
+// The serving worker killed while the spare is held in its start, and the
+// failover seen waiting for that spare: returns {dead worker, spare}.
+std::pair<pid_t, pid_t> failover_waiting_for_spare(SupervisorProcess& sv, HeldWorker& held) {
+  const auto [serving, starting] = serving_with_held_spare(sv, held);
+  REQUIRE(::kill(serving, SIGKILL) == 0);
+  INFO(sv.log());
+  REQUIRE(log_has(sv, fmt::format("spare worker pid={} is still starting", starting), 10s));
+  return {serving, starting};
+}
+
+// Starts may go on: a fresh worker, not the awaited spare, serves after
+// `dead`, with one more restore (first start, the promotion, this one).
+void fresh_worker_serves(SupervisorProcess& sv, HeldWorker& held, pid_t dead, pid_t spare) {
+  held.release_starts();
+  auto next = sv.wait_serving(10s, dead);
+  INFO(sv.log());
+  REQUIRE(next);
+  CHECK(*next != spare);
+  CHECK(sv.device().wait_restores(3, 5s));
+}
+
 }  // namespace
 
 // Property: the serving worker dies while the spare is still starting; the
@@ -113,18 +134,11 @@ TEST_CASE("a failover waits for a spare still in its start and promotes it", "[h
 TEST_CASE("a failover whose awaited spare dies starts a fresh worker", "[harness][spare-wait]") {
   HeldWorker held;
   SupervisorProcess sv({.config = {{"worker_binary", held.script.string()}}});
-  const auto [serving, starting] = serving_with_held_spare(sv, held);
-  REQUIRE(::kill(serving, SIGKILL) == 0);
-  INFO(sv.log());
-  REQUIRE(log_has(sv, fmt::format("spare worker pid={} is still starting", starting), 10s));
+  const auto [serving, starting] = failover_waiting_for_spare(sv, held);
   REQUIRE(::kill(starting, SIGKILL) == 0);
-  REQUIRE(log_has(sv, "the spare a failover was waiting for died: starting a fresh worker", 10s));
-  held.release_starts();
-  auto next = sv.wait_serving(10s, serving);
   INFO(sv.log());
-  REQUIRE(next);
-  CHECK(*next != starting);
-  CHECK(sv.device().wait_restores(3, 5s));
+  REQUIRE(log_has(sv, "the spare a failover was waiting for died: starting a fresh worker", 10s));
+  fresh_worker_serves(sv, held, serving, starting);
 }
 
 // Property: `ondemandctl reload` while a failover waits for a starting
@@ -136,19 +150,12 @@ TEST_CASE("a reload during a failover's wait for its spare starts a fresh worker
           "[harness][spare-wait][reload]") {
   HeldWorker held;
   SupervisorProcess sv({.config = {{"worker_binary", held.script.string()}}});
-  const auto [serving, starting] = serving_with_held_spare(sv, held);
-  REQUIRE(::kill(serving, SIGKILL) == 0);
-  INFO(sv.log());
-  REQUIRE(log_has(sv, fmt::format("spare worker pid={} is still starting", starting), 10s));
+  const auto [serving, starting] = failover_waiting_for_spare(sv, held);
   const auto r = sv.ctl({"reload"});
+  INFO(sv.log());
   REQUIRE(r.rc == 0);
   REQUIRE(log_has(sv, "was started from the old config: starting a fresh worker", 10s));
-  held.release_starts();
-  auto next = sv.wait_serving(10s, serving);
-  INFO(sv.log());
-  REQUIRE(next);
-  CHECK(*next != starting);
-  CHECK(sv.device().wait_restores(3, 5s));  // first start, the promotion, the fresh worker
+  fresh_worker_serves(sv, held, serving, starting);
   // The wait ended with the reload, so its timer never fired.
   CHECK(sv.log().find("has no handshake after") == std::string::npos);
 }

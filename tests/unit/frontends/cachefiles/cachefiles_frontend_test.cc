@@ -806,6 +806,14 @@ TEST_CASE("Cachefiles: a refused OPEN also releases a restore held back for it",
 
 namespace {
 
+// Every offset the front end asked the blob for, asked once: no byte copied
+// twice.
+bool each_offset_once(const FakeBlob& blob) {
+  auto offs = blob.fill_offsets();
+  std::sort(offs.begin(), offs.end());
+  return std::adjacent_find(offs.begin(), offs.end()) == offs.end();
+}
+
 // A 4 MiB blob behind a 4 MiB fill window whose reads from `gate_from` on
 // wait for the test, opened as object 40.
 struct EarlyFixture {
@@ -832,11 +840,7 @@ struct EarlyFixture {
     const auto all = h->replies.completes();
     return static_cast<std::size_t>(std::count(all.begin(), all.end(), std::pair<int, std::uint32_t>{anon.number, msg_id}));
   }
-  bool offsets_unique() const {
-    auto offs = blob->fill_offsets();
-    std::sort(offs.begin(), offs.end());
-    return std::adjacent_find(offs.begin(), offs.end()) == offs.end();
-  }
+  bool offsets_unique() const { return each_offset_once(*blob); }
 };
 
 }  // namespace
@@ -1010,11 +1014,7 @@ struct AheadFixture {
     const auto offs = blob->fill_offsets();
     return std::any_of(offs.begin(), offs.end(), [&](auto o) { return o >= start && o < end; });
   }
-  bool offsets_unique() const {
-    auto offs = blob->fill_offsets();
-    std::sort(offs.begin(), offs.end());
-    return std::adjacent_find(offs.begin(), offs.end()) == offs.end();
-  }
+  bool offsets_unique() const { return each_offset_once(*blob); }
 };
 
 }  // namespace
