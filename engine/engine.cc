@@ -788,7 +788,10 @@ void Engine::pump_prefetch() {
     auto& job = prefetch_.front();
     const auto size = align_up(job.target->blob->size(), PAGE);
     if (job.next >= size) {
-      spdlog::debug("prefetch of blob \"{}\" done ({} bytes)", proto::describe(job.target->ref), size);
+      // Info, not debug: an operator (and vm_prefetch) can tell when an
+      // image is local. A window that failed said so (info too: a CLOSE
+      // during a prefetch fails its window's writes with ENOBUFS).
+      spdlog::info("prefetch of blob \"{}\" reached its end ({} bytes)", proto::describe(job.target->ref), size);
       prefetch_.pop_front();
       continue;
     }
@@ -801,6 +804,10 @@ void Engine::pump_prefetch() {
       const auto result = run_fill(*target, plan, NO_DEADLINE);
       counters_.prefetched_bytes.fetch_add(result.written, std::memory_order_relaxed);
       count_fill(result);
+      if (result.error || result.write_err)
+        spdlog::info("prefetch of blob \"{}\" [{}, {}) stopped after {} bytes: {}; a READ there fills it on demand",
+                     proto::describe(target->ref), plan.range.start, plan.range.end, result.done,
+                     result.error ? result.error->message : sys::errno_name(result.write_err));
       asio::post(loop_, [this] {
         prefetch_busy_ = false;
         pump_prefetch();
