@@ -13,6 +13,8 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -150,7 +152,7 @@ const std::map<std::string, KeySpec, std::less<>>& key_table() {
            throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
        }}},
       {"fill_window_min", {false, [](Config& c, auto k, auto& v) {
-         c.fill_window_min = as_count(k, v, 4096, std::uint64_t{64} << 20);
+         c.fill_window_min = as_count(k, v, 0, std::uint64_t{64} << 20);
          if (c.fill_window_min % 4096 != 0)
            throw ConfigError(fmt::format("config key \"{}\": must be a multiple of 4096", k));
        }}},
@@ -317,11 +319,28 @@ Config parse_config(std::string_view json_text) {
   for (const auto& [key, spec] : table)
     if (spec.required && !doc.contains(key))
       throw ConfigError(fmt::format("missing required config key \"{}\"", key));
-  // The fanotify front end holds one writer fd per cache file in the
-  // supervisor, which this budget does not cover: refused, not ignored.
-  if (config.max_open_objects != 0 && config.frontend == Frontend::FANOTIFY)
-    throw ConfigError("config key \"max_open_objects\": applies to the cachefiles front end only (frontend is "
-                      "\"fanotify\")");
+  // Mechanisms only the cachefiles front end has: given with fanotify, a
+  // key that would turn one on is refused, not ignored. (The fanotify
+  // front end answers each event from one fill and bounds nothing in
+  // flight; its supervisor holds one writer fd per cache file, which no
+  // budget covers; it neither prefetches nor culls.) Off is accepted, so
+  // one config can say so for both.
+  if (config.frontend == Frontend::FANOTIFY) {
+    const std::pair<std::string_view, bool> turns_on[] = {
+        {"max_inflight", true},
+        {"fill_window_min", config.fill_window_min != 0},
+        {"fill_ahead_windows", config.fill_ahead_windows != 0},
+        {"prefetch", config.prefetch},
+        {"max_open_objects", config.max_open_objects != 0},
+        {"cache_cull", config.cache_cull},
+        {"cache_max_bytes", config.cache_max_bytes != 0},
+        {"cache_low_watermark", true},
+    };
+    for (const auto& [key, on] : turns_on)
+      if (on && doc.contains(key))
+        throw ConfigError(fmt::format(
+            "config key \"{}\": applies to the cachefiles front end only (frontend is \"fanotify\")", key));
+  }
   if (config.fill_window_min > config.fill_window)
     throw ConfigError(fmt::format("config key \"fill_window_min\": {} is above fill_window ({})",
                                   config.fill_window_min, config.fill_window));

@@ -1,5 +1,6 @@
 #include "config/config.h"
 
+#include <optional>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -285,6 +286,36 @@ TEST_CASE("max_open_objects: off by default, cachefiles only, refused rather tha
   CHECK_THAT(error_for(doc), Catch::Contains(quoted("max_open_objects")) && Catch::Contains("cachefiles front end"));
   doc["max_open_objects"] = 0;
   CHECK(parse_config(doc.dump()).max_open_objects == 0);
+}
+
+// No silent fallbacks: the fanotify worker has no READ windows to widen or
+// fill ahead, no in-flight limit, no prefetch, no fd budget and no culler.
+TEST_CASE("cachefiles-only keys that turn something on are refused with fanotify, naming the key; off is accepted",
+          "[common][config]") {
+  struct Case {
+    const char* key;
+    json on;
+    std::optional<json> off;  // none: the key has no off value
+  };
+  const Case cases[] = {
+      {"max_inflight", 8, std::nullopt},       {"fill_window_min", 4096, 0}, {"fill_ahead_windows", 2, 0},
+      {"prefetch", true, false},               {"max_open_objects", 1, 0},   {"cache_cull", true, false},
+      {"cache_max_bytes", 1 << 20, 0},         {"cache_low_watermark", 80, std::nullopt},
+  };
+  for (const auto& c : cases) {
+    INFO("key " << c.key);
+    auto doc = minimal();
+    doc[c.key] = c.on;
+    CHECK_NOTHROW(parse_config(doc.dump()));  // cachefiles (the default) takes it
+    doc["frontend"] = "fanotify";
+    CHECK_THAT(error_for(doc), Catch::Contains(quoted(c.key)) && Catch::Contains("cachefiles front end only"));
+    if (c.off) {
+      doc[c.key] = *c.off;
+      CHECK_NOTHROW(parse_config(doc.dump()));
+    }
+    doc.erase(c.key);
+    CHECK_NOTHROW(parse_config(doc.dump()));  // absent: fanotify's own behaviour, documented
+  }
 }
 
 TEST_CASE("parse_config refuses a watchdog that would fire between two heartbeats", "[common][config]") {
